@@ -1,0 +1,213 @@
+//! The capability table (`lib/capabilities.json`): which hypervisor supports which feature, and
+//! what to do instead where it does not. The Nix modules read the same file for their
+//! assertions, so both refuse the same specs with the same hints.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+use crate::json_path::JsonPath;
+use crate::path;
+use crate::spec::{DeviceBus, Hypervisor, ImageType, InterfaceType, RunnerSpec, ShareProto};
+
+/// The table's text, embedded so the generator needs no file at run time.
+pub const CAPABILITY_TABLE_JSON: &str = include_str!("../../lib/capabilities.json");
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CapabilityTable {
+    #[serde(rename = "$comment")]
+    pub comment: String,
+    pub version: u32,
+    pub hypervisors: BTreeMap<String, HypervisorInfo>,
+    pub features: BTreeMap<String, Feature>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HypervisorInfo {
+    pub host_os: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Feature {
+    /// Noun phrase: "9p shares".
+    pub title: String,
+    /// The option that turns the feature on.
+    pub option: String,
+    /// When the option turns it on, in words.
+    pub condition: String,
+    /// A feature that only matters where this one is supported.
+    #[serde(default)]
+    pub requires: Option<String>,
+    pub supported: Vec<Hypervisor>,
+    /// What to do instead, per hypervisor; `*` for every other one.
+    pub hints: BTreeMap<String, String>,
+}
+
+impl Feature {
+    pub fn supports(&self, hypervisor: Hypervisor) -> bool {
+        self.supported.contains(&hypervisor)
+    }
+
+    pub fn hint(&self, hypervisor: Hypervisor) -> Option<&str> {
+        self.hints
+            .get(hypervisor.name())
+            .or_else(|| self.hints.get("*"))
+            .map(String::as_str)
+    }
+}
+
+/// The embedded table. It is checked by tests, so a malformed table never ships.
+pub fn table() -> &'static CapabilityTable {
+    static TABLE: OnceLock<CapabilityTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        serde_json::from_str(CAPABILITY_TABLE_JSON)
+            .expect("lib/capabilities.json is valid; the capability tests parse it")
+    })
+}
+
+/// The features a spec turns on, each with the place in the spec that turns it on.
+pub fn feature_uses(spec: &RunnerSpec) -> Vec<(&'static str, JsonPath)> {
+    let mut uses: Vec<(&'static str, JsonPath)> = Vec::new();
+    for (i, share) in spec.shares.iter().enumerate() {
+        match share.proto {
+            ShareProto::NineP => {
+                uses.push(("share.9p", path!["shares", i, "proto"]));
+                if share.read_only {
+                    uses.push(("share.9p.readOnly", path!["shares", i, "readOnly"]));
+                }
+            }
+            ShareProto::Virtiofs => uses.push(("share.virtiofs", path!["shares", i, "proto"])),
+        }
+    }
+    for (i, interface) in spec.interfaces.iter().enumerate() {
+        let feature = match interface.kind {
+            InterfaceType::User => "interface.user",
+            InterfaceType::Tap => "interface.tap",
+            InterfaceType::Macvtap => "interface.macvtap",
+            InterfaceType::Bridge => "interface.bridge",
+        };
+        uses.push((feature, path!["interfaces", i, "type"]));
+        if interface.tap.vhost {
+            uses.push((
+                "interface.tap.vhost",
+                path!["interfaces", i, "tap", "vhost"],
+            ));
+        }
+    }
+    if !spec.forward_ports.is_empty() {
+        uses.push(("forwardPorts", path!["forwardPorts"]));
+    }
+    if spec.socket.is_some() {
+        uses.push(("controlSocket", path!["socket"]));
+    }
+    if spec.balloon {
+        uses.push(("balloon", path!["balloon"]));
+    }
+    if spec.initial_balloon_mem > 0 {
+        uses.push(("initialBalloonMem", path!["initialBalloonMem"]));
+    }
+    if spec.hotplug_mem > 0 {
+        uses.push(("hotplugMem", path!["hotplugMem"]));
+    }
+    if spec.hugepage_mem {
+        uses.push(("hugepageMem", path!["hugepageMem"]));
+    }
+    if spec.vsock.cid.is_some() {
+        uses.push(("vsock", path!["vsock", "cid"]));
+    }
+    for (i, device) in spec.devices.iter().enumerate() {
+        let feature = match device.bus {
+            DeviceBus::Pci => "devices.pci",
+            DeviceBus::Usb => "devices.usb",
+        };
+        uses.push((feature, path!["devices", i, "bus"]));
+    }
+    if !spec.credential_files.is_empty() {
+        uses.push(("credentialFiles", path!["credentialFiles"]));
+    }
+    if spec.graphics.enable {
+        uses.push(("graphics", path!["graphics", "enable"]));
+    }
+    if spec.user.is_some() {
+        uses.push(("user", path!["user"]));
+    }
+    if spec.cpu.is_some() {
+        uses.push(("cpu", path!["cpu"]));
+    }
+    for (i, volume) in spec.volumes.iter().enumerate() {
+        if volume.serial.is_some() {
+            uses.push(("volume.serial", path!["volumes", i, "serial"]));
+        }
+        if volume.direct {
+            uses.push(("volume.direct", path!["volumes", i, "direct"]));
+        }
+        if volume.read_only {
+            uses.push(("volume.readOnly", path!["volumes", i, "readOnly"]));
+        }
+        if volume.image_type != ImageType::Raw {
+            uses.push(("volume.imageType", path!["volumes", i, "imageType"]));
+        }
+    }
+    uses
+}
+
+/// Whether `hypervisor` supports `feature` per the table (unknown features: no).
+pub fn supports(hypervisor: Hypervisor, feature: &str) -> bool {
+    table()
+        .features
+        .get(feature)
+        .is_some_and(|f| f.supports(hypervisor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_parses_and_names_only_known_hypervisors() {
+        let table = table();
+        let names: Vec<&str> = Hypervisor::ALL.iter().map(|hv| hv.name()).collect();
+        assert_eq!(
+            table
+                .hypervisors
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            {
+                let mut sorted = names.clone();
+                sorted.sort_unstable();
+                sorted
+            }
+        );
+        for (id, feature) in &table.features {
+            for key in feature.hints.keys() {
+                assert!(
+                    key == "*" || names.contains(&key.as_str()),
+                    "{id}: hint for unknown hypervisor {key}"
+                );
+            }
+            if let Some(required) = &feature.requires {
+                assert!(
+                    table.features.contains_key(required),
+                    "{id} requires unknown {required}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_refusal_has_a_hint() {
+        for (id, feature) in &table().features {
+            for hv in Hypervisor::ALL {
+                if !feature.supports(hv) {
+                    let hint = feature.hint(hv);
+                    assert!(hint.is_some_and(|h| !h.is_empty()), "{id} on {hv}: no hint");
+                }
+            }
+        }
+    }
+}

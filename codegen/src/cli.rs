@@ -1,0 +1,173 @@
+//! The `microvm-codegen` command line.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use miette::{GraphicalReportHandler, GraphicalTheme};
+
+use crate::diagnostic::{self, Diagnostic, SpecText};
+use crate::{load, output, render, runner, schema, validate};
+
+/// Exit status for a spec that was read but refused.
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit status for usage and I/O errors.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "microvm-codegen",
+    version,
+    about = "Turns a microVM runner spec (JSON) into a runner: the scripts that start, stop and \
+             resize the VM and set up its host side.",
+    long_about = "Turns a microVM runner spec (JSON) into a runner: the scripts that start, stop \
+                  and resize the VM and set up its host side.\n\nThe Nix modules write the spec \
+                  from a NixOS configuration's microvm.* options; it can also be written by hand. \
+                  Every command checks the spec against the hypervisor's capabilities first and \
+                  reports every problem with its place in the file.\n\nExit status: 0 success, \
+                  1 the spec was refused, 2 usage or I/O error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a spec and write its runner directory.
+    ///
+    /// Writes bin/microvm-run (starts the VM in the foreground), bin/microvm-shutdown and
+    /// bin/microvm-balloon where the hypervisor can do them, tap/macvtap/PCI/virtiofsd helper
+    /// scripts where the spec needs them, and share/microvm/ metadata including the validated
+    /// spec.json. Run the scripts from the VM's working directory: relative paths in the spec
+    /// (volumes, sockets) are resolved there.
+    Generate {
+        /// The runner spec (JSON).
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// Directory to write; it must not exist, be empty, or (with --force) be a runner
+        /// generated earlier.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace DIR when it holds a runner generated earlier. Any other non-empty directory
+        /// is still refused, so a state directory with volumes is never overwritten.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check a spec and print every problem found, without writing anything.
+    Validate {
+        /// The runner spec (JSON).
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+    },
+    /// Print the JSON Schema of the runner spec.
+    Schema,
+}
+
+fn report_handler() -> GraphicalReportHandler {
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let theme = if colour {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    GraphicalReportHandler::new_themed(theme).with_width(100)
+}
+
+fn print_diagnostics(diagnostics: &[Diagnostic], text: &SpecText) {
+    if !diagnostics.is_empty() {
+        eprint!(
+            "{}",
+            diagnostic::render_with(report_handler(), diagnostics, text)
+        );
+    }
+}
+
+/// Reads, loads and validates a spec; prints findings. `Err` carries the exit status.
+fn checked_spec(path: &Path) -> Result<(crate::spec::RunnerSpec, SpecText), u8> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("microvm-codegen: cannot read {}: {e}", path.display());
+        EXIT_USAGE
+    })?;
+    let text = SpecText::new(path.display().to_string(), text);
+    let spec = match load::load(&text) {
+        Ok(spec) => spec,
+        Err(findings) => {
+            print_diagnostics(&findings, &text);
+            eprintln!(
+                "microvm-codegen: {} refused: it is not a runner spec",
+                text.name()
+            );
+            return Err(EXIT_REFUSED);
+        }
+    };
+    let findings = validate::validate(&spec);
+    print_diagnostics(&findings, &text);
+    let errors = findings.iter().filter(|d| d.is_error()).count();
+    if errors > 0 {
+        eprintln!(
+            "microvm-codegen: {} refused: {errors} error{}",
+            text.name(),
+            if errors == 1 { "" } else { "s" }
+        );
+        return Err(EXIT_REFUSED);
+    }
+    Ok((spec, text))
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Schema => {
+            println!("{}", schema::runner_spec_schema_json());
+            ExitCode::SUCCESS
+        }
+        Command::Validate { spec } => match checked_spec(&spec) {
+            Ok((spec, _)) => {
+                eprintln!(
+                    "microvm-codegen: the spec of {} ({}) is valid",
+                    spec.host_name, spec.hypervisor
+                );
+                ExitCode::SUCCESS
+            }
+            Err(status) => ExitCode::from(status),
+        },
+        Command::Generate { spec, out, force } => {
+            let (spec, _) = match checked_spec(&spec) {
+                Ok(checked) => checked,
+                Err(status) => return ExitCode::from(status),
+            };
+            let tree = match runner::build(&spec, &render::Renderer::new()) {
+                Ok(tree) => tree,
+                Err(e) => {
+                    eprintln!("microvm-codegen: internal error: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            if let Err(e) = output::write(&out, &tree, force) {
+                eprintln!("microvm-codegen: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let scripts: Vec<&str> = tree.keys().filter_map(|k| k.strip_prefix("bin/")).collect();
+            eprintln!(
+                "microvm-codegen: wrote the {} runner of {} to {} ({} files; bin: {})",
+                spec.hypervisor,
+                spec.host_name,
+                out.display(),
+                tree.len(),
+                scripts.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,168 @@
+//! How each hypervisor is invoked: one file per hypervisor, each turning a validated spec into a
+//! [`Launch`] (the command `microvm-run` execs) plus the scripts it can offer.
+
+pub mod qemu;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::Diagnostic;
+use crate::spec::{Hypervisor, RunnerSpec, Tool};
+
+/// One word of a command line. Literal parts are quoted when rendered; variable parts expand
+/// a shell variable the runner script sets at run time (such as a device path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Word(pub Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    Lit(String),
+    Var(String),
+}
+
+impl From<String> for Word {
+    fn from(value: String) -> Word {
+        Word(vec![Part::Lit(value)])
+    }
+}
+
+impl From<&str> for Word {
+    fn from(value: &str) -> Word {
+        Word(vec![Part::Lit(value.to_owned())])
+    }
+}
+
+impl Word {
+    /// The literal text, if the word has no run-time parts.
+    pub fn literal(&self) -> Option<String> {
+        let mut out = String::new();
+        for part in &self.0 {
+            match part {
+                Part::Lit(text) => out.push_str(text),
+                Part::Var(_) => return None,
+            }
+        }
+        Some(out)
+    }
+}
+
+/// A host file the hypervisor needs. `microvm-run` checks for it before starting, because some
+/// hypervisors crash (qemu aborts on vhost=on without /dev/vhost-net) instead of saying why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Requirement {
+    pub path: String,
+    /// Read and write access is needed, not just existence.
+    pub read_write: bool,
+    /// Printed when the check fails: what is missing, which option asked for it, what to do.
+    pub message: String,
+}
+
+/// A macvtap device the runner opens before starting the hypervisor, once per queue, on
+/// fixed descriptor numbers the command line refers to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MacvtapFds {
+    pub interface: String,
+    pub fds: Vec<u32>,
+}
+
+/// Preparation specific to one hypervisor, run by `microvm-run` after `preStart`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Step {
+    /// Remove a stale file (a control socket the hypervisor refuses to reuse).
+    Remove { path: String },
+    /// Create a directory.
+    MakeDir { path: String },
+    /// Set a shell variable to the character device of a macvtap interface.
+    MacvtapDevice { var: String, interface: String },
+    /// Export an environment variable.
+    Export { name: String, value: String },
+}
+
+/// The hypervisor command `microvm-run` execs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Launch {
+    #[serde(skip)]
+    pub program: Tool,
+    pub args: Vec<Word>,
+    pub requirements: Vec<Requirement>,
+    pub macvtap_fds: Vec<MacvtapFds>,
+    pub steps: Vec<Step>,
+}
+
+/// What one hypervisor contributes to a runner.
+pub trait Backend {
+    /// Spec checks only this hypervisor needs (on top of the capability table).
+    fn check(&self, spec: &RunnerSpec) -> Vec<Diagnostic>;
+    /// Programs this hypervisor's scripts run, each with the reason.
+    fn tools(&self, spec: &RunnerSpec) -> Vec<(Tool, String)>;
+    fn launch(&self, spec: &RunnerSpec) -> Launch;
+    /// Whether taps are created multi-queue (must match what the hypervisor opens).
+    fn tap_multi_queue(&self, spec: &RunnerSpec) -> bool;
+    /// Template of `bin/microvm-shutdown`, when this hypervisor can shut the guest down.
+    fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str>;
+    /// Template of `bin/microvm-balloon`, when the balloon can be changed at run time.
+    fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str>;
+    /// Extra files of the runner (such as a hypervisor config file), by relative path.
+    fn extra_files(&self, _spec: &RunnerSpec) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+pub fn backend(hypervisor: Hypervisor) -> &'static dyn Backend {
+    match hypervisor {
+        Hypervisor::Qemu => &qemu::Qemu,
+        _ => &unimplemented_backend::NotYet,
+    }
+}
+
+/// Escapes a value for qemu's `key=value,…` option syntax, where a literal comma is doubled.
+pub fn qemu_opt(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+mod unimplemented_backend {
+    use super::*;
+    use crate::path;
+
+    /// Hypervisors whose renderer has not landed refuse every spec instead of producing a
+    /// runner that cannot work.
+    pub struct NotYet;
+
+    impl Backend for NotYet {
+        fn check(&self, spec: &RunnerSpec) -> Vec<Diagnostic> {
+            vec![
+                Diagnostic::error(
+                    "microvm::hypervisor::not_rendered",
+                    format!(
+                        "this generator cannot render {} runners yet",
+                        spec.hypervisor
+                    ),
+                )
+                .at(path!["hypervisor"])
+                .help("use hypervisor = \"qemu\""),
+            ]
+        }
+        fn tools(&self, _: &RunnerSpec) -> Vec<(Tool, String)> {
+            Vec::new()
+        }
+        fn launch(&self, _: &RunnerSpec) -> Launch {
+            Launch {
+                program: Tool::Bash,
+                args: Vec::new(),
+                requirements: Vec::new(),
+                macvtap_fds: Vec::new(),
+                steps: Vec::new(),
+            }
+        }
+        fn tap_multi_queue(&self, _: &RunnerSpec) -> bool {
+            false
+        }
+        fn shutdown_template(&self, _: &RunnerSpec) -> Option<&'static str> {
+            None
+        }
+        fn balloon_template(&self, _: &RunnerSpec) -> Option<&'static str> {
+            None
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! microvm-codegen: validates a runner spec against the hypervisors' capabilities and renders
+//! the runner (scripts, helper scripts, metadata) a microVM is started from.
+
+pub mod capabilities;
+pub mod cli;
+pub mod diagnostic;
+pub mod hypervisor;
+pub mod json_path;
+pub mod json_spans;
+pub mod load;
+pub mod machine_id;
+pub mod output;
+pub mod render;
+pub mod runner;
+pub mod schema;
+pub mod spec;
+pub mod suggest;
+pub mod validate;

@@ -1,0 +1,225 @@
+//! From spec text to a typed [`RunnerSpec`]: JSON syntax, the spec version, NUL bytes, and every
+//! structural error (unknown fields, wrong types, bad enum values) as diagnostics with places.
+
+use serde_json::Value;
+
+use crate::diagnostic::{Diagnostic, SpecText};
+use crate::json_path::{JsonPath, Segment};
+use crate::spec::{RunnerSpec, SPEC_VERSION};
+use crate::suggest;
+
+/// Parses and type-checks a spec. Structural errors stop at the first one serde meets; the
+/// semantic checks in [`crate::validate`] report everything at once.
+pub fn load(text: &SpecText) -> Result<RunnerSpec, Vec<Diagnostic>> {
+    let value = parse_json(text)?;
+    let mut findings = Vec::new();
+    check_version(&value, &mut findings);
+    find_nul_bytes(&value, &JsonPath::root(), &mut findings);
+    if !findings.is_empty() {
+        return Err(findings);
+    }
+    serde_path_to_error::deserialize::<_, RunnerSpec>(value).map_err(|error| {
+        let path = convert_path(error.path());
+        vec![structural(&error.inner().to_string(), path)]
+    })
+}
+
+fn parse_json(text: &SpecText) -> Result<Value, Vec<Diagnostic>> {
+    serde_json::from_str(text.text()).map_err(|error| {
+        let offset = offset_of(text.text(), error.line(), error.column());
+        let message = strip_position(&error.to_string());
+        vec![
+            Diagnostic::error(
+                "microvm::spec::syntax",
+                format!("the spec is not valid JSON: {message}"),
+            )
+            .at_offset(offset)
+            .label(message)
+            .help("the spec is one JSON object; check for a missing comma, quote or brace before this point"),
+        ]
+    })
+}
+
+/// serde_json reports 1-based lines and columns; column 0 means "before the first character".
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let mut offset = 0;
+    for (index, content) in text.split_inclusive('\n').enumerate() {
+        if index + 1 == line {
+            let col = column.saturating_sub(1);
+            let within: usize = content.chars().take(col).map(char::len_utf8).sum();
+            return offset + within;
+        }
+        offset += content.len();
+    }
+    text.len()
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn check_version(value: &Value, findings: &mut Vec<Diagnostic>) {
+    let Some(object) = value.as_object() else {
+        findings.push(
+            Diagnostic::error(
+                "microvm::spec::not_an_object",
+                "the spec must be a JSON object",
+            )
+            .at(JsonPath::root())
+            .help("a runner spec is an object such as {\"specVersion\": 1, \"hostName\": …}"),
+        );
+        return;
+    };
+    if let Some(version) = object.get("specVersion")
+        && version.as_u64() != Some(u64::from(SPEC_VERSION))
+    {
+        findings.push(
+            Diagnostic::error(
+                "microvm::spec::version",
+                format!("spec version {version} is not supported"),
+            )
+            .at(JsonPath::root().key("specVersion"))
+            .label(format!("this generator reads version {SPEC_VERSION}"))
+            .help("build the spec and the generator from the same microvm flake revision"),
+        );
+    }
+}
+
+/// Shell quoting cannot carry a NUL byte, and no path or name may contain one.
+fn find_nul_bytes(value: &Value, path: &JsonPath, findings: &mut Vec<Diagnostic>) {
+    match value {
+        Value::String(s) if s.contains('\0') => findings.push(
+            Diagnostic::error("microvm::spec::nul_byte", "a string contains a NUL byte")
+                .at(path.clone())
+                .help("remove the \\u0000 escape: no path, name or argument can contain NUL"),
+        ),
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                find_nul_bytes(item, &path.index(index), findings);
+            }
+        }
+        Value::Object(members) => {
+            for (key, member) in members {
+                if key.contains('\0') {
+                    findings.push(
+                        Diagnostic::error("microvm::spec::nul_byte", "a key contains a NUL byte")
+                            .at_key(path.key(key)),
+                    );
+                }
+                find_nul_bytes(member, &path.key(key), findings);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn convert_path(path: &serde_path_to_error::Path) -> JsonPath {
+    let mut segments = Vec::new();
+    for segment in path.iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => segments.push(Segment::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => segments.push(Segment::Key(key.clone())),
+            _ => {}
+        }
+    }
+    JsonPath(segments)
+}
+
+/// Names between backticks after "expected", as serde_derive writes its messages.
+fn expected_names(message: &str) -> Vec<&str> {
+    let Some(index) = message.find("expected") else {
+        return Vec::new();
+    };
+    message[index..].split('`').skip(1).step_by(2).collect()
+}
+
+fn first_backticked(message: &str) -> Option<&str> {
+    message.split('`').nth(1)
+}
+
+fn structural(message: &str, path: JsonPath) -> Diagnostic {
+    if message.starts_with("unknown field") {
+        let field = first_backticked(message).unwrap_or_default().to_owned();
+        let expected = expected_names(message);
+        let object = path.parent().unwrap_or_default();
+        let place = if object.0.is_empty() {
+            "the spec".to_owned()
+        } else {
+            object.to_string()
+        };
+        Diagnostic::error(
+            "microvm::spec::unknown_field",
+            format!("unknown field `{field}` in {place}"),
+        )
+        .at_key(path)
+        .label("not a known field")
+        .help(suggest::help_for(&field, &expected, "field"))
+    } else if message.starts_with("unknown variant") {
+        let variant = first_backticked(message).unwrap_or_default().to_owned();
+        let expected = expected_names(message);
+        Diagnostic::error(
+            "microvm::spec::unknown_value",
+            format!("`{variant}` is not a valid value here"),
+        )
+        .at(path)
+        .label("not a known value")
+        .help(suggest::help_for(&variant, &expected, "value"))
+    } else if message.starts_with("missing field") {
+        let field = first_backticked(message).unwrap_or_default().to_owned();
+        Diagnostic::error(
+            "microvm::spec::missing_field",
+            format!("missing field `{field}`"),
+        )
+        .at(path)
+        .label(format!("`{field}` is required here"))
+        .help("see `microvm-codegen schema` for the required fields")
+    } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        Diagnostic::error("microvm::spec::invalid_type", plain_types(message))
+            .at(path)
+            .label("wrong type")
+            .help("see `microvm-codegen schema` for the expected type of each field")
+    } else {
+        Diagnostic::error("microvm::spec::invalid", message.to_owned()).at(path)
+    }
+}
+
+/// serde names Rust types ("expected u64"); users know JSON.
+fn plain_types(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (rust, plain) in [
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a sequence", "expected a list"),
+        ("expected struct ", "expected an object: "),
+    ] {
+        out = out.replace(rust, plain);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_follow_lines_and_columns() {
+        let text = "{\n  \"a\": x\n}";
+        assert_eq!(offset_of(text, 2, 8), 9);
+        assert_eq!(&text[9..10], "x");
+        assert_eq!(offset_of(text, 9, 1), text.len());
+    }
+
+    #[test]
+    fn reads_serde_expectations() {
+        let message = "unknown field `memm`, expected one of `mem`, `vcpu`";
+        assert_eq!(expected_names(message), vec!["mem", "vcpu"]);
+        assert_eq!(
+            expected_names("unknown variant `x`, expected `a` or `b`"),
+            vec!["a", "b"]
+        );
+    }
+}

@@ -1,0 +1,451 @@
+//! Assembles a runner: the directory tree `microvm-codegen generate` writes, as data.
+//!
+//! Layout (kept from microvm.nix so host tooling carries over): `bin/microvm-run` always, the
+//! other `bin/` scripts when the spec needs them, and `share/microvm/` metadata.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::hypervisor::{self, Launch, Part, Word};
+use crate::render::{self, RenderError, Renderer};
+use crate::spec::{DeviceBus, Hypervisor, RunnerSpec, Tool, volume};
+
+/// Scripts the generator writes itself; `binScripts` may not take these names.
+pub const GENERATED_BIN_NAMES: &[&str] = &[
+    "microvm-run",
+    "microvm-shutdown",
+    "microvm-balloon",
+    "tap-up",
+    "tap-down",
+    "macvtap-up",
+    "macvtap-down",
+    "pci-setup",
+    "virtiofsd-run",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    File { contents: String, executable: bool },
+    Symlink { target: String },
+}
+
+/// Relative path to entry, in a stable order.
+pub type Tree = BTreeMap<String, Entry>;
+
+/// Programs the generated scripts run, with the reason, for the spec's features.
+pub fn required_tools(spec: &RunnerSpec) -> Vec<(Tool, String)> {
+    let mut tools = vec![(Tool::Bash, "every generated script runs in it".to_owned())];
+    for volume in spec.volumes.iter().filter(|v| v.auto_create) {
+        let reason = format!("microvm-run creates the volume {:?} with it", volume.image);
+        for tool in [Tool::Mkdir, Tool::Truncate, Tool::Ln, Tool::Rm] {
+            tools.push((tool, reason.clone()));
+        }
+        if let Some(mkfs) = Tool::mkfs(&volume.fs_type) {
+            tools.push((mkfs, reason.clone()));
+        }
+    }
+    if spec.tap_interfaces().next().is_some() {
+        tools.push((
+            Tool::Ip,
+            "tap-up creates the tap interfaces with it".to_owned(),
+        ));
+    }
+    if spec.macvtap_interfaces().next().is_some() {
+        tools.push((
+            Tool::Ip,
+            "macvtap-up creates the macvtap interfaces with it".to_owned(),
+        ));
+        tools.push((
+            Tool::Chown,
+            "macvtap-up hands the tap device to the VM user".to_owned(),
+        ));
+    }
+    if spec.devices.iter().any(|d| d.bus == DeviceBus::Pci) {
+        tools.push((
+            Tool::Modprobe,
+            "pci-setup loads vfio-pci with it".to_owned(),
+        ));
+        tools.push((
+            Tool::Chown,
+            "pci-setup hands the VFIO group to the VM user".to_owned(),
+        ));
+    }
+    if needs_virtiofsd(spec) {
+        let reason = "virtiofsd-run serves the virtiofs shares with it".to_owned();
+        tools.push((Tool::Virtiofsd, reason.clone()));
+        tools.push((Tool::Rm, reason.clone()));
+        tools.push((Tool::Sleep, reason.clone()));
+        if spec.virtiofsd.thread_pool_size.is_none() {
+            tools.push((
+                Tool::Nproc,
+                "virtiofsd-run sizes virtiofsd's thread pool by the CPU count".to_owned(),
+            ));
+        }
+    }
+    tools.extend(hypervisor::backend(spec.hypervisor).tools(spec));
+    tools
+}
+
+/// vfkit serves virtiofs itself; everyone else needs one virtiofsd per share.
+pub fn needs_virtiofsd(spec: &RunnerSpec) -> bool {
+    spec.hypervisor != Hypervisor::Vfkit && spec.virtiofs_shares().next().is_some()
+}
+
+#[derive(Serialize)]
+struct VolumeContext<'a> {
+    image: &'a str,
+    size: u64,
+    fs_type: &'a str,
+    mkfs: &'a str,
+    /// mkfs arguments before the image: quiet flag, label, the user's extra arguments.
+    mkfs_args: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct TapContext<'a> {
+    id: &'a str,
+    multi_queue: bool,
+}
+
+#[derive(Serialize)]
+struct MacvtapContext<'a> {
+    id: &'a str,
+    mac: &'a str,
+    link: &'a str,
+    mode: &'a str,
+}
+
+#[derive(Serialize)]
+struct VirtiofsContext<'a> {
+    tag: &'a str,
+    socket: &'a str,
+    argv: Vec<Word>,
+}
+
+#[derive(Serialize)]
+struct LaunchContext<'a> {
+    program: &'a str,
+    #[serde(flatten)]
+    launch: &'a Launch,
+}
+
+#[derive(Serialize)]
+struct Context<'a> {
+    host_name: &'a str,
+    hypervisor: &'static str,
+    mem: u64,
+    socket: Option<&'a str>,
+    /// Tool paths by spec key; keys that are not identifiers are also given with `_`.
+    tools: BTreeMap<String, Option<&'a str>>,
+    launch: LaunchContext<'a>,
+    procname: Option<String>,
+    pre_start: &'a str,
+    extra_args_script: Option<&'a str>,
+    volumes: Vec<VolumeContext<'a>>,
+    taps: Vec<TapContext<'a>>,
+    macvtaps: Vec<MacvtapContext<'a>>,
+    pci_devices: Vec<&'a str>,
+    virtiofs: Vec<VirtiofsContext<'a>>,
+    virtiofsd_threads_from_nproc: bool,
+    host_user: &'a str,
+    host_group: &'a str,
+}
+
+fn quiet_flag(fs_type: &str) -> Option<&'static str> {
+    match fs_type {
+        "ext2" | "ext3" | "ext4" | "xfs" | "btrfs" => Some("-q"),
+        _ => None,
+    }
+}
+
+fn virtiofsd_argv(spec: &RunnerSpec, share: &crate::spec::Share, virtiofsd: &str) -> Vec<Word> {
+    let o = &spec.virtiofsd;
+    let mut argv: Vec<Word> = vec![
+        Word::from(virtiofsd),
+        Word::from(format!(
+            "--socket-path={}",
+            share.socket.as_deref().unwrap_or_default()
+        )),
+        Word::from(format!("--shared-dir={}", share.source)),
+    ];
+    if let Some(group) = &o.group {
+        argv.push(Word::from(format!("--socket-group={group}")));
+    }
+    argv.push(Word::from("--thread-pool-size"));
+    argv.push(match o.thread_pool_size {
+        Some(n) => Word::from(n.to_string()),
+        None => Word(vec![Part::Var("threads".to_owned())]),
+    });
+    if share.posix_acl {
+        argv.push(Word::from("--posix-acl"));
+        argv.push(Word::from("--xattr"));
+    }
+    argv.push(Word::from(format!("--cache={}", share.cache.name())));
+    if let Some(handles) = o.inode_file_handles {
+        argv.push(Word::from(format!(
+            "--inode-file-handles={}",
+            handles.name()
+        )));
+    }
+    if share.read_only {
+        argv.push(Word::from("--readonly"));
+    }
+    for arg in o.extra_args.iter().chain(&share.extra_args) {
+        argv.push(Word::from(arg.clone()));
+    }
+    argv
+}
+
+/// Every tool by name (null when the spec has none), so templates can test for optional ones.
+fn tool_map(spec: &RunnerSpec) -> BTreeMap<String, Option<&str>> {
+    let mut map = BTreeMap::new();
+    for &tool in Tool::ALL {
+        let path = spec.tools.get(tool);
+        map.insert(tool.name().to_owned(), path);
+        map.insert(tool.name().replace(['-', '.'], "_"), path);
+    }
+    map
+}
+
+fn file(contents: String) -> Entry {
+    Entry::File {
+        contents,
+        executable: false,
+    }
+}
+
+fn script(contents: String) -> Entry {
+    Entry::File {
+        contents,
+        executable: true,
+    }
+}
+
+fn lines<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for item in items {
+        out.push_str(item);
+        out.push('\n');
+    }
+    out
+}
+
+/// Builds the runner tree of a spec that [`crate::validate::validate`] accepted.
+pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError> {
+    let backend = hypervisor::backend(spec.hypervisor);
+    let launch = backend.launch(spec);
+    let tools = tool_map(spec);
+    let multi_queue = backend.tap_multi_queue(spec);
+
+    let volumes = spec
+        .volumes
+        .iter()
+        .filter(|v| v.auto_create)
+        .filter_map(|v| {
+            let mkfs = spec.tools.get(Tool::mkfs(&v.fs_type)?)?;
+            let label_flag = volume::AUTO_CREATE_FILESYSTEMS
+                .iter()
+                .find(|(fs, _)| *fs == v.fs_type)
+                .map(|(_, flag)| *flag)?;
+            let mut mkfs_args: Vec<String> = quiet_flag(&v.fs_type)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            if let Some(label) = &v.label {
+                mkfs_args.push(label_flag.to_owned());
+                mkfs_args.push(label.clone());
+            }
+            mkfs_args.extend(v.mkfs_extra_args.iter().cloned());
+            Some(VolumeContext {
+                image: &v.image,
+                size: v.size.unwrap_or(0),
+                fs_type: &v.fs_type,
+                mkfs,
+                mkfs_args,
+            })
+        })
+        .collect();
+
+    let virtiofs = if needs_virtiofsd(spec) {
+        let virtiofsd = spec.tools.get(Tool::Virtiofsd).unwrap_or_default();
+        spec.virtiofs_shares()
+            .map(|share| VirtiofsContext {
+                tag: &share.tag,
+                socket: share.socket.as_deref().unwrap_or_default(),
+                argv: virtiofsd_argv(spec, share, virtiofsd),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    let context = Context {
+        host_name: &spec.host_name,
+        hypervisor: spec.hypervisor.name(),
+        mem: spec.mem,
+        socket: spec.socket.as_deref(),
+        launch: LaunchContext {
+            program: spec.tools.get(launch.program).unwrap_or_default(),
+            launch: &launch,
+        },
+        tools,
+        procname: spec
+            .pretty_procnames
+            .then(|| format!("microvm@{}", spec.host_name)),
+        pre_start: &spec.pre_start,
+        extra_args_script: spec.extra_args_script.as_deref(),
+        volumes,
+        taps: spec
+            .tap_interfaces()
+            .map(|i| TapContext {
+                id: &i.id,
+                multi_queue,
+            })
+            .collect(),
+        macvtaps: spec
+            .macvtap_interfaces()
+            .filter_map(|i| {
+                let macvtap = i.macvtap.as_ref()?;
+                Some(MacvtapContext {
+                    id: &i.id,
+                    mac: &i.mac,
+                    link: &macvtap.link,
+                    mode: macvtap.mode.name(),
+                })
+            })
+            .collect(),
+        pci_devices: spec
+            .devices
+            .iter()
+            .filter(|d| d.bus == DeviceBus::Pci)
+            .map(|d| d.path.as_str())
+            .collect(),
+        virtiofs,
+        virtiofsd_threads_from_nproc: spec.virtiofsd.thread_pool_size.is_none(),
+        host_user: &spec.host.user,
+        host_group: &spec.host.group,
+    };
+
+    let mut tree = Tree::new();
+    tree.insert(
+        "bin/microvm-run".to_owned(),
+        script(renderer.render(render::MICROVM_RUN, &context)?),
+    );
+    if let Some(template) = backend.shutdown_template(spec) {
+        tree.insert(
+            "bin/microvm-shutdown".to_owned(),
+            script(renderer.render(template, &context)?),
+        );
+    }
+    if let Some(template) = backend.balloon_template(spec) {
+        tree.insert(
+            "bin/microvm-balloon".to_owned(),
+            script(renderer.render(template, &context)?),
+        );
+    }
+    if !context.taps.is_empty() {
+        tree.insert(
+            "bin/tap-up".to_owned(),
+            script(renderer.render(render::TAP_UP, &context)?),
+        );
+        tree.insert(
+            "bin/tap-down".to_owned(),
+            script(renderer.render(render::TAP_DOWN, &context)?),
+        );
+        tree.insert(
+            "share/microvm/tap-interfaces".to_owned(),
+            file(lines(context.taps.iter().map(|t| t.id))),
+        );
+    }
+    if !context.macvtaps.is_empty() {
+        tree.insert(
+            "bin/macvtap-up".to_owned(),
+            script(renderer.render(render::MACVTAP_UP, &context)?),
+        );
+        tree.insert(
+            "bin/macvtap-down".to_owned(),
+            script(renderer.render(render::MACVTAP_DOWN, &context)?),
+        );
+        let described: Vec<String> = context
+            .macvtaps
+            .iter()
+            .map(|m| format!("{} {} {} {}", m.id, m.mac, m.link, m.mode))
+            .collect();
+        tree.insert(
+            "share/microvm/macvtap-interfaces".to_owned(),
+            file(lines(described.iter().map(String::as_str))),
+        );
+    }
+    if !context.pci_devices.is_empty() {
+        tree.insert(
+            "bin/pci-setup".to_owned(),
+            script(renderer.render(render::PCI_SETUP, &context)?),
+        );
+        tree.insert(
+            "share/microvm/pci-devices".to_owned(),
+            file(lines(context.pci_devices.iter().copied())),
+        );
+    }
+    let usb: Vec<&str> = spec
+        .devices
+        .iter()
+        .filter(|d| d.bus == DeviceBus::Usb)
+        .map(|d| d.path.as_str())
+        .collect();
+    if !usb.is_empty() {
+        tree.insert("share/microvm/usb-devices".to_owned(), file(lines(usb)));
+    }
+    if !context.virtiofs.is_empty() {
+        tree.insert(
+            "bin/virtiofsd-run".to_owned(),
+            script(renderer.render(render::VIRTIOFSD_RUN, &context)?),
+        );
+    }
+    for share in spec.virtiofs_shares() {
+        let dir = format!("share/microvm/virtiofs/{}", share.tag);
+        if let Some(socket) = &share.socket {
+            tree.insert(format!("{dir}/socket"), file(format!("{socket}\n")));
+        }
+        tree.insert(format!("{dir}/source"), file(format!("{}\n", share.source)));
+    }
+    for (name, text) in &spec.bin_scripts {
+        #[derive(Serialize)]
+        struct BinScript<'a> {
+            tools: &'a BTreeMap<String, Option<&'a str>>,
+            text: &'a str,
+        }
+        let rendered = renderer.render(
+            render::BIN_SCRIPT,
+            &BinScript {
+                tools: &context.tools,
+                text,
+            },
+        )?;
+        tree.insert(format!("bin/{name}"), script(rendered));
+    }
+    if let Some(cid) = spec.vsock.cid {
+        tree.insert(
+            "share/microvm/vsock-cid".to_owned(),
+            file(format!("{cid}\n")),
+        );
+    }
+    tree.insert(
+        "share/microvm/hypervisor".to_owned(),
+        file(format!("{}\n", spec.hypervisor)),
+    );
+    if let Some(system) = &spec.system_symlink {
+        tree.insert(
+            "share/microvm/system".to_owned(),
+            Entry::Symlink {
+                target: system.clone(),
+            },
+        );
+    }
+    let spec_json = serde_json::to_string_pretty(spec).expect("a spec always serializes");
+    tree.insert("share/microvm/spec.json".to_owned(), file(spec_json + "\n"));
+    for (path, contents) in backend.extra_files(spec) {
+        tree.insert(path, file(contents));
+    }
+    Ok(tree)
+}

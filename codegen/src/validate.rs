@@ -1,0 +1,905 @@
+//! Everything a spec must satisfy beyond its JSON shape: the capability table, the mistakes
+//! users make with names, paths, addresses and sizes, and the tools the runner will call.
+//! Every finding is reported at once.
+
+use std::collections::BTreeMap;
+
+use crate::capabilities::{self, table};
+use crate::diagnostic::Diagnostic;
+use crate::hypervisor;
+use crate::json_path::JsonPath;
+use crate::path;
+use crate::runner;
+use crate::spec::{
+    DeviceBus, ForwardFrom, Hypervisor, InterfaceType, RunnerSpec, ShareProto, Tool, volume,
+};
+
+/// Linux interface names hold at most 15 bytes (IFNAMSIZ is 16 with the NUL).
+pub const MAX_IFNAME_BYTES: usize = 15;
+/// `sun_path` is 108 bytes with the NUL.
+pub const MAX_UNIX_SOCKET_PATH_BYTES: usize = 107;
+/// qemu's virtio-9p limit on `mount_tag` (MAX_TAG_LEN 32 with the NUL).
+pub const MAX_9P_TAG_BYTES: usize = 31;
+/// The virtio-fs device's `tag` field is 36 bytes.
+pub const MAX_VIRTIOFS_TAG_BYTES: usize = 36;
+
+pub fn validate(spec: &RunnerSpec) -> Vec<Diagnostic> {
+    let mut findings = Vec::new();
+    check_capabilities(spec, &mut findings);
+    check_basics(spec, &mut findings);
+    check_memory(spec, &mut findings);
+    check_volumes(spec, &mut findings);
+    check_shares(spec, &mut findings);
+    check_mount_points(spec, &mut findings);
+    check_interfaces(spec, &mut findings);
+    check_forward_ports(spec, &mut findings);
+    check_sockets(spec, &mut findings);
+    check_devices(spec, &mut findings);
+    check_names(spec, &mut findings);
+    findings.extend(hypervisor::backend(spec.hypervisor).check(spec));
+    check_tools(spec, &mut findings);
+    crate::diagnostic::sort(&mut findings);
+    findings
+}
+
+fn code(name: &str) -> String {
+    format!("microvm::validate::{name}")
+}
+
+fn check_capabilities(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    let hv = spec.hypervisor;
+    for (id, path) in capabilities::feature_uses(spec) {
+        let Some(feature) = table().features.get(id) else {
+            continue;
+        };
+        if feature.supports(hv) {
+            continue;
+        }
+        if let Some(required) = &feature.requires
+            && !capabilities::supports(hv, required)
+        {
+            // The refusal of the required feature already covers this use.
+            continue;
+        }
+        let mut diagnostic = Diagnostic::error(
+            format!("microvm::capability::{}", id.replace('.', "_")),
+            format!("{hv} does not support {}", feature.title),
+        )
+        .at(path)
+        .label(format!("{} ({})", feature.option, feature.condition));
+        if let Some(hint) = feature.hint(hv) {
+            diagnostic = diagnostic.help(hint);
+        }
+        findings.push(diagnostic);
+    }
+}
+
+fn check_basics(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    if spec.host_name.is_empty() {
+        findings.push(
+            Diagnostic::error(code("host_name"), "the host name is empty")
+                .at(path!["hostName"])
+                .help("set networking.hostName in the guest configuration"),
+        );
+    }
+    if spec.vcpu == 0 {
+        findings.push(
+            Diagnostic::error(code("vcpu"), "a VM needs at least one vCPU")
+                .at(path!["vcpu"])
+                .help("set vcpu = 1 or more"),
+        );
+    }
+    for (field, value) in [("kernel", &spec.kernel), ("initrdPath", &spec.initrd_path)] {
+        if value.is_empty() {
+            findings.push(
+                Diagnostic::error(code("empty_path"), format!("`{field}` is empty"))
+                    .at(path![field])
+                    .help("give the path of the file to boot"),
+            );
+        }
+    }
+    if let Some(machine_id) = &spec.machine_id
+        && uuid::Uuid::try_parse(machine_id).is_err()
+    {
+        findings.push(
+            Diagnostic::error(code("machine_id"), "machineId is not a UUID")
+                .at(path!["machineId"])
+                .label("expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx")
+                .help("set machineId to a UUID, or to null to derive one from the host name"),
+        );
+    }
+    if let Some(cid) = spec.vsock.cid {
+        if cid < 3 {
+            findings.push(
+                Diagnostic::error(
+                    code("vsock_cid_reserved"),
+                    format!("vsock cid {cid} is reserved"),
+                )
+                .at(path!["vsock", "cid"])
+                .label("0, 1 and 2 are reserved (2 is the host)")
+                .help("pick a cid of 3 or more that no other VM on this host uses"),
+            );
+        } else if cid >= u64::from(u32::MAX) {
+            findings.push(
+                Diagnostic::error(
+                    code("vsock_cid_range"),
+                    format!("vsock cid {cid} is too large"),
+                )
+                .at(path!["vsock", "cid"])
+                .help("vsock cids are 32-bit and 4294967295 is reserved"),
+            );
+        }
+    }
+    for (field, value) in [("user", &spec.host.user), ("group", &spec.host.group)] {
+        if value.is_empty() {
+            findings.push(
+                Diagnostic::error(code("host_owner"), format!("host.{field} is empty"))
+                    .at(path!["host", field]),
+            );
+        }
+    }
+    let hostmem = &spec.graphics.hostmem;
+    let digits = hostmem.trim_end_matches(['M', 'G']);
+    if spec.graphics.enable
+        && (digits.is_empty()
+            || digits.len() + 1 != hostmem.len()
+            || !digits.bytes().all(|b| b.is_ascii_digit()))
+    {
+        findings.push(
+            Diagnostic::error(code("graphics_hostmem"), "graphics.hostmem is not a size")
+                .at(path!["graphics", "hostmem"])
+                .help("write a number with an M or G suffix, such as \"256M\""),
+        );
+    }
+}
+
+fn check_memory(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    if spec.mem == 0 {
+        findings.push(
+            Diagnostic::error(code("mem"), "a VM needs memory")
+                .at(path!["mem"])
+                .help("set mem to the guest's RAM in MiB, such as 512"),
+        );
+    } else if spec.mem < 32 {
+        findings.push(
+            Diagnostic::warning(
+                code("mem_small"),
+                format!("{} MiB is too little for NixOS", spec.mem),
+            )
+            .at(path!["mem"])
+            .help("a NixOS guest needs at least 32 MiB, usually much more"),
+        );
+    }
+    if let Some(plugged) = spec.hotplugged_mem
+        && plugged > spec.hotplug_mem
+    {
+        findings.push(
+            Diagnostic::error(
+                code("hotplugged_mem"),
+                format!(
+                    "hotpluggedMem ({plugged} MiB) is larger than hotplugMem ({} MiB)",
+                    spec.hotplug_mem
+                ),
+            )
+            .at(path!["hotpluggedMem"])
+            .help("plug at most the whole hotplug region: hotpluggedMem <= hotplugMem"),
+        );
+    }
+    if spec.initial_balloon_mem > 0 && !spec.balloon {
+        findings.push(
+            Diagnostic::error(
+                code("initial_balloon_without_balloon"),
+                "initialBalloonMem is set but there is no balloon",
+            )
+            .at(path!["initialBalloonMem"])
+            .help("set balloon = true, or initialBalloonMem = 0"),
+        );
+    }
+    if spec.initial_balloon_mem > 0 && spec.initial_balloon_mem >= spec.mem {
+        findings.push(
+            Diagnostic::error(
+                code("initial_balloon_too_large"),
+                format!(
+                    "initialBalloonMem ({} MiB) would take all of the guest's {} MiB",
+                    spec.initial_balloon_mem, spec.mem
+                ),
+            )
+            .at(path!["initialBalloonMem"])
+            .help("keep initialBalloonMem below mem"),
+        );
+    }
+}
+
+fn check_volumes(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    let mut images: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, volume) in spec.volumes.iter().enumerate() {
+        let at = |field: &str| path!["volumes", i, field];
+        if volume.image.is_empty() {
+            findings.push(
+                Diagnostic::error(code("empty_path"), "a volume has an empty image path")
+                    .at(at("image"))
+                    .help("give the image file, relative to the VM's state directory or absolute"),
+            );
+        } else if let Some(first) = images.insert(&volume.image, i) {
+            images.insert(&volume.image, first);
+            findings.push(
+                Diagnostic::error(
+                    code("duplicate_image"),
+                    format!("two volumes use the image {:?}", volume.image),
+                )
+                .at(at("image"))
+                .label(format!("also used by volumes[{first}]"))
+                .help("each volume needs its own image file; two writers would corrupt it"),
+            );
+        }
+        if volume.auto_create {
+            let known = volume::AUTO_CREATE_FILESYSTEMS
+                .iter()
+                .any(|(fs, _)| *fs == volume.fs_type);
+            if !known {
+                let names: Vec<&str> = volume::AUTO_CREATE_FILESYSTEMS
+                    .iter()
+                    .map(|(fs, _)| *fs)
+                    .collect();
+                findings.push(
+                    Diagnostic::error(
+                        code("volume_fs_type"),
+                        format!(
+                            "microvm-run cannot create a {:?} filesystem",
+                            volume.fs_type
+                        ),
+                    )
+                    .at(at("fsType"))
+                    .help(format!(
+                        "use one of {}, or create the image yourself and set autoCreate = false",
+                        names.join(", ")
+                    )),
+                );
+            }
+            if volume.size.unwrap_or(0) == 0 {
+                findings.push(
+                    Diagnostic::error(code("volume_size"), "a volume to be created needs a size")
+                        .at(at("size"))
+                        .help("set size in MiB, or autoCreate = false for an existing image"),
+                );
+            }
+        }
+        if let (Some(label), Some(max)) = (&volume.label, volume::max_label_len(&volume.fs_type))
+            && label.len() > max
+        {
+            findings.push(
+                Diagnostic::error(
+                    code("label_too_long"),
+                    format!(
+                        "label {label:?} is {} bytes; {} allows {max}",
+                        label.len(),
+                        volume.fs_type
+                    ),
+                )
+                .at(at("label"))
+                .help(format!("shorten the label to {max} bytes")),
+            );
+        }
+    }
+}
+
+fn check_shares(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    let mut tags: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, share) in spec.shares.iter().enumerate() {
+        let at = |field: &str| path!["shares", i, field];
+        if share.tag.is_empty() {
+            findings.push(
+                Diagnostic::error(code("share_tag"), "a share has an empty tag")
+                    .at(at("tag"))
+                    .help("give the share a short tag; the guest mounts it by that name"),
+            );
+        } else if share.tag == "." || share.tag == ".." || share.tag.contains('/') {
+            findings.push(
+                Diagnostic::error(
+                    code("share_tag"),
+                    format!("share tag {:?} is not a name", share.tag),
+                )
+                .at(at("tag"))
+                .help(
+                    "a tag is a short name without '/'; it names the share's files in the runner",
+                ),
+            );
+        } else if let Some(first) = tags.insert(&share.tag, i) {
+            tags.insert(&share.tag, first);
+            findings.push(
+                Diagnostic::error(
+                    code("duplicate_tag"),
+                    format!("two shares use the tag {:?}", share.tag),
+                )
+                .at(at("tag"))
+                .label(format!("also used by shares[{first}]"))
+                .help("give every share its own tag; the guest could not tell them apart"),
+            );
+        }
+        let limit = match share.proto {
+            ShareProto::NineP => MAX_9P_TAG_BYTES,
+            ShareProto::Virtiofs => MAX_VIRTIOFS_TAG_BYTES,
+        };
+        if share.tag.len() > limit {
+            findings.push(
+                Diagnostic::error(
+                    code("tag_too_long"),
+                    format!(
+                        "the {} tag {:?} is {} bytes; at most {limit} fit",
+                        share.proto.name(),
+                        share.tag,
+                        share.tag.len()
+                    ),
+                )
+                .at(at("tag"))
+                .help(format!("shorten the tag to {limit} bytes")),
+            );
+        }
+        if share.source.is_empty() {
+            findings.push(
+                Diagnostic::error(code("empty_path"), "a share has an empty source")
+                    .at(at("source"))
+                    .help("give the host directory to share"),
+            );
+        }
+        if share.proto == ShareProto::Virtiofs
+            && spec.hypervisor != Hypervisor::Vfkit
+            && share.socket.as_deref().is_none_or(str::is_empty)
+        {
+            findings.push(
+                Diagnostic::error(code("share_socket"), "a virtiofs share needs a socket")
+                    .at(at("socket"))
+                    .help("set socket to a path for virtiofsd's vhost-user socket, such as \"<hostName>-virtiofs-<tag>.sock\""),
+            );
+        }
+    }
+}
+
+fn check_mount_points(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    let mut seen: BTreeMap<&str, JsonPath> = BTreeMap::new();
+    let volumes =
+        spec.volumes.iter().enumerate().filter_map(|(i, v)| {
+            Some((v.mount_point.as_deref()?, path!["volumes", i, "mountPoint"]))
+        });
+    let shares = spec
+        .shares
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.mount_point.as_str(), path!["shares", i, "mountPoint"]));
+    for (mount_point, at) in volumes.chain(shares) {
+        if !mount_point.starts_with('/') {
+            findings.push(
+                Diagnostic::error(
+                    code("mount_point"),
+                    format!("mount point {mount_point:?} is not an absolute path"),
+                )
+                .at(at.clone())
+                .help("guest mount points are absolute, such as \"/var\""),
+            );
+        }
+        let normalized = mount_point.trim_end_matches('/');
+        let normalized = if normalized.is_empty() {
+            "/"
+        } else {
+            normalized
+        };
+        if let Some(first) = seen.get(normalized) {
+            findings.push(
+                Diagnostic::error(
+                    code("duplicate_mount_point"),
+                    format!("{mount_point:?} is mounted twice"),
+                )
+                .at(at)
+                .label(format!("also mounted by {first}"))
+                .help("mount each volume and share at its own place"),
+            );
+        } else {
+            seen.insert(normalized, at);
+        }
+    }
+}
+
+/// Linux `dev_valid_name`: no `/`, `:` or whitespace, not `.` or `..`.
+fn ifname_problem(name: &str) -> Option<String> {
+    if name.len() > MAX_IFNAME_BYTES {
+        return Some(format!(
+            "is {} bytes; Linux allows {MAX_IFNAME_BYTES}",
+            name.len()
+        ));
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Some("is not a valid Linux interface name".to_owned());
+    }
+    None
+}
+
+fn check_interfaces(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut macs: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, interface) in spec.interfaces.iter().enumerate() {
+        let at = |field: &str| path!["interfaces", i, field];
+        if interface.id.is_empty() {
+            findings.push(
+                Diagnostic::error(code("interface_id"), "an interface has an empty id")
+                    .at(at("id"))
+                    .help("give the interface an id; for taps it is the host interface name"),
+            );
+        } else if let Some(first) = ids.insert(&interface.id, i) {
+            ids.insert(&interface.id, first);
+            findings.push(
+                Diagnostic::error(
+                    code("duplicate_interface_id"),
+                    format!("two interfaces use the id {:?}", interface.id),
+                )
+                .at(at("id"))
+                .label(format!("also used by interfaces[{first}]"))
+                .help("give every interface its own id"),
+            );
+        }
+        if matches!(interface.kind, InterfaceType::Tap | InterfaceType::Macvtap)
+            && let Some(problem) = ifname_problem(&interface.id)
+        {
+            let long = interface.id.len() > MAX_IFNAME_BYTES;
+            findings.push(
+                Diagnostic::error(
+                    code(if long {
+                        "ifname_too_long"
+                    } else {
+                        "ifname_invalid"
+                    }),
+                    format!("interface id {:?} {problem}", interface.id),
+                )
+                .at(at("id"))
+                .label("becomes the host interface name")
+                .help(if long {
+                    "shorten the id to 15 bytes, such as \"vm-<short name>\""
+                } else {
+                    "use letters, digits, '-' and '_' only"
+                }),
+            );
+        }
+        match parse_mac(&interface.mac) {
+            None => findings.push(
+                Diagnostic::error(
+                    code("mac_malformed"),
+                    format!("{:?} is not a MAC address", interface.mac),
+                )
+                .at(at("mac"))
+                .label("expected six hex octets like 02:00:00:00:00:01")
+                .help("use a locally administered address: first octet 02, 06, 0a or 0e"),
+            ),
+            Some(octets) => {
+                if octets[0] & 1 == 1 {
+                    findings.push(
+                        Diagnostic::error(
+                            code("mac_multicast"),
+                            format!("{} is a multicast address", interface.mac),
+                        )
+                        .at(at("mac"))
+                        .label("the low bit of the first octet is set")
+                        .help(
+                            "a NIC needs a unicast address: make the first octet even, such as 02",
+                        ),
+                    );
+                } else if octets == [0; 6] {
+                    findings.push(
+                        Diagnostic::error(
+                            code("mac_zero"),
+                            "00:00:00:00:00:00 is not a usable address",
+                        )
+                        .at(at("mac"))
+                        .help("use a locally administered address such as 02:00:00:00:00:01"),
+                    );
+                }
+                let normalized = interface.mac.to_ascii_lowercase();
+                if let Some(first) = macs.get(&normalized) {
+                    findings.push(
+                        Diagnostic::error(
+                            code("duplicate_mac"),
+                            format!("two interfaces use the MAC {}", interface.mac),
+                        )
+                        .at(at("mac"))
+                        .label(format!("also used by interfaces[{first}]"))
+                        .help("give every interface its own MAC address"),
+                    );
+                } else {
+                    macs.insert(normalized, i);
+                }
+            }
+        }
+        match (interface.kind, &interface.bridge) {
+            (InterfaceType::Bridge, None) => findings.push(
+                Diagnostic::error(
+                    code("interface_bridge"),
+                    "a bridge interface needs `bridge`",
+                )
+                .at(path!["interfaces", i])
+                .help("set bridge to the host bridge to attach to, such as \"br0\""),
+            ),
+            (InterfaceType::Bridge, Some(bridge)) if bridge.is_empty() => findings.push(
+                Diagnostic::error(code("interface_bridge"), "`bridge` is empty")
+                    .at(at("bridge"))
+                    .help("set bridge to the host bridge to attach to, such as \"br0\""),
+            ),
+            (kind, Some(_)) if kind != InterfaceType::Bridge => findings.push(
+                Diagnostic::error(
+                    code("interface_bridge"),
+                    format!("`bridge` is set on an interface of type {:?}", kind.name()),
+                )
+                .at(at("bridge"))
+                .help("set type = \"bridge\", or remove bridge"),
+            ),
+            _ => {}
+        }
+        if interface.kind == InterfaceType::Macvtap {
+            match &interface.macvtap {
+                None => findings.push(
+                    Diagnostic::error(
+                        code("interface_macvtap"),
+                        "a macvtap interface needs `macvtap.link` and `macvtap.mode`",
+                    )
+                    .at(path!["interfaces", i])
+                    .help("set macvtap = { link = \"<host interface>\"; mode = \"bridge\"; }"),
+                ),
+                Some(macvtap) => {
+                    if macvtap.link.is_empty() || ifname_problem(&macvtap.link).is_some() {
+                        findings.push(
+                            Diagnostic::error(
+                                code("interface_macvtap"),
+                                format!("macvtap link {:?} is not an interface name", macvtap.link),
+                            )
+                            .at(path!["interfaces", i, "macvtap", "link"])
+                            .help("name the host interface the macvtap sits on, such as \"eth0\""),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Six colon-separated hex octets.
+pub fn parse_mac(mac: &str) -> Option<[u8; 6]> {
+    let mut octets = [0u8; 6];
+    let mut parts = mac.split(':');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *octet = u8::from_str_radix(part, 16).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(octets)
+}
+
+fn check_forward_ports(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    if spec.forward_ports.is_empty() {
+        return;
+    }
+    let has_user = spec
+        .interfaces
+        .iter()
+        .any(|i| i.kind == InterfaceType::User);
+    if !has_user && capabilities::supports(spec.hypervisor, "forwardPorts") {
+        findings.push(
+            Diagnostic::error(
+                code("forward_ports_without_user"),
+                "forwardPorts needs a user-mode network interface",
+            )
+            .at(path!["forwardPorts"])
+            .label("forwarded by qemu's user-mode network stack")
+            .help("add an interface with type = \"user\", or forward on the host to a tap"),
+        );
+    }
+    let mut seen: BTreeMap<(&str, &str, u32), usize> = BTreeMap::new();
+    for (i, forward) in spec.forward_ports.iter().enumerate() {
+        for (side, endpoint) in [("host", &forward.host), ("guest", &forward.guest)] {
+            if endpoint.port == 0 || endpoint.port > 65535 {
+                findings.push(
+                    Diagnostic::error(
+                        code("port_range"),
+                        format!("port {} is not a TCP/UDP port", endpoint.port),
+                    )
+                    .at(path!["forwardPorts", i, side, "port"])
+                    .help("ports are 1 to 65535"),
+                );
+            }
+            if !endpoint.address.is_empty()
+                && endpoint.address.parse::<std::net::Ipv4Addr>().is_err()
+            {
+                findings.push(
+                    Diagnostic::error(
+                        code("forward_address"),
+                        format!("{:?} is not an IPv4 address", endpoint.address),
+                    )
+                    .at(path!["forwardPorts", i, side, "address"])
+                    .help("user-mode forwarding is IPv4 only; use an address like 127.0.0.1, or \"\" for any"),
+                );
+            }
+        }
+        if forward.from == ForwardFrom::Guest && forward.guest.address.is_empty() {
+            findings.push(
+                Diagnostic::error(
+                    code("forward_address"),
+                    "a guest forward needs guest.address",
+                )
+                .at(path!["forwardPorts", i, "guest", "address"])
+                .help("set the address in the user network the guest connects to, such as \"10.0.2.100\""),
+            );
+        }
+        if forward.from == ForwardFrom::Host {
+            let key = (
+                forward.proto.name(),
+                forward.host.address.as_str(),
+                forward.host.port,
+            );
+            if let Some(first) = seen.insert(key, i) {
+                seen.insert(key, first);
+                findings.push(
+                    Diagnostic::error(
+                        code("duplicate_forward"),
+                        format!("host port {} is forwarded twice", forward.host.port),
+                    )
+                    .at(path!["forwardPorts", i, "host", "port"])
+                    .label(format!("also forwarded by forwardPorts[{first}]"))
+                    .help("forward each host port once"),
+                );
+            }
+        }
+    }
+}
+
+/// Socket paths end up in several address syntaxes (qemu `unix:`, socat `UNIX-CONNECT:`,
+/// cloud-hypervisor `path=`) that have no common escaping, so they keep to a safe set.
+fn is_socket_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '@' | '/' | '-')
+}
+
+fn check_socket_path(value: &str, at: JsonPath, findings: &mut Vec<Diagnostic>) {
+    if value.is_empty() {
+        findings.push(
+            Diagnostic::error(code("empty_path"), "a socket path is empty")
+                .at(at)
+                .help("give a path, or null where the option allows it"),
+        );
+    } else if let Some(bad) = value.chars().find(|&c| !is_socket_path_char(c)) {
+        findings.push(
+            Diagnostic::error(
+                code("socket_path_chars"),
+                format!("socket path contains {bad:?}"),
+            )
+            .at(at)
+            .label("socket paths take letters, digits and . _ + @ / - only")
+            .help("the hypervisors' and socat's address syntaxes cannot carry other characters; rename the socket"),
+        );
+    } else if value.len() > MAX_UNIX_SOCKET_PATH_BYTES {
+        findings.push(
+            Diagnostic::error(
+                code("socket_path_too_long"),
+                format!(
+                    "socket path is {} bytes; a unix socket path holds at most {MAX_UNIX_SOCKET_PATH_BYTES}",
+                    value.len()
+                ),
+            )
+            .at(at)
+            .help("use a shorter path; a relative path is resolved in the VM's state directory"),
+        );
+    }
+}
+
+fn check_sockets(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    if let Some(socket) = &spec.socket {
+        check_socket_path(socket, path!["socket"], findings);
+    }
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, share) in spec.shares.iter().enumerate() {
+        let Some(socket) = &share.socket else {
+            continue;
+        };
+        if share.proto != ShareProto::Virtiofs {
+            continue;
+        }
+        check_socket_path(socket, path!["shares", i, "socket"], findings);
+        if let Some(first) = seen.insert(socket, i) {
+            seen.insert(socket, first);
+            findings.push(
+                Diagnostic::error(
+                    code("duplicate_socket"),
+                    format!("two shares use the socket {socket:?}"),
+                )
+                .at(path!["shares", i, "socket"])
+                .label(format!("also used by shares[{first}]"))
+                .help("each virtiofsd needs its own socket"),
+            );
+        }
+    }
+    if spec.graphics.enable
+        && let Some(socket) = &spec.graphics.socket
+    {
+        check_socket_path(socket, path!["graphics", "socket"], findings);
+    }
+}
+
+fn is_pci_address(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let hex = |range: std::ops::Range<usize>| bytes[range].iter().all(u8::is_ascii_hexdigit);
+    bytes.len() == 12
+        && hex(0..4)
+        && bytes[4] == b':'
+        && hex(5..7)
+        && bytes[7] == b':'
+        && hex(8..10)
+        && bytes[10] == b'.'
+        && (b'0'..=b'7').contains(&bytes[11])
+}
+
+fn check_devices(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    for (i, device) in spec.devices.iter().enumerate() {
+        match device.bus {
+            DeviceBus::Pci if !is_pci_address(&device.path) => findings.push(
+                Diagnostic::error(
+                    code("pci_address"),
+                    format!("{:?} is not a PCI address", device.path),
+                )
+                .at(path!["devices", i, "path"])
+                .label("expected domain:bus:device.function")
+                .help("write the full address as lspci -D prints it, such as \"0000:01:00.0\""),
+            ),
+            DeviceBus::Usb if device.path.is_empty() => findings.push(
+                Diagnostic::error(code("usb_device"), "a USB device has an empty path")
+                    .at(path!["devices", i, "path"])
+                    .help(
+                        "write a qemu usb-host spec such as \"vendorid=0x1234,productid=0x5678\"",
+                    ),
+            ),
+            _ => {}
+        }
+    }
+}
+
+fn is_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/')
+}
+
+fn check_names(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    for (name, file) in &spec.credential_files {
+        if !is_file_name(name) {
+            findings.push(
+                Diagnostic::error(
+                    code("credential_name"),
+                    format!("{name:?} is not a valid credential name"),
+                )
+                .at_key(path!["credentialFiles", name])
+                .help("credential names are file names: no '/', not empty"),
+            );
+        }
+        if file.is_empty() {
+            findings.push(
+                Diagnostic::error(
+                    code("empty_path"),
+                    format!("credential {name:?} has no file"),
+                )
+                .at(path!["credentialFiles", name]),
+            );
+        }
+    }
+    let generated = runner::GENERATED_BIN_NAMES;
+    for name in spec.bin_scripts.keys() {
+        if !is_file_name(name) {
+            findings.push(
+                Diagnostic::error(
+                    code("bin_script_name"),
+                    format!("{name:?} is not a file name"),
+                )
+                .at_key(path!["binScripts", name])
+                .help("a bin script is installed as bin/<name>: no '/', not empty"),
+            );
+        } else if generated.contains(&name.as_str()) {
+            findings.push(
+                Diagnostic::error(
+                    code("bin_script_collision"),
+                    format!("binScripts.{name} would replace the generated bin/{name}"),
+                )
+                .at_key(path!["binScripts", name])
+                .help("rename the script; extend generated scripts with preStart instead"),
+            );
+        }
+    }
+}
+
+fn check_tools(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    for &tool in Tool::ALL {
+        let Some(value) = spec.tools.get(tool) else {
+            continue;
+        };
+        if value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "'\"\\".contains(c))
+        {
+            findings.push(
+                Diagnostic::error(
+                    code("tool_path"),
+                    format!("tools.{} contains whitespace, a quote or a control character", tool.name()),
+                )
+                .at(path!["tools", tool.name()])
+                .help("tool paths appear in #! lines and command strings; install the program under a plain path"),
+            );
+        } else if !value.starts_with('/') {
+            findings.push(
+                Diagnostic::error(
+                    code("tool_path"),
+                    format!("tools.{} is not an absolute path", tool.name()),
+                )
+                .at(path!["tools", tool.name()])
+                .help("generated scripts never search PATH: give the absolute path of the program"),
+            );
+        }
+    }
+    let mut missing: Vec<(Tool, String)> = Vec::new();
+    for (tool, reason) in runner::required_tools(spec) {
+        if spec.tools.get(tool).is_none() && !missing.iter().any(|(t, _)| *t == tool) {
+            missing.push((tool, reason));
+        }
+    }
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|(t, _)| t.name()).collect();
+        let why: Vec<String> = missing
+            .iter()
+            .map(|(t, reason)| format!("{}: {reason}", t.name()))
+            .collect();
+        findings.push(
+            Diagnostic::error(
+                code("missing_tool"),
+                format!(
+                    "tools lacks {} program{} this spec needs",
+                    missing.len(),
+                    if missing.len() == 1 { "" } else { "s" }
+                ),
+            )
+            .at(path!["tools"])
+            .label(format!("missing: {}", names.join(", ")))
+            .help(format!(
+                "add the absolute path of each (the Nix side adds them itself):\n{}",
+                why.join("\n")
+            )),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(parse_mac("02:00:00:00:00:01"), Some([2, 0, 0, 0, 0, 1]));
+        assert_eq!(parse_mac("02:00:00:00:00:0G"), None);
+        assert_eq!(parse_mac("02:00:00:00:00"), None);
+        assert_eq!(parse_mac("02:00:00:00:00:01:02"), None);
+        assert_eq!(parse_mac("2:00:00:00:00:01"), None);
+        assert_eq!(parse_mac("+2:00:00:00:00:01"), None);
+    }
+
+    #[test]
+    fn pci_addresses() {
+        assert!(is_pci_address("0000:01:00.0"));
+        assert!(!is_pci_address("01:00.0"));
+        assert!(!is_pci_address("0000:01:00.8"));
+    }
+
+    #[test]
+    fn interface_names() {
+        assert!(ifname_problem("vm-abcdefghijkl").is_none());
+        assert!(ifname_problem("vm-abcdefghijklm").is_some());
+        assert!(ifname_problem("a b").is_some());
+        assert!(ifname_problem("a/b").is_some());
+    }
+}

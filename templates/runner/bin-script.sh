@@ -1,0 +1,3 @@
+{% include "common/header.sh" %}
+# microvm.binScripts, as written in the VM's configuration:
+{{ text | safe }}

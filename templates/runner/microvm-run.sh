@@ -1,0 +1,85 @@
+{% include "common/header.sh" %}
+{%- for requirement in launch.requirements %}
+{%- if requirement.read_write %}
+if [ ! -r {{ requirement.path }} ] || [ ! -w {{ requirement.path }} ]; then
+{%- else %}
+if [ ! -e {{ requirement.path }} ]; then
+{%- endif %}
+  echo {{ requirement.message }} >&2
+  exit 1
+fi
+{%- endfor %}
+{%- if pre_start %}
+
+# microvm.preStart, as written in the VM's configuration:
+{{ pre_start | safe }}
+{%- endif %}
+{%- if launch.steps %}
+{% for step in launch.steps %}
+{%- if step.kind == "remove" %}
+{{ tools.rm }} -f -- {{ step.path }}
+{%- elif step.kind == "make-dir" %}
+{{ tools.mkdir }} -p -- {{ step.path }}
+{%- elif step.kind == "macvtap-device" %}
+{{ step.var | safe }}=/dev/tap$(< /sys/class/net/{{ step.interface }}/ifindex)
+{%- elif step.kind == "export" %}
+export {{ step.name | safe }}={{ step.value }}
+{%- endif %}
+{%- endfor %}
+{%- endif %}
+{%- if volumes %}
+
+# Creates a volume image that does not exist yet. An existing file, even an empty or
+# unreadable one, is never touched; a half-made image never takes the real name.
+create_volume() {
+  local image=$1 size_mib=$2
+  shift 2
+  case $image in -*) image=./$image ;; esac
+  if [ -e "$image" ] || [ -L "$image" ]; then
+    return 0
+  fi
+  local partial="$image.microvm-partial"
+  echo "microvm-run: creating volume $image ($size_mib MiB)" >&2
+  if [[ $image == */* ]]; then
+    {{ tools.mkdir }} -p -- "${image%/*}"
+  fi
+  {{ tools.rm }} -f -- "$partial"
+  : >"$partial"
+{%- if tools.chattr %}
+  # No copy-on-write on btrfs: the guest's filesystem does its own journalling.
+  {{ tools.chattr }} +C -- "$partial" 2>/dev/null || true
+{%- endif %}
+  {{ tools.truncate }} -s "${size_mib}M" -- "$partial"
+  "$@" "$partial" >&2
+  {{ tools.ln }} -T -- "$partial" "$image"
+  {{ tools.rm }} -f -- "$partial"
+}
+{% for volume in volumes %}
+create_volume {{ volume.image }} {{ volume.size }} {{ volume.mkfs }} {{ volume.mkfs_args | argv }}
+{%- endfor %}
+{%- endif %}
+{%- for macvtap in launch.macvtap_fds %}
+{% if loop.first %}
+{% endif -%}
+if [ ! -e /sys/class/net/{{ macvtap.interface }}/ifindex ]; then
+  echo 'microvm-run: the macvtap interface' {{ macvtap.interface }} 'does not exist; run bin/macvtap-up first' >&2
+  exit 1
+fi
+macvtap_device=/dev/tap$(< /sys/class/net/{{ macvtap.interface }}/ifindex)
+{%- for fd in macvtap.fds %}
+exec {{ fd }}<>"$macvtap_device"
+{%- endfor %}
+{%- endfor %}
+{%- if extra_args_script %}
+
+# microvm.extraArgsScript, as written in the VM's configuration; its output becomes arguments.
+extra_args_output=$({{ extra_args_script | safe }})
+extra_args=()
+read -r -d '' -a extra_args <<<"$extra_args_output" || true
+{%- else %}
+extra_args=()
+{%- endif %}
+
+exec {% if procname %}-a {{ procname }} {% endif %}{{ launch.program }} \
+  {{ launch.args | argv(multiline=true) }} \
+  "${extra_args[@]}"
