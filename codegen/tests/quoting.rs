@@ -78,6 +78,14 @@ fn nasty(max: usize) -> impl Strategy<Value = String> {
         .prop_map(|chars| chars.into_iter().collect())
 }
 
+/// Cuts `s` to at most `max` bytes on a character boundary (labels and tags count bytes).
+fn fit(mut s: String, max: usize) -> String {
+    while s.len() > max {
+        s.pop();
+    }
+    if s.is_empty() { "x".to_owned() } else { s }
+}
+
 /// Like `nasty`, without `/` (file names, tags).
 fn nasty_name(max: usize) -> impl Strategy<Value = String> {
     nasty(max).prop_map(|s| s.replace('/', "_"))
@@ -139,10 +147,10 @@ fn values_strategy() -> impl Strategy<Value = Values> {
                 store,
                 image: format!("img-{image}"),
                 serial,
-                label,
+                label: fit(label, 16),
                 mkfs_arg,
                 source,
-                tag,
+                tag: fit(tag, 31),
                 credential,
                 credential_file,
                 cpu,
@@ -287,7 +295,7 @@ fn run_case(v: &Values) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn every_value_arrives_as_exactly_one_unchanged_argument(v in values_strategy()) {
