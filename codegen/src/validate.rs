@@ -14,6 +14,11 @@ use crate::spec::{
     DeviceBus, ForwardFrom, Hypervisor, InterfaceType, RunnerSpec, ShareProto, Tool, volume,
 };
 
+/// More vCPUs than any of the hypervisors accepts.
+pub const MAX_VCPUS: u32 = 1024;
+/// 16 TiB: far beyond what a microVM host has, small enough that sums cannot overflow.
+pub const MAX_MEM_MIB: u64 = 16 * 1024 * 1024;
+
 /// Linux interface names hold at most 15 bytes (IFNAMSIZ is 16 with the NUL).
 pub const MAX_IFNAME_BYTES: usize = 15;
 /// `sun_path` is 108 bytes with the NUL.
@@ -80,6 +85,13 @@ fn check_basics(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
             Diagnostic::error(code("host_name"), "the host name is empty")
                 .at(path!["hostName"])
                 .help("set networking.hostName in the guest configuration"),
+        );
+    }
+    if spec.vcpu > MAX_VCPUS {
+        findings.push(
+            Diagnostic::error(code("vcpu"), format!("{} vCPUs is more than any hypervisor runs", spec.vcpu))
+                .at(path!["vcpu"])
+                .help(format!("use at most {MAX_VCPUS}")),
         );
     }
     if spec.vcpu == 0 {
@@ -154,6 +166,20 @@ fn check_basics(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
 }
 
 fn check_memory(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    for (field, value) in [
+        ("mem", spec.mem),
+        ("hotplugMem", spec.hotplug_mem),
+        ("hotpluggedMem", spec.hotplugged_mem.unwrap_or(0)),
+        ("initialBalloonMem", spec.initial_balloon_mem),
+    ] {
+        if value > MAX_MEM_MIB {
+            findings.push(
+                Diagnostic::error(code("mem_range"), format!("{field} = {value} MiB is out of range"))
+                    .at(path![field])
+                    .help(format!("sizes are in MiB; at most {MAX_MEM_MIB} (16 TiB)")),
+            );
+        }
+    }
     if spec.mem == 0 {
         findings.push(
             Diagnostic::error(code("mem"), "a VM needs memory")
