@@ -89,9 +89,12 @@ fn check_basics(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
     }
     if spec.vcpu > MAX_VCPUS {
         findings.push(
-            Diagnostic::error(code("vcpu"), format!("{} vCPUs is more than any hypervisor runs", spec.vcpu))
-                .at(path!["vcpu"])
-                .help(format!("use at most {MAX_VCPUS}")),
+            Diagnostic::error(
+                code("vcpu"),
+                format!("{} vCPUs is more than any hypervisor runs", spec.vcpu),
+            )
+            .at(path!["vcpu"])
+            .help(format!("use at most {MAX_VCPUS}")),
         );
     }
     if spec.vcpu == 0 {
@@ -174,9 +177,12 @@ fn check_memory(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
     ] {
         if value > MAX_MEM_MIB {
             findings.push(
-                Diagnostic::error(code("mem_range"), format!("{field} = {value} MiB is out of range"))
-                    .at(path![field])
-                    .help(format!("sizes are in MiB; at most {MAX_MEM_MIB} (16 TiB)")),
+                Diagnostic::error(
+                    code("mem_range"),
+                    format!("{field} = {value} MiB is out of range"),
+                )
+                .at(path![field])
+                .help(format!("sizes are in MiB; at most {MAX_MEM_MIB} (16 TiB)")),
             );
         }
     }

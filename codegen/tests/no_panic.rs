@@ -27,8 +27,15 @@ fn arbitrary_json() -> impl Strategy<Value = Value> {
         any::<u64>().prop_map(Value::from),
         (-1e12f64..1e12).prop_map(Value::from),
         ".{0,40}".prop_map(Value::String),
-        prop_oneof![Just("9p"), Just("virtiofs"), Just("tap"), Just("user"), Just("macvtap"), Just("")]
-            .prop_map(|s| Value::String(s.to_owned())),
+        prop_oneof![
+            Just("9p"),
+            Just("virtiofs"),
+            Just("tap"),
+            Just("user"),
+            Just("macvtap"),
+            Just("")
+        ]
+        .prop_map(|s| Value::String(s.to_owned())),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![

@@ -255,7 +255,10 @@ impl Backend for Qemu {
         );
         let mut memory = format!("{}M", spec.mem);
         if spec.hotplug_mem > 0 {
-            memory.push_str(&format!(",maxmem={}M", spec.mem.saturating_add(spec.hotplug_mem)));
+            memory.push_str(&format!(
+                ",maxmem={}M",
+                spec.mem.saturating_add(spec.hotplug_mem)
+            ));
         }
         a.push("-m", memory);
         a.push("-smp", spec.vcpu.to_string());
@@ -552,7 +555,10 @@ impl Backend for Qemu {
             if multi_queue && matches!(interface.kind, InterfaceType::Tap | InterfaceType::Macvtap)
             {
                 device.push(("mq", "on".to_owned()));
-                device.push(("vectors", spec.vcpu.saturating_mul(2).saturating_add(2).to_string()));
+                device.push((
+                    "vectors",
+                    spec.vcpu.saturating_mul(2).saturating_add(2).to_string(),
+                ));
             }
             a.push("-device", opts(&dev(spec, "virtio-net"), device));
         }
