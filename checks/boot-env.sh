@@ -103,6 +103,7 @@ if [[ ! -d $kdir ]]; then
 	say "downloading $pkg $ver"
 	tmp=$(mktemp -d "$cache/kernel/.tmp.XXXXXX")
 	tmpdirs+=("$tmp")
+	chmod 0755 "$tmp"
 	(cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$pkg=$ver" >&2) ||
 		die "apt-get download $pkg=$ver failed"
 	dpkg-deb -x "$tmp"/*.deb "$tmp/root" || die "cannot unpack $pkg"

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs every test tier (DESIGN.md "Tests, in tiers"), after installing what the tiers need when
+# it is missing. A tier that cannot run here prints "skipped: <tier>: <why>" and is left out of
+# the run, so it never counts as passed.
+#
+#   1 unit, fixture and snapshot tests       (always)
+#   2 generated text: shellcheck             (needs shellcheck)
+#   3 boot tests: qemu guests under TCG      (needs qemu and checks/boot-env.sh's kernel)
+#   4 Nix evaluation tests                   (needs nix-instantiate and NIXPKGS_LIB)
+#
+# Usage: checks/test.sh [extra cargo-nextest arguments]
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+cd "$repo"
+export DEBIAN_FRONTEND=noninteractive
+export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin:$HOME/.cargo/bin
+
+say() { printf 'test.sh: %s\n' "$*" >&2; }
+
+# Debian packages the tiers use; installed when missing and we are root.
+packages=(shellcheck qemu-system-x86 busybox-static erofs-utils squashfs-tools e2fsprogs cpio
+	iproute2 kmod socat curl nix-bin libcap-ng-dev libseccomp-dev)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg -s "$p" 2>/dev/null | grep -qx 'Status: install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	if ((EUID == 0)); then
+		say "installing ${missing[*]}"
+		apt-get update -qq >&2
+		apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+	else
+		say "not root: cannot install ${missing[*]}"
+	fi
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+	say "installing cargo-nextest"
+	cargo install cargo-nextest --locked --quiet
+fi
+
+skip=()
+skipped() {
+	echo "skipped: $1: $2"
+	skip+=("$3")
+}
+
+command -v shellcheck >/dev/null || skipped "tier 2 (shellcheck)" "shellcheck is not installed" 'binary(generated_text)'
+
+boot_env=
+if ! command -v qemu-system-x86_64 >/dev/null; then
+	skipped "tier 3 (boot tests)" "qemu-system-x86_64 is not installed" 'binary(boot)'
+elif ! boot_env=$("$here/boot-env.sh" | tail -n 1); then
+	skipped "tier 3 (boot tests)" "checks/boot-env.sh could not prepare the guest kernel" 'binary(boot)'
+	boot_env=
+else
+	export MICROVM_TEST_ENV=$boot_env
+	if ((EUID != 0)); then
+		skipped "tier 3 tap test" "network namespaces need root" 'test(tap_network)'
+	fi
+fi
+
+# Tier 4 reads nixpkgs' lib from NIXPKGS_LIB; a copy fetched onto this machine is found too.
+if [[ -z ${NIXPKGS_LIB:-} ]]; then
+	mirror=/work/.mirror/nix-community+nixpkgs.lib/repo
+	if [[ -d $mirror ]]; then
+		dest=$repo/.cache/nixpkgs-lib
+		rev=$(git --git-dir="$mirror" rev-parse HEAD)
+		if [[ $(cat "$dest/.rev" 2>/dev/null) != "$rev" ]]; then
+			rm -rf "$dest"
+			mkdir -p "$dest"
+			git --git-dir="$mirror" archive HEAD lib | tar -x -C "$dest"
+			echo "$rev" >"$dest/.rev"
+		fi
+		export NIXPKGS_LIB=$dest/lib
+	fi
+fi
+if ! command -v nix-instantiate >/dev/null; then
+	skipped "tier 4 (Nix evaluation)" "nix-instantiate is not installed" 'binary(nix_eval)'
+elif [[ -z ${NIXPKGS_LIB:-} ]]; then
+	skipped "tier 4 (Nix evaluation)" "NIXPKGS_LIB unset" 'binary(nix_eval)'
+fi
+
+# The README's demo, exactly as a newcomer runs it.
+if [[ -n $boot_env ]]; then
+	"$here/demo.sh"
+else
+	echo "skipped: README demo: no boot environment"
+fi
+
+filter=all
+for s in "${skip[@]}"; do
+	filter="$filter - $s"
+done
+cargo nextest run --workspace --no-fail-fast -E "$filter" "$@"

@@ -1,0 +1,686 @@
+//! Tier 3: real guests. Every VM here is started by a runner that `microvm-codegen generate`
+//! wrote; the guest is a Debian kernel plus a busybox initramfs (checks/boot-env.sh builds both,
+//! checks/guest/init is its PID 1) and proves each device class by printing `MVTEST:` markers on
+//! its serial console. This machine's /dev/kvm cannot run stock kernels, so every spec sets
+//! `cpu`, which makes qemu use TCG. Panics also end qemu with status 0, so tests trust markers,
+//! never exit codes alone.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Hard limit for one VM; normal ones finish in 2–10 s under TCG.
+const VM_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct BootEnv {
+    kernel: String,
+    initrd: String,
+    virtiofsd: String,
+    tsc_khz: String,
+}
+
+fn boot_env() -> BootEnv {
+    let path = std::env::var_os("MICROVM_TEST_ENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::repo_root().join(".cache/boot/env"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}): run checks/boot-env.sh first (checks/test.sh does)",
+            path.display()
+        )
+    });
+    let vars: BTreeMap<&str, String> = text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k, v.trim_matches('\'').to_owned()))
+        .collect();
+    let get = |key: &str| vars.get(key).cloned().unwrap_or_default();
+    common::require("qemu-system-x86_64", "qemu-system-x86");
+    BootEnv {
+        kernel: get("MICROVM_TEST_KERNEL"),
+        initrd: get("MICROVM_TEST_INITRD"),
+        virtiofsd: get("MICROVM_TEST_VIRTIOFSD"),
+        tsc_khz: get("MICROVM_TEST_TSC_KHZ"),
+    }
+}
+
+fn host_tool(name: &str) -> String {
+    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        let path = Path::new(dir).join(name);
+        if path.is_file() {
+            return path.display().to_string();
+        }
+    }
+    panic!("{name} is not installed")
+}
+
+/// A spec for the test guest: TCG, small, the scenario on the kernel command line.
+fn spec(env: &BootEnv, name: &str, scenario: &str, params: &[String]) -> Value {
+    let mut kernel_params = vec![
+        "loglevel=4".to_owned(),
+        format!("tsc_early_khz={}", env.tsc_khz),
+        format!("mvtest={scenario}"),
+    ];
+    kernel_params.extend(params.iter().cloned());
+    let mut tools = json!({
+        "bash": host_tool("bash"),
+        "qemu": host_tool("qemu-system-x86_64"),
+        "socat": host_tool("socat"),
+        "ip": host_tool("ip"),
+        "mkdir": host_tool("mkdir"),
+        "ln": host_tool("ln"),
+        "rm": host_tool("rm"),
+        "truncate": host_tool("truncate"),
+        "chattr": host_tool("chattr"),
+        "chown": host_tool("chown"),
+        "sleep": host_tool("sleep"),
+        "nproc": host_tool("nproc"),
+        "mkfs.ext4": host_tool("mkfs.ext4"),
+    });
+    if !env.virtiofsd.is_empty() {
+        tools["virtiofsd"] = json!(env.virtiofsd);
+    }
+    json!({
+        "specVersion": 1,
+        "hostName": name,
+        "hypervisor": "qemu",
+        "cpu": "max",
+        "mem": 256,
+        "kernel": env.kernel,
+        "initrdPath": env.initrd,
+        "kernelParams": kernel_params,
+        "socket": "vm.sock",
+        "host": { "user": "root", "group": "root" },
+        "tools": tools,
+    })
+}
+
+/// Console lines shared between the reader thread and the test.
+#[derive(Default)]
+struct Console {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+/// One VM, started from a generated runner, killed (with its process group) when dropped.
+struct Vm {
+    /// The VM's working directory (state dir): relative sockets and volumes live here.
+    dir: PathBuf,
+    runner: PathBuf,
+    child: Option<Child>,
+    console: Arc<Console>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Writes the spec and runs `microvm-codegen generate` on it, as a user would.
+fn generate(dir: &Path, spec: &Value) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_string_pretty(spec).unwrap()).unwrap();
+    let runner = dir.join("runner");
+    let output = Command::new(env!("CARGO_BIN_EXE_microvm-codegen"))
+        .arg("generate")
+        .arg("--spec")
+        .arg(&spec_path)
+        .arg("--out")
+        .arg(&runner)
+        .arg("--force")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "generate failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    runner
+}
+
+impl Vm {
+    fn new(dir: &Path, spec: &Value) -> Vm {
+        let runner = generate(dir, spec);
+        Vm {
+            dir: dir.to_owned(),
+            runner,
+            child: None,
+            console: Arc::default(),
+            stderr: Arc::default(),
+        }
+    }
+
+    fn bin(&self, name: &str) -> PathBuf {
+        self.runner.join("bin").join(name)
+    }
+
+    /// Starts `bin/microvm-run`, inside network namespace `netns` when given.
+    fn start(&mut self, netns: Option<&str>) {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new(host_tool("ip"));
+                c.args(["netns", "exec", ns]).arg(self.bin("microvm-run"));
+                c
+            }
+            None => Command::new(self.bin("microvm-run")),
+        };
+        let mut child = command
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let console = Arc::clone(&self.console);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line).trim_end().to_owned();
+                console.lines.lock().unwrap().push(line);
+                console.grew.notify_all();
+            }
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr_text = Arc::clone(&self.stderr);
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            stderr_text.lock().unwrap().push_str(&text);
+        });
+        self.child = Some(child);
+    }
+
+    fn transcript(&self) -> String {
+        format!(
+            "console:\n{}\nmicrovm-run stderr:\n{}",
+            self.console.lines.lock().unwrap().join("\n"),
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    /// Waits for a console line starting with `prefix`; returns it.
+    fn wait_for(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.console.lines.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().find(|l| l.starts_with(prefix)) {
+                return line.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                drop(lines);
+                panic!("no console line starting {prefix:?} within {timeout:?}\n{}", self.transcript());
+            }
+            lines = self.console.grew.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    fn has(&self, prefix: &str) -> bool {
+        self.console.lines.lock().unwrap().iter().any(|l| l.starts_with(prefix))
+    }
+
+    fn lines_starting(&self, prefix: &str) -> Vec<String> {
+        self.console
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits for `microvm-run` (qemu) to exit.
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("started");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                panic!("microvm-run still running after {timeout:?}\n{}", self.transcript());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs a guest to its end and checks it powered off by itself, cleanly.
+    fn run_to_end(&mut self) {
+        self.start(None);
+        let status = self.wait_exit(VM_TIMEOUT);
+        assert!(status.success(), "microvm-run failed: {status}\n{}", self.transcript());
+        assert!(self.has("MVTEST:poweroff"), "no clean poweroff\n{}", self.transcript());
+        assert!(!self.has("MVTEST:error"), "{}", self.transcript());
+        assert!(!self.has("MVTEST:timeout"), "{}", self.transcript());
+    }
+
+    fn kill(&mut self) {
+        if let Some(child) = &mut self.child
+            && child.try_wait().ok().flatten().is_none()
+        {
+            // SAFETY: plain kill(2) on the process group the child leads.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs one of the runner's scripts in the VM's working directory.
+    fn script(&self, name: &str, args: &[&str]) -> std::process::Output {
+        Command::new(self.bin(name))
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn param(key: &str, value: impl std::fmt::Display) -> String {
+    format!("mvtest.{key}={value}")
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("microvm-boot-").tempdir().unwrap()
+}
+
+#[test]
+fn boots_to_init() {
+    let env = boot_env();
+    let tmp = tempdir();
+    let mut vm = Vm::new(tmp.path(), &spec(&env, "boot", "boot", &[]));
+    vm.run_to_end();
+    vm.wait_for("MVTEST:init", Duration::ZERO);
+    vm.wait_for("MVTEST:boot:ok", Duration::ZERO);
+}
+
+fn store_disk_is_mounted_read_only(fs: &str) {
+    let env = boot_env();
+    let tmp = tempdir();
+    let content = tmp.path().join("store-content");
+    std::fs::create_dir_all(&content).unwrap();
+    let token = format!("store-{fs}-{}", std::process::id());
+    std::fs::write(content.join("marker"), format!("{token}\n")).unwrap();
+    let image = tmp.path().join(format!("store.{fs}"));
+    let status = match fs {
+        "erofs" => Command::new(host_tool("mkfs.erofs"))
+            .arg("--quiet")
+            .arg(&image)
+            .arg(&content)
+            .status(),
+        _ => Command::new(host_tool("mksquashfs"))
+            .arg(&content)
+            .arg(&image)
+            .args(["-noappend", "-quiet", "-comp", "zstd"])
+            .status(),
+    };
+    assert!(status.unwrap().success());
+    let mut s = spec(&env, &format!("store-{fs}"), "store", &[param("fs", fs)]);
+    s["storeDisk"] = json!(image);
+    let mut vm = Vm::new(&tmp.path().join("vm"), &s);
+    vm.run_to_end();
+    vm.wait_for(&format!("MVTEST:store:marker={token}"), Duration::ZERO);
+    vm.wait_for("MVTEST:store:ro=1", Duration::ZERO);
+    vm.wait_for("MVTEST:store:write=refused", Duration::ZERO);
+}
+
+#[test]
+fn erofs_store_disk_is_mounted_read_only() {
+    store_disk_is_mounted_read_only("erofs");
+}
+
+#[test]
+fn squashfs_store_disk_is_mounted_read_only() {
+    store_disk_is_mounted_read_only("squashfs");
+}
+
+#[test]
+fn ext4_volume_is_created_once_and_kept_across_boots() {
+    let env = boot_env();
+    let tmp = tempdir();
+    let mut s = spec(&env, "volume", "volume", &[param("serial", "data")]);
+    s["volumes"] = json!([{
+        "image": "data.img", "serial": "data", "label": "data",
+        "mountPoint": "/data", "size": 64, "fsType": "ext4"
+    }]);
+    let image = tmp.path().join("data.img");
+    assert!(!image.exists());
+
+    let mut first = Vm::new(tmp.path(), &s);
+    first.run_to_end();
+    first.wait_for("MVTEST:volume:seen=none", Duration::ZERO);
+    first.wait_for("MVTEST:volume:wrote=1", Duration::ZERO);
+    assert!(first.stderr.lock().unwrap().contains("creating volume data.img"));
+    let created = std::fs::metadata(&image).unwrap();
+    assert_eq!(created.len(), 64 * 1024 * 1024);
+    drop(first);
+
+    let mut second = Vm::new(tmp.path(), &s);
+    second.run_to_end();
+    second.wait_for("MVTEST:volume:seen=1", Duration::ZERO);
+    second.wait_for("MVTEST:volume:wrote=2", Duration::ZERO);
+    assert!(
+        !second.stderr.lock().unwrap().contains("creating volume"),
+        "the existing image was recreated\n{}",
+        second.transcript()
+    );
+    let kept = std::fs::metadata(&image).unwrap();
+    assert_eq!((kept.dev(), kept.ino()), (created.dev(), created.ino()), "same file");
+}
+
+#[test]
+fn existing_volume_image_is_never_touched() {
+    let env = boot_env();
+    let tmp = tempdir();
+    let image = tmp.path().join("data.img");
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&image, &garbage).unwrap();
+    let mut s = spec(&env, "keep", "boot", &[]);
+    s["volumes"] = json!([{ "image": "data.img", "mountPoint": "/data", "size": 64, "readOnly": true }]);
+    let mut vm = Vm::new(tmp.path(), &s);
+    vm.run_to_end();
+    assert_eq!(std::fs::read(&image).unwrap(), garbage, "the image was modified");
+}
+
+fn share_both_ways(proto: &str, vm_dir: &Path, host_dir: &Path, extra: impl FnOnce(&mut Value)) -> Vm {
+    let env = boot_env();
+    std::fs::create_dir_all(host_dir).unwrap();
+    let from_host = format!("{proto}-from-host-{}", std::process::id());
+    let from_guest = format!("{proto}-from-guest-{}", std::process::id());
+    std::fs::write(host_dir.join("from-host.txt"), format!("{from_host}\n")).unwrap();
+    let mut s = spec(
+        &env,
+        &format!("share-{proto}"),
+        proto,
+        &[param("tag", "mvshare"), param("token", &from_guest)],
+    );
+    s["shares"] = json!([{
+        "tag": "mvshare", "source": host_dir, "mountPoint": "/mnt/share", "proto": proto,
+        "socket": "virtiofs-mvshare.sock", "securityModel": "none"
+    }]);
+    s["virtiofsd"] = json!({ "group": null });
+    extra(&mut s);
+    let mut vm = Vm::new(vm_dir, &s);
+    vm.run_to_end();
+    vm.wait_for(&format!("MVTEST:{proto}:read={from_host}"), Duration::ZERO);
+    vm.wait_for(&format!("MVTEST:{proto}:wrote"), Duration::ZERO);
+    let written = std::fs::read_to_string(host_dir.join("from-guest.txt")).unwrap();
+    assert_eq!(written.trim(), from_guest);
+    vm
+}
+
+#[test]
+fn ninep_share_is_read_and_written_both_ways() {
+    let tmp = tempdir();
+    share_both_ways("9p", &tmp.path().join("vm"), &tmp.path().join("shared"), |_| {});
+}
+
+#[test]
+fn virtiofs_share_works_through_the_generated_virtiofsd_run() {
+    let env = boot_env();
+    assert!(!env.virtiofsd.is_empty(), "boot-env.sh built no virtiofsd");
+    let tmp = tempdir();
+    let vm_dir = tmp.path().join("vm");
+    let host_dir = tmp.path().join("shared");
+    // Generate once to get virtiofsd-run, start it, then boot the same runner.
+    let mut s = spec(&env, "share-virtiofs", "virtiofs", &[]);
+    s["shares"] = json!([{
+        "tag": "mvshare", "source": host_dir, "mountPoint": "/mnt/share", "proto": "virtiofs",
+        "socket": "virtiofs-mvshare.sock"
+    }]);
+    s["virtiofsd"] = json!({ "group": null });
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let runner = generate(&vm_dir, &s);
+    let mut daemon = Command::new(runner.join("bin/virtiofsd-run"))
+        .current_dir(&vm_dir)
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    let mut stderr = BufReader::new(daemon.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.contains("virtiofsd-run: ready") {
+        assert!(Instant::now() < deadline, "virtiofsd-run never got ready: {ready}");
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("virtiofsd-run exited: {ready}");
+        }
+        ready.push_str(&line);
+    }
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+    });
+    let result = std::panic::catch_unwind(|| {
+        share_both_ways("virtiofs", &vm_dir, &host_dir, |_| {});
+    });
+    // SAFETY: plain kill(2) on the process group virtiofsd-run leads.
+    unsafe { libc::kill(-(daemon.id() as i32), libc::SIGTERM) };
+    let _ = daemon.wait();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(address: &str) -> std::io::Result<String> {
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: guest\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+/// Presses the power button with the generated `microvm-shutdown` and checks the guest went
+/// down cleanly and quickly, with `microvm-run` exiting 0.
+fn shut_down(vm: &mut Vm) -> Duration {
+    let start = Instant::now();
+    let output = vm.script("microvm-shutdown", &[]);
+    assert!(
+        output.status.success(),
+        "microvm-shutdown failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        vm.transcript()
+    );
+    let status = vm.wait_exit(Duration::from_secs(30));
+    let took = start.elapsed();
+    assert!(status.success(), "microvm-run exited with {status}\n{}", vm.transcript());
+    vm.wait_for("MVTEST:powerbutton", Duration::ZERO);
+    vm.wait_for("MVTEST:poweroff", Duration::ZERO);
+    took
+}
+
+#[test]
+fn user_network_serves_a_guest_page_on_a_forwarded_port() {
+    let env = boot_env();
+    let tmp = tempdir();
+    let port = free_port();
+    let token = format!("user-net-{}", std::process::id());
+    let mut s = spec(&env, "netuser", "net", &[param("token", &token)]);
+    s["interfaces"] = json!([{ "type": "user", "id": "usernet", "mac": "02:00:00:00:10:01" }]);
+    s["forwardPorts"] = json!([{ "host": { "address": "127.0.0.1", "port": port }, "guest": { "port": 80 } }]);
+    let mut vm = Vm::new(tmp.path(), &s);
+    vm.start(None);
+    vm.wait_for("MVTEST:net:listening", VM_TIMEOUT);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        match http_get(&format!("127.0.0.1:{port}")) {
+            Ok(page) if page.contains("MVTEST-PAGE") => break page,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(300)),
+            other => panic!("no page through the forwarded port: {other:?}\n{}", vm.transcript()),
+        }
+    };
+    assert!(page.contains(&format!("MVTEST-PAGE:{token}")), "{page}");
+    shut_down(&mut vm);
+}
+
+/// A network namespace for the test, deleted (with everything in it) when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Netns {
+        let ip = host_tool("ip");
+        let _ = Command::new(&ip)
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
+        let status = Command::new(&ip).args(["netns", "add", name]).status().unwrap();
+        assert!(status.success(), "cannot create network namespace {name}: run as root");
+        let ns = Netns(name.to_owned());
+        ns.run(&[&ip, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn command(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new(host_tool("ip"));
+        c.args(["netns", "exec", &self.0]).args(argv);
+        c
+    }
+
+    fn run(&self, argv: &[&str]) -> std::process::Output {
+        let output = self.command(argv).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{argv:?} failed in {}: {}",
+            self.0,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new(host_tool("ip")).args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn tap_network_in_a_namespace_carries_traffic_both_ways() {
+    let env = boot_env();
+    let tmp = tempdir();
+    let ns = Netns::new(&format!("mvtest-{}", std::process::id()));
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let host_token = format!("from-host-{}", std::process::id());
+    std::fs::write(www.join("host.txt"), format!("{host_token}\n")).unwrap();
+    let guest_token = format!("from-guest-{}", std::process::id());
+
+    let mut s = spec(
+        &env,
+        "tap",
+        "net",
+        &[
+            param("ip", "192.168.77.2/24"),
+            param("gw", "192.168.77.1"),
+            param("token", &guest_token),
+            param("fetch", "http://192.168.77.1:8000/host.txt"),
+        ],
+    );
+    s["interfaces"] = json!([{ "type": "tap", "id": "mvtap0", "mac": "02:00:00:00:20:01" }]);
+    let mut vm = Vm::new(&tmp.path().join("vm"), &s);
+
+    let tap_up = vm.bin("tap-up").display().to_string();
+    ns.run(&[&tap_up]);
+    let ip = host_tool("ip");
+    ns.run(&[&ip, "addr", "add", "192.168.77.1/24", "dev", "mvtap0"]);
+    let busybox = host_tool("busybox");
+    let www_dir = www.display().to_string();
+    ns.run(&[&busybox, "httpd", "-p", "192.168.77.1:8000", "-h", &www_dir]);
+
+    vm.start(Some(&ns.0));
+    vm.wait_for("MVTEST:net:listening", VM_TIMEOUT);
+    vm.wait_for(&format!("MVTEST:net:fetched={host_token}"), Duration::ZERO);
+    let curl = host_tool("curl");
+    let page = ns.run(&[&curl, "-s", "--max-time", "10", "http://192.168.77.2/"]);
+    assert_eq!(
+        String::from_utf8_lossy(&page.stdout).trim(),
+        format!("MVTEST-PAGE:{guest_token}")
+    );
+    shut_down(&mut vm);
+
+    let tap_down = vm.bin("tap-down").display().to_string();
+    ns.run(&[&tap_down]);
+    let gone = ns.command(&[&ip, "link", "show", "dev", "mvtap0"]).output().unwrap();
+    assert!(!gone.status.success(), "tap-down left mvtap0 behind");
+}
+
+#[test]
+fn microvm_shutdown_powers_the_guest_off_cleanly_within_20_seconds() {
+    let env = boot_env();
+    let tmp = tempdir();
+    let mut vm = Vm::new(tmp.path(), &spec(&env, "shutdown", "shutdown", &[]));
+    vm.start(None);
+    vm.wait_for("MVTEST:shutdown:ready", VM_TIMEOUT);
+    let took = shut_down(&mut vm);
+    assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
+    assert!(!tmp.path().join("vm.sock").exists() || {
+        // qemu may leave the socket file; a second shutdown must then be a no-op.
+        vm.script("microvm-shutdown", &[]).status.success()
+    });
+}
+
+#[test]
+fn microvm_balloon_changes_the_guests_memory() {
+    let env = boot_env();
+    let tmp = tempdir();
+    let mut s = spec(&env, "balloon", "balloon", &[]);
+    s["balloon"] = json!(true);
+    // With deflate-on-oom the guest keeps ballooned pages in MemTotal; without, they leave it,
+    // which makes the guest's view easy to check.
+    s["deflateOnOOM"] = json!(false);
+    let mut vm = Vm::new(tmp.path(), &s);
+    vm.start(None);
+    let first = vm.wait_for("MVTEST:balloon:memtotal=", VM_TIMEOUT);
+    let kib = |line: &str| -> u64 { line.rsplit('=').next().unwrap().parse().unwrap() };
+    let before = kib(&first);
+
+    let output = vm.script("microvm-balloon", &["128"]);
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "microvm-balloon failed: {stdout}{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        vm.transcript()
+    );
+    assert!(stdout.contains("balloon 128 MiB; the guest has 128 of 256 MiB"), "{stdout}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shrunk = vm
+            .lines_starting("MVTEST:balloon:memtotal=")
+            .iter()
+            .map(|l| kib(l))
+            .any(|now| now + 100 * 1024 < before);
+        if shrunk {
+            break;
+        }
+        assert!(Instant::now() < deadline, "MemTotal did not drop by 100 MiB\n{}", vm.transcript());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    shut_down(&mut vm);
+}
