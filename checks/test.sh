@@ -89,7 +89,7 @@ else
 	echo "skipped: README demo: no boot environment"
 fi
 
-filter=all
+filter="all()"
 for s in "${skip[@]}"; do
 	filter="$filter - $s"
 done
