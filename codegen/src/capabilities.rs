@@ -163,6 +163,41 @@ pub fn supports(hypervisor: Hypervisor, feature: &str) -> bool {
         .is_some_and(|f| f.supports(hypervisor))
 }
 
+/// The table as a Markdown hypervisor × feature matrix (README.md embeds it).
+pub fn markdown_table() -> String {
+    let table = table();
+    let mut out = String::from("| feature | option |");
+    for hv in Hypervisor::ALL {
+        out.push_str(&format!(" {hv} |"));
+    }
+    out.push_str("\n|---|---|");
+    for _ in Hypervisor::ALL {
+        out.push_str(":-:|");
+    }
+    out.push('\n');
+    for feature in table.features.values() {
+        out.push_str(&format!(
+            "| {} | `{}` ({}) |",
+            feature.title,
+            feature.option,
+            feature.condition.replace('|', "\\|")
+        ));
+        for hv in Hypervisor::ALL {
+            let supported_parent = feature
+                .requires
+                .as_ref()
+                .is_none_or(|required| supports(hv, required));
+            out.push_str(match (feature.supports(hv), supported_parent) {
+                (true, _) => " ✓ |",
+                (false, true) => " ✗ |",
+                (false, false) => " – |",
+            });
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,6 +63,18 @@ enum Command {
     },
     /// Print the JSON Schema of the runner spec.
     Schema,
+    /// Print which hypervisor supports which feature (the capability table).
+    Capabilities {
+        /// markdown: a hypervisor × feature matrix; json: the table itself.
+        #[arg(long, value_enum, default_value_t = TableFormat::Markdown)]
+        format: TableFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TableFormat {
+    Markdown,
+    Json,
 }
 
 fn report_handler() -> GraphicalReportHandler {
@@ -120,6 +132,13 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Schema => {
             println!("{}", schema::runner_spec_schema_json());
+            ExitCode::SUCCESS
+        }
+        Command::Capabilities { format } => {
+            match format {
+                TableFormat::Markdown => print!("{}", crate::capabilities::markdown_table()),
+                TableFormat::Json => print!("{}", crate::capabilities::CAPABILITY_TABLE_JSON),
+            }
             ExitCode::SUCCESS
         }
         Command::Validate { spec } => match checked_spec(&spec) {

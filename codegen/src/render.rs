@@ -33,8 +33,12 @@ templates! {
     MACVTAP_UP = "net/macvtap-up.sh";
     MACVTAP_DOWN = "net/macvtap-down.sh";
     PCI_SETUP = "net/pci-setup.sh";
+    SHUTDOWN_OPTIONS = "common/shutdown-options.sh";
+    BALLOON_OPTIONS = "common/balloon-options.sh";
     QEMU_SHUTDOWN = "shutdown/qemu.sh";
     QEMU_BALLOON = "balloon/qemu.sh";
+    CLOUD_HYPERVISOR_SHUTDOWN = "shutdown/cloud-hypervisor.sh";
+    CLOUD_HYPERVISOR_BALLOON = "balloon/cloud-hypervisor.sh";
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::hypervisor::{self, Launch, Part, Word};
+use crate::hypervisor::{self, Launch, Part, Step, Word};
 use crate::render::{self, RenderError, Renderer};
 use crate::spec::{DeviceBus, Hypervisor, RunnerSpec, Tool, volume};
 
@@ -83,8 +83,32 @@ pub fn required_tools(spec: &RunnerSpec) -> Vec<(Tool, String)> {
             ));
         }
     }
-    tools.extend(hypervisor::backend(spec.hypervisor).tools(spec));
+    let backend = hypervisor::backend(spec.hypervisor);
+    for step in backend.launch(spec).steps {
+        let (tool, what) = match step {
+            Step::Remove { path } => (Tool::Rm, format!("microvm-run removes a stale {path:?}")),
+            Step::MakeDir { path } => (Tool::Mkdir, format!("microvm-run creates {path:?}")),
+            Step::Background { socket, .. } => {
+                (Tool::Sleep, format!("microvm-run waits for {socket:?}"))
+            }
+            _ => continue,
+        };
+        tools.push((tool, format!("{what} with it")));
+    }
+    tools.extend(backend.tools(spec));
     tools
+}
+
+fn uses_runner_dir(launch: &Launch) -> bool {
+    let in_word = |w: &Word| {
+        w.0.iter()
+            .any(|p| matches!(p, Part::Var(v) if v == hypervisor::RUNNER_DIR_VAR))
+    };
+    launch.args.iter().any(in_word)
+        || launch.steps.iter().any(|s| match s {
+            Step::Background { argv, .. } => argv.iter().any(in_word),
+            _ => false,
+        })
 }
 
 /// vfkit serves virtiofs itself; everyone else needs one virtiofsd per share.
@@ -150,6 +174,7 @@ struct Context<'a> {
     virtiofsd_threads_from_nproc: bool,
     host_user: &'a str,
     host_group: &'a str,
+    uses_runner_dir: bool,
 }
 
 fn quiet_flag(fs_type: &str) -> Option<&'static str> {
@@ -325,6 +350,7 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
         virtiofsd_threads_from_nproc: spec.virtiofsd.thread_pool_size.is_none(),
         host_user: &spec.host.user,
         host_group: &spec.host.group,
+        uses_runner_dir: uses_runner_dir(&launch),
     };
 
     let mut tree = Tree::new();

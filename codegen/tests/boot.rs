@@ -217,14 +217,27 @@ impl Vm {
             let now = Instant::now();
             if now >= deadline {
                 drop(lines);
-                panic!("no console line starting {prefix:?} within {timeout:?}\n{}", self.transcript());
+                panic!(
+                    "no console line starting {prefix:?} within {timeout:?}\n{}",
+                    self.transcript()
+                );
             }
-            lines = self.console.grew.wait_timeout(lines, deadline - now).unwrap().0;
+            lines = self
+                .console
+                .grew
+                .wait_timeout(lines, deadline - now)
+                .unwrap()
+                .0;
         }
     }
 
     fn has(&self, prefix: &str) -> bool {
-        self.console.lines.lock().unwrap().iter().any(|l| l.starts_with(prefix))
+        self.console
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with(prefix))
     }
 
     fn lines_starting(&self, prefix: &str) -> Vec<String> {
@@ -250,7 +263,10 @@ impl Vm {
             }
             if Instant::now() >= deadline {
                 self.kill();
-                panic!("microvm-run still running after {timeout:?}\n{}", self.transcript());
+                panic!(
+                    "microvm-run still running after {timeout:?}\n{}",
+                    self.transcript()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -260,8 +276,16 @@ impl Vm {
     fn run_to_end(&mut self) {
         self.start(None);
         let status = self.wait_exit(VM_TIMEOUT);
-        assert!(status.success(), "microvm-run failed: {status}\n{}", self.transcript());
-        assert!(self.has("MVTEST:poweroff"), "no clean poweroff\n{}", self.transcript());
+        assert!(
+            status.success(),
+            "microvm-run failed: {status}\n{}",
+            self.transcript()
+        );
+        assert!(
+            self.has("MVTEST:poweroff"),
+            "no clean poweroff\n{}",
+            self.transcript()
+        );
         assert!(!self.has("MVTEST:error"), "{}", self.transcript());
         assert!(!self.has("MVTEST:timeout"), "{}", self.transcript());
     }
@@ -297,7 +321,10 @@ fn param(key: &str, value: impl std::fmt::Display) -> String {
 }
 
 fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("microvm-boot-").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("microvm-boot-")
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
@@ -366,7 +393,13 @@ fn ext4_volume_is_created_once_and_kept_across_boots() {
     first.run_to_end();
     first.wait_for("MVTEST:volume:seen=none", Duration::ZERO);
     first.wait_for("MVTEST:volume:wrote=1", Duration::ZERO);
-    assert!(first.stderr.lock().unwrap().contains("creating volume data.img"));
+    assert!(
+        first
+            .stderr
+            .lock()
+            .unwrap()
+            .contains("creating volume data.img")
+    );
     let created = std::fs::metadata(&image).unwrap();
     assert_eq!(created.len(), 64 * 1024 * 1024);
     drop(first);
@@ -381,7 +414,11 @@ fn ext4_volume_is_created_once_and_kept_across_boots() {
         second.transcript()
     );
     let kept = std::fs::metadata(&image).unwrap();
-    assert_eq!((kept.dev(), kept.ino()), (created.dev(), created.ino()), "same file");
+    assert_eq!(
+        (kept.dev(), kept.ino()),
+        (created.dev(), created.ino()),
+        "same file"
+    );
 }
 
 #[test]
@@ -392,13 +429,23 @@ fn existing_volume_image_is_never_touched() {
     let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&image, &garbage).unwrap();
     let mut s = spec(&env, "keep", "boot", &[]);
-    s["volumes"] = json!([{ "image": "data.img", "mountPoint": "/data", "size": 64, "readOnly": true }]);
+    s["volumes"] =
+        json!([{ "image": "data.img", "mountPoint": "/data", "size": 64, "readOnly": true }]);
     let mut vm = Vm::new(tmp.path(), &s);
     vm.run_to_end();
-    assert_eq!(std::fs::read(&image).unwrap(), garbage, "the image was modified");
+    assert_eq!(
+        std::fs::read(&image).unwrap(),
+        garbage,
+        "the image was modified"
+    );
 }
 
-fn share_both_ways(proto: &str, vm_dir: &Path, host_dir: &Path, extra: impl FnOnce(&mut Value)) -> Vm {
+fn share_both_ways(
+    proto: &str,
+    vm_dir: &Path,
+    host_dir: &Path,
+    extra: impl FnOnce(&mut Value),
+) -> Vm {
     let env = boot_env();
     std::fs::create_dir_all(host_dir).unwrap();
     let from_host = format!("{proto}-from-host-{}", std::process::id());
@@ -428,7 +475,12 @@ fn share_both_ways(proto: &str, vm_dir: &Path, host_dir: &Path, extra: impl FnOn
 #[test]
 fn ninep_share_is_read_and_written_both_ways() {
     let tmp = tempdir();
-    share_both_ways("9p", &tmp.path().join("vm"), &tmp.path().join("shared"), |_| {});
+    share_both_ways(
+        "9p",
+        &tmp.path().join("vm"),
+        &tmp.path().join("shared"),
+        |_| {},
+    );
 }
 
 #[test]
@@ -457,7 +509,10 @@ fn virtiofs_share_works_through_the_generated_virtiofsd_run() {
     let mut stderr = BufReader::new(daemon.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ready.contains("virtiofsd-run: ready") {
-        assert!(Instant::now() < deadline, "virtiofsd-run never got ready: {ready}");
+        assert!(
+            Instant::now() < deadline,
+            "virtiofsd-run never got ready: {ready}"
+        );
         let mut line = String::new();
         if stderr.read_line(&mut line).unwrap() == 0 {
             panic!("virtiofsd-run exited: {ready}");
@@ -509,7 +564,11 @@ fn shut_down(vm: &mut Vm) -> Duration {
     );
     let status = vm.wait_exit(Duration::from_secs(30));
     let took = start.elapsed();
-    assert!(status.success(), "microvm-run exited with {status}\n{}", vm.transcript());
+    assert!(
+        status.success(),
+        "microvm-run exited with {status}\n{}",
+        vm.transcript()
+    );
     vm.wait_for("MVTEST:powerbutton", Duration::ZERO);
     vm.wait_for("MVTEST:poweroff", Duration::ZERO);
     took
@@ -523,7 +582,8 @@ fn user_network_serves_a_guest_page_on_a_forwarded_port() {
     let token = format!("user-net-{}", std::process::id());
     let mut s = spec(&env, "netuser", "net", &[param("token", &token)]);
     s["interfaces"] = json!([{ "type": "user", "id": "usernet", "mac": "02:00:00:00:10:01" }]);
-    s["forwardPorts"] = json!([{ "host": { "address": "127.0.0.1", "port": port }, "guest": { "port": 80 } }]);
+    s["forwardPorts"] =
+        json!([{ "host": { "address": "127.0.0.1", "port": port }, "guest": { "port": 80 } }]);
     let mut vm = Vm::new(tmp.path(), &s);
     vm.start(None);
     vm.wait_for("MVTEST:net:listening", VM_TIMEOUT);
@@ -532,7 +592,10 @@ fn user_network_serves_a_guest_page_on_a_forwarded_port() {
         match http_get(&format!("127.0.0.1:{port}")) {
             Ok(page) if page.contains("MVTEST-PAGE") => break page,
             _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(300)),
-            other => panic!("no page through the forwarded port: {other:?}\n{}", vm.transcript()),
+            other => panic!(
+                "no page through the forwarded port: {other:?}\n{}",
+                vm.transcript()
+            ),
         }
     };
     assert!(page.contains(&format!("MVTEST-PAGE:{token}")), "{page}");
@@ -549,8 +612,14 @@ impl Netns {
             .args(["netns", "del", name])
             .stderr(Stdio::null())
             .status();
-        let status = Command::new(&ip).args(["netns", "add", name]).status().unwrap();
-        assert!(status.success(), "cannot create network namespace {name}: run as root");
+        let status = Command::new(&ip)
+            .args(["netns", "add", name])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cannot create network namespace {name}: run as root"
+        );
         let ns = Netns(name.to_owned());
         ns.run(&[&ip, "link", "set", "lo", "up"]);
         ns
@@ -576,7 +645,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new(host_tool("ip")).args(["netns", "del", &self.0]).status();
+        let _ = Command::new(host_tool("ip"))
+            .args(["netns", "del", &self.0])
+            .status();
     }
 }
 
@@ -626,7 +697,10 @@ fn tap_network_in_a_namespace_carries_traffic_both_ways() {
 
     let tap_down = vm.bin("tap-down").display().to_string();
     ns.run(&[&tap_down]);
-    let gone = ns.command(&[&ip, "link", "show", "dev", "mvtap0"]).output().unwrap();
+    let gone = ns
+        .command(&[&ip, "link", "show", "dev", "mvtap0"])
+        .output()
+        .unwrap();
     assert!(!gone.status.success(), "tap-down left mvtap0 behind");
 }
 
@@ -639,10 +713,12 @@ fn microvm_shutdown_powers_the_guest_off_cleanly_within_20_seconds() {
     vm.wait_for("MVTEST:shutdown:ready", VM_TIMEOUT);
     let took = shut_down(&mut vm);
     assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
-    assert!(!tmp.path().join("vm.sock").exists() || {
-        // qemu may leave the socket file; a second shutdown must then be a no-op.
-        vm.script("microvm-shutdown", &[]).status.success()
-    });
+    assert!(
+        !tmp.path().join("vm.sock").exists() || {
+            // qemu may leave the socket file; a second shutdown must then be a no-op.
+            vm.script("microvm-shutdown", &[]).status.success()
+        }
+    );
 }
 
 #[test]
@@ -668,7 +744,10 @@ fn microvm_balloon_changes_the_guests_memory() {
         String::from_utf8_lossy(&output.stderr),
         vm.transcript()
     );
-    assert!(stdout.contains("balloon 128 MiB; the guest has 128 of 256 MiB"), "{stdout}");
+    assert!(
+        stdout.contains("balloon 128 MiB; the guest has 128 of 256 MiB"),
+        "{stdout}"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let shrunk = vm
@@ -679,7 +758,11 @@ fn microvm_balloon_changes_the_guests_memory() {
         if shrunk {
             break;
         }
-        assert!(Instant::now() < deadline, "MemTotal did not drop by 100 MiB\n{}", vm.transcript());
+        assert!(
+            Instant::now() < deadline,
+            "MemTotal did not drop by 100 MiB\n{}",
+            vm.transcript()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     shut_down(&mut vm);

@@ -40,7 +40,7 @@ fn schema_command_prints_the_committed_schema() {
 #[test]
 fn validate_exit_codes() {
     assert_eq!(
-        codegen(&["validate", "--spec", &fixture("ok/minimal.json")])
+        codegen(&["validate", "--spec", &fixture("ok/qemu-minimal.json")])
             .status
             .code(),
         Some(0)
@@ -73,7 +73,7 @@ fn validate_exit_codes() {
 fn generate_writes_a_runner_and_is_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let spec = fixture("ok/every-feature.json");
+    let spec = fixture("ok/qemu-every-feature.json");
     assert!(generate(&spec, &a, &[]).status.success());
     assert!(generate(&spec, &b, &[]).status.success());
     let listing = |root: &Path| {
@@ -125,7 +125,7 @@ fn generate_writes_a_runner_and_is_deterministic() {
 fn generate_never_overwrites_what_it_did_not_write() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("runner");
-    let spec = fixture("ok/minimal.json");
+    let spec = fixture("ok/qemu-minimal.json");
     assert!(generate(&spec, &out, &[]).status.success());
 
     let again = generate(&spec, &out, &[]);

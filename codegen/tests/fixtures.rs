@@ -25,7 +25,7 @@ fn ok_fixtures_generate_their_snapshotted_tree() {
 
 #[test]
 fn err_fixtures_are_refused_with_their_snapshotted_report() {
-    insta::glob!("fixtures/err", "*.json", |path| {
+    insta::glob!("fixtures/err", "**/*.json", |path| {
         let text = common::fixture_text(path);
         let (_, findings) = common::check(&text);
         assert!(
@@ -39,9 +39,12 @@ fn err_fixtures_are_refused_with_their_snapshotted_report() {
 
 #[test]
 fn every_fixture_folder_entry_is_a_json_spec() {
-    for folder in ["ok", "err"] {
+    for folder in ["ok", "err", "err/capabilities"] {
         for entry in std::fs::read_dir(common::fixtures().join(folder)).unwrap() {
             let path = entry.unwrap().path();
+            if path.is_dir() {
+                continue;
+            }
             assert_eq!(
                 path.extension().and_then(|e| e.to_str()),
                 Some("json"),

@@ -1,4 +1,9 @@
 {% include "common/header.sh" %}
+{%- if uses_runner_dir %}
+
+# The runner's own directory, for the files it ships.
+runner=$(cd -P -- "${BASH_SOURCE[0]%/*}/.." && pwd)
+{%- endif %}
 {%- for requirement in launch.requirements %}
 {%- if requirement.read_write %}
 if [ ! -r {{ requirement.path }} ] || [ ! -w {{ requirement.path }} ]; then
@@ -24,6 +29,17 @@ fi
 {{ step.var | safe }}=/dev/tap$(< /sys/class/net/{{ step.interface }}/ifindex)
 {%- elif step.kind == "export" %}
 export {{ step.name | safe }}={{ step.value }}
+{%- elif step.kind == "background" %}
+{{ step.argv | argv }} &
+waited=0
+until [ -S {{ step.socket }} ]; do
+  if [ "$waited" -ge 300 ]; then
+    echo 'microvm-run: the helper did not create' {{ step.socket }} 'within 30 s' >&2
+    exit 1
+  fi
+  {{ tools.sleep }} 0.1
+  waited=$((waited + 1))
+done
 {%- endif %}
 {%- endfor %}
 {%- endif %}

@@ -1,27 +1,7 @@
 {% include "common/header.sh" %}
 # Presses the guest's ACPI power button over QMP (system_powerdown) and waits until qemu exits.
-# Run it in the VM's working directory, like microvm-run.
 
-usage() {
-  echo "usage: microvm-shutdown [--timeout SECONDS]"
-  echo "Asks the guest to power off and waits for it (default: 60 s). Exits 0 once the VM is"
-  echo "gone (or was not running), 1 if it is still running after the timeout."
-}
-
-timeout=60
-while [ "$#" -gt 0 ]; do
-  case $1 in
-    --timeout)
-      if [ "$#" -lt 2 ]; then usage >&2; exit 2; fi
-      timeout=$2
-      shift 2
-      ;;
-    -h | --help) usage; exit 0 ;;
-    *) echo "microvm-shutdown: unknown argument: $1" >&2; usage >&2; exit 2 ;;
-  esac
-done
-case $timeout in '' | *[!0-9]*) echo "microvm-shutdown: --timeout takes whole seconds" >&2; exit 2 ;; esac
-
+{% include "common/shutdown-options.sh" %}
 socket={{ socket }}
 if [ ! -S "$socket" ]; then
   echo "microvm-shutdown: no control socket at $socket; the VM is not running" >&2

@@ -1,7 +1,14 @@
 //! How each hypervisor is invoked: one file per hypervisor, each turning a validated spec into a
 //! [`Launch`] (the command `microvm-run` execs) plus the scripts it can offer.
 
+pub mod alioth;
+pub mod cloud_hypervisor;
+pub mod crosvm;
+pub mod firecracker;
+pub mod kvmtool;
 pub mod qemu;
+pub mod stratovirt;
+pub mod vfkit;
 
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +84,9 @@ pub enum Step {
     MacvtapDevice { var: String, interface: String },
     /// Export an environment variable.
     Export { name: String, value: String },
+    /// Start a helper daemon in the background (killed when `microvm-run` exits) and wait up to
+    /// 30 s for the socket it creates.
+    Background { argv: Vec<Word>, socket: String },
 }
 
 /// The hypervisor command `microvm-run` execs.
@@ -112,7 +122,38 @@ pub trait Backend {
 pub fn backend(hypervisor: Hypervisor) -> &'static dyn Backend {
     match hypervisor {
         Hypervisor::Qemu => &qemu::Qemu,
-        _ => &unimplemented_backend::NotYet,
+        Hypervisor::CloudHypervisor => &cloud_hypervisor::CloudHypervisor,
+        Hypervisor::Firecracker => &firecracker::Firecracker,
+        Hypervisor::Crosvm => &crosvm::Crosvm,
+        Hypervisor::Kvmtool => &kvmtool::Kvmtool,
+        Hypervisor::Stratovirt => &stratovirt::Stratovirt,
+        Hypervisor::Alioth => &alioth::Alioth,
+        Hypervisor::Vfkit => &vfkit::Vfkit,
+    }
+}
+
+/// The refusal of a hypervisor whose renderer has not landed: better than a runner that
+/// cannot work.
+pub fn not_rendered(spec: &RunnerSpec) -> Diagnostic {
+    Diagnostic::error(
+        "microvm::hypervisor::not_rendered",
+        format!(
+            "this generator cannot render {} runners yet",
+            spec.hypervisor
+        ),
+    )
+    .at(crate::path!["hypervisor"])
+    .help("use hypervisor = \"qemu\" or \"cloud-hypervisor\"")
+}
+
+/// A launch with no arguments, for backends that refuse every spec.
+pub fn empty_launch(program: Tool) -> Launch {
+    Launch {
+        program,
+        args: Vec::new(),
+        requirements: Vec::new(),
+        macvtap_fds: Vec::new(),
+        steps: Vec::new(),
     }
 }
 
@@ -121,48 +162,51 @@ pub fn qemu_opt(value: &str) -> String {
     value.replace(',', ",,")
 }
 
-mod unimplemented_backend {
-    use super::*;
-    use crate::path;
+/// The shell variable `microvm-run` sets to the runner's own directory, for files the runner
+/// ships (such as a hypervisor config file).
+pub const RUNNER_DIR_VAR: &str = "runner";
 
-    /// Hypervisors whose renderer has not landed refuse every spec instead of producing a
-    /// runner that cannot work.
-    pub struct NotYet;
+/// A word naming a file inside the runner directory.
+pub fn runner_file(relative: &str) -> Word {
+    Word(vec![
+        Part::Var(RUNNER_DIR_VAR.to_owned()),
+        Part::Lit(format!("/{relative}")),
+    ])
+}
 
-    impl Backend for NotYet {
-        fn check(&self, spec: &RunnerSpec) -> Vec<Diagnostic> {
-            vec![
-                Diagnostic::error(
-                    "microvm::hypervisor::not_rendered",
-                    format!(
-                        "this generator cannot render {} runners yet",
-                        spec.hypervisor
-                    ),
-                )
-                .at(path!["hypervisor"])
-                .help("use hypervisor = \"qemu\""),
-            ]
+/// Joins `key=value` pairs with commas, for option grammars without an escape for commas;
+/// [`refuse_chars`] keeps such values out of the spec first.
+pub fn kv<'a>(head: &str, pairs: impl IntoIterator<Item = (&'a str, String)>) -> String {
+    let mut out = head.to_owned();
+    for (key, value) in pairs {
+        if !out.is_empty() {
+            out.push(',');
         }
-        fn tools(&self, _: &RunnerSpec) -> Vec<(Tool, String)> {
-            Vec::new()
-        }
-        fn launch(&self, _: &RunnerSpec) -> Launch {
-            Launch {
-                program: Tool::Bash,
-                args: Vec::new(),
-                requirements: Vec::new(),
-                macvtap_fds: Vec::new(),
-                steps: Vec::new(),
-            }
-        }
-        fn tap_multi_queue(&self, _: &RunnerSpec) -> bool {
-            false
-        }
-        fn shutdown_template(&self, _: &RunnerSpec) -> Option<&'static str> {
-            None
-        }
-        fn balloon_template(&self, _: &RunnerSpec) -> Option<&'static str> {
-            None
-        }
+        out.push_str(key);
+        out.push('=');
+        out.push_str(&value);
+    }
+    out
+}
+
+/// Refuses a value that the hypervisor's option grammar cannot carry (it has no escaping for
+/// these characters), naming the option and the place in the spec.
+pub fn refuse_chars(
+    findings: &mut Vec<Diagnostic>,
+    hypervisor: Hypervisor,
+    value: &str,
+    at: crate::json_path::JsonPath,
+    flag: &str,
+    forbidden: &[char],
+) {
+    if let Some(bad) = value.chars().find(|c| forbidden.contains(c)) {
+        findings.push(
+            Diagnostic::error(
+                format!("microvm::{}::unrepresentable", hypervisor.name().replace('-', "_")),
+                format!("{hypervisor}'s {flag} syntax cannot carry {bad:?} in a value"),
+            )
+            .at(at)
+            .help("rename the file or name so it has no such character, or use hypervisor = \"qemu\" (its options escape everything)"),
+        );
     }
 }

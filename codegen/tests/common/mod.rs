@@ -83,3 +83,72 @@ pub fn require(program: &str, package: &str) {
         "{program} is not installed (Debian package {package}); checks/test.sh installs it, or skips this tier and says so"
     );
 }
+
+/// The hypervisor command line `bin/microvm-run` execs, read back from the generated script:
+/// the program and its arguments, without `exec -a NAME` and the run-time `extra_args`.
+pub fn exec_argv(tree: &Tree) -> Vec<String> {
+    let Some(Entry::File { contents, .. }) = tree.get("bin/microvm-run") else {
+        panic!("no bin/microvm-run");
+    };
+    let mut command = String::new();
+    let mut in_exec = false;
+    for line in contents.lines() {
+        if line.starts_with("exec ") && !line.starts_with("exec {") && !line.contains("<>") {
+            in_exec = true;
+        }
+        if in_exec {
+            match line.strip_suffix('\\') {
+                Some(head) => command.push_str(head),
+                None => {
+                    command.push_str(line);
+                    break;
+                }
+            }
+        }
+    }
+    let mut words = shlex::split(&command).expect("the exec line is valid shell");
+    assert_eq!(words.remove(0), "exec");
+    if words[0] == "-a" {
+        words.drain(..2);
+    }
+    assert_eq!(words.pop().as_deref(), Some("${extra_args[@]}"));
+    words
+}
+
+/// Loads an accepted fixture and builds its tree.
+pub fn ok_fixture(name: &str) -> (RunnerSpec, Tree) {
+    let text = fixture_text(&fixtures().join("ok").join(name));
+    let (spec, findings) = check(&text);
+    assert!(findings.is_empty(), "{name}: {findings:?}");
+    let spec = spec.unwrap();
+    let tree = build(&spec);
+    (spec, tree)
+}
+
+/// `key=value` pairs split at top-level commas (not inside `[...]`), as several hypervisors'
+/// option parsers do. Keys without `=` map to "".
+pub fn split_kv(text: &str) -> Vec<(String, String)> {
+    let mut parts = Vec::new();
+    let mut depth = 0;
+    let mut current = String::new();
+    for c in text.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    parts.push(current);
+    parts
+        .into_iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (p, String::new()),
+        })
+        .collect()
+}

@@ -1,0 +1,397 @@
+//! cloud-hypervisor: `cloud-hypervisor` with `--kernel`/`--initramfs`/`--cmdline`, one repeated
+//! flag per device (accepted since v52), the REST API socket as control socket, and `curl`
+//! against it for the power button and the balloon.
+//!
+//! Grammar: cloud-hypervisor's `vmm/src/config.rs` (`*::SYNTAX`) and `docs/*.md`; values are
+//! `key=value` pairs joined by `,` with no escape for commas.
+
+use super::{Backend, Launch, MacvtapFds, Requirement, Word, kv, refuse_chars};
+use crate::diagnostic::Diagnostic;
+use crate::path;
+use crate::spec::{
+    DeviceBus, Hypervisor, ImageType, InterfaceType, RunnerSpec, ShareProto, System, Tool,
+};
+
+pub struct CloudHypervisor;
+
+pub const SHUTDOWN_TEMPLATE: &str = "shutdown/cloud-hypervisor.sh";
+pub const BALLOON_TEMPLATE: &str = "balloon/cloud-hypervisor.sh";
+
+/// Where the vsock device's Unix socket lives (the hybrid vsock multiplexer): the same relative
+/// name microvm.nix uses, so `ssh vsock-mux/<state dir>/notify.vsock` keeps working.
+pub const VSOCK_SOCKET: &str = "notify.vsock";
+
+/// Flags this backend sets itself; the same flag in `cloud-hypervisor.extraArgs` would be a
+/// duplicate cloud-hypervisor refuses (or a second device), so it is refused here first.
+const OWN_FLAGS: &[(&str, &str)] = &[
+    ("--cpus", "microvm.vcpu"),
+    ("--memory", "microvm.mem"),
+    ("--kernel", "microvm.kernel"),
+    ("--initramfs", "microvm.initrdPath"),
+    ("--cmdline", "microvm.kernelParams"),
+    ("--api-socket", "microvm.socket"),
+];
+
+fn on_off(value: bool) -> String {
+    if value { "on" } else { "off" }.to_owned()
+}
+
+fn multi_queue(spec: &RunnerSpec) -> bool {
+    spec.vcpu > 1
+}
+
+fn user_sets(spec: &RunnerSpec, flag: &str) -> bool {
+    spec.cloud_hypervisor
+        .extra_args
+        .iter()
+        .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+}
+
+fn cmdline(spec: &RunnerSpec) -> String {
+    let console = match spec.system {
+        System::X86_64Linux => "console=ttyS0",
+        System::Aarch64Linux => "console=ttyAMA0",
+    };
+    let mut line = format!("{console} reboot=t panic=-1");
+    for param in &spec.kernel_params {
+        line.push(' ');
+        line.push_str(param);
+    }
+    line
+}
+
+/// Characters cloud-hypervisor's option parser treats as syntax.
+const SYNTAX: &[char] = &[',', '"', '[', ']', '='];
+
+impl Backend for CloudHypervisor {
+    fn check(&self, spec: &RunnerSpec) -> Vec<Diagnostic> {
+        let hv = Hypervisor::CloudHypervisor;
+        let mut findings = Vec::new();
+        for (flag, option) in OWN_FLAGS {
+            if user_sets(spec, flag) {
+                findings.push(
+                    Diagnostic::error(
+                        "microvm::cloud_hypervisor::extra_args",
+                        format!("cloud-hypervisor.extraArgs sets {flag}, which the runner sets from {option}"),
+                    )
+                    .at(path!["cloud-hypervisor", "extraArgs"])
+                    .help(format!("remove {flag} from extraArgs and set {option} instead")),
+                );
+            }
+        }
+        if spec.vsock.cid.is_some() && user_sets(spec, "--vsock") {
+            findings.push(
+                Diagnostic::error(
+                    "microvm::cloud_hypervisor::extra_args",
+                    "cloud-hypervisor.extraArgs adds a second vsock device",
+                )
+                .at(path!["cloud-hypervisor", "extraArgs"])
+                .help("cloud-hypervisor has one vsock device: set microvm.vsock.cid or pass --vsock, not both"),
+            );
+        }
+        if !spec.cloud_hypervisor.platform_oem_strings.is_empty() && user_sets(spec, "--platform") {
+            findings.push(
+                Diagnostic::error(
+                    "microvm::cloud_hypervisor::extra_args",
+                    "cloud-hypervisor.extraArgs sets --platform next to platformOEMStrings",
+                )
+                .at(path!["cloud-hypervisor", "extraArgs"])
+                .help("put the OEM strings in cloud-hypervisor.platformOEMStrings only"),
+            );
+        }
+        for (i, oem) in spec
+            .cloud_hypervisor
+            .platform_oem_strings
+            .iter()
+            .enumerate()
+        {
+            refuse_chars(
+                &mut findings,
+                hv,
+                oem,
+                path!["cloud-hypervisor", "platformOEMStrings", i],
+                "--platform oem_strings=[…]",
+                &[',', '"', '[', ']'],
+            );
+        }
+        if let Some(store) = &spec.store_disk {
+            refuse_chars(
+                &mut findings,
+                hv,
+                store,
+                path!["storeDisk"],
+                "--disk",
+                SYNTAX,
+            );
+        }
+        for (i, volume) in spec.volumes.iter().enumerate() {
+            refuse_chars(
+                &mut findings,
+                hv,
+                &volume.image,
+                path!["volumes", i, "image"],
+                "--disk",
+                SYNTAX,
+            );
+            if let Some(serial) = &volume.serial {
+                refuse_chars(
+                    &mut findings,
+                    hv,
+                    serial,
+                    path!["volumes", i, "serial"],
+                    "--disk",
+                    SYNTAX,
+                );
+                if serial.len() > 20 {
+                    findings.push(
+                        Diagnostic::error(
+                            "microvm::cloud_hypervisor::serial_too_long",
+                            format!(
+                                "disk serial {serial:?} is {} bytes; virtio-blk ids hold 20",
+                                serial.len()
+                            ),
+                        )
+                        .at(path!["volumes", i, "serial"])
+                        .help("shorten the serial to 20 bytes"),
+                    );
+                }
+            }
+        }
+        for (i, share) in spec.shares.iter().enumerate() {
+            if share.proto == ShareProto::Virtiofs {
+                refuse_chars(
+                    &mut findings,
+                    hv,
+                    &share.tag,
+                    path!["shares", i, "tag"],
+                    "--fs",
+                    SYNTAX,
+                );
+            }
+        }
+        for (i, interface) in spec.interfaces.iter().enumerate() {
+            refuse_chars(
+                &mut findings,
+                hv,
+                &interface.id,
+                path!["interfaces", i, "id"],
+                "--net",
+                SYNTAX,
+            );
+        }
+        findings
+    }
+
+    fn tools(&self, spec: &RunnerSpec) -> Vec<(Tool, String)> {
+        let mut tools = vec![(
+            Tool::CloudHypervisor,
+            "hypervisor = \"cloud-hypervisor\" runs it".to_owned(),
+        )];
+        if spec.socket.is_some() {
+            tools.push((
+                Tool::Curl,
+                "microvm-shutdown talks to the API socket with it".to_owned(),
+            ));
+            tools.push((
+                Tool::Sleep,
+                "microvm-shutdown waits for the VM with it".to_owned(),
+            ));
+        }
+        tools
+    }
+
+    fn launch(&self, spec: &RunnerSpec) -> Launch {
+        let mut args: Vec<Word> = Vec::new();
+        let mut push = |flag: &str, value: String| {
+            args.push(Word::from(flag));
+            args.push(Word::from(value));
+        };
+        let mut requirements = Vec::new();
+        let mut steps = Vec::new();
+
+        push("--cpus", format!("boot={}", spec.vcpu));
+        let shared = spec.virtiofs_shares().next().is_some();
+        let mut memory = vec![("size", format!("{}M", spec.mem))];
+        if shared {
+            // vhost-user devices (virtiofsd) map guest memory; it cannot also be mergeable.
+            memory.push(("shared", "on".to_owned()));
+        } else {
+            memory.push(("mergeable", "on".to_owned()));
+        }
+        if spec.hugepage_mem {
+            memory.push(("hugepages", "on".to_owned()));
+            requirements.push(Requirement {
+                path: "/dev/hugepages".to_owned(),
+                read_write: false,
+                message: "microvm-run: /dev/hugepages is missing, but microvm.hugepageMem = true asks for huge pages. Mount hugetlbfs there and reserve pages (vm.nr_hugepages), or set hugepageMem = false.".to_owned(),
+            });
+        }
+        if spec.hotplug_mem > 0 {
+            memory.push(("hotplug_method", "virtio-mem".to_owned()));
+            memory.push(("hotplug_size", format!("{}M", spec.hotplug_mem)));
+            memory.push(("hotplugged_size", format!("{}M", spec.hotplugged_mem())));
+        }
+        push("--memory", kv("", memory));
+        push("--kernel", spec.kernel.clone());
+        push("--initramfs", spec.initrd_path.clone());
+        push("--cmdline", cmdline(spec));
+        push("--seccomp", "true".to_owned());
+        if !user_sets(spec, "--serial") {
+            push("--serial", "tty".to_owned());
+        }
+        if !user_sets(spec, "--console") {
+            push("--console", "null".to_owned());
+        }
+        if !spec.cloud_hypervisor.platform_oem_strings.is_empty() {
+            push(
+                "--platform",
+                format!(
+                    "oem_strings=[{}]",
+                    spec.cloud_hypervisor.platform_oem_strings.join(",")
+                ),
+            );
+        }
+        if let Some(socket) = &spec.socket {
+            // Older releases trip over a socket left by a crash; v53+ would remove it itself.
+            steps.push(super::Step::Remove {
+                path: socket.clone(),
+            });
+            push("--api-socket", format!("path={socket}"));
+        }
+
+        let disk_queues = |pairs: &mut Vec<(&str, String)>| {
+            if spec.vcpu > 1 {
+                pairs.push(("num_queues", spec.vcpu.to_string()));
+            }
+        };
+        if let Some(store) = &spec.store_disk {
+            let mut pairs = vec![("path", store.clone()), ("readonly", "on".to_owned())];
+            disk_queues(&mut pairs);
+            push("--disk", kv("", pairs));
+        }
+        for volume in &spec.volumes {
+            let image_type = match volume.image_type {
+                ImageType::Raw => "raw",
+                ImageType::Qcow2 => "qcow2",
+                ImageType::Vhd => "vhd",
+                ImageType::Vhdx => "vhdx",
+            };
+            let mut pairs = vec![
+                ("path", volume.image.clone()),
+                ("readonly", on_off(volume.read_only)),
+                ("direct", on_off(volume.direct)),
+                ("image_type", image_type.to_owned()),
+            ];
+            if let Some(serial) = &volume.serial {
+                pairs.push(("serial", serial.clone()));
+            }
+            disk_queues(&mut pairs);
+            push("--disk", kv("", pairs));
+        }
+        for share in spec.virtiofs_shares() {
+            push(
+                "--fs",
+                kv(
+                    "",
+                    [
+                        ("tag", share.tag.clone()),
+                        ("socket", share.socket.clone().unwrap_or_default()),
+                    ],
+                ),
+            );
+        }
+
+        let mut macvtap_fds = Vec::new();
+        let mut next_fd = 3;
+        let queues = if multi_queue(spec) { spec.vcpu } else { 1 };
+        for interface in &spec.interfaces {
+            let mut pairs = Vec::new();
+            match interface.kind {
+                InterfaceType::Tap => pairs.push(("tap", interface.id.clone())),
+                InterfaceType::Macvtap => {
+                    let fds: Vec<u32> = (next_fd..next_fd + queues).collect();
+                    next_fd += queues;
+                    let list: Vec<String> = fds.iter().map(u32::to_string).collect();
+                    pairs.push(("fd", format!("[{}]", list.join(","))));
+                    macvtap_fds.push(MacvtapFds {
+                        interface: interface.id.clone(),
+                        fds,
+                    });
+                }
+                // Refused by the capability table.
+                InterfaceType::User | InterfaceType::Bridge => continue,
+            }
+            pairs.push(("mac", interface.mac.clone()));
+            if multi_queue(spec) {
+                // Queues, not pairs: one receive and one transmit queue per vCPU.
+                pairs.push(("num_queues", (2 * queues).to_string()));
+            }
+            push("--net", kv("", pairs));
+        }
+        if spec.interfaces.iter().any(|i| i.kind == InterfaceType::Tap) {
+            requirements.push(Requirement {
+                path: "/dev/net/tun".to_owned(),
+                read_write: true,
+                message: "microvm-run: /dev/net/tun is missing or not accessible, but microvm.interfaces has a tap interface. Load the tun module and give the runner's user access.".to_owned(),
+            });
+        }
+
+        if let Some(cid) = spec.vsock.cid {
+            steps.push(super::Step::Remove {
+                path: VSOCK_SOCKET.to_owned(),
+            });
+            push(
+                "--vsock",
+                kv(
+                    "",
+                    [
+                        ("cid", cid.to_string()),
+                        ("socket", VSOCK_SOCKET.to_owned()),
+                    ],
+                ),
+            );
+        }
+        if spec.balloon {
+            push(
+                "--balloon",
+                kv(
+                    "",
+                    [
+                        ("size", format!("{}M", spec.initial_balloon_mem)),
+                        ("deflate_on_oom", on_off(spec.deflate_on_oom)),
+                        ("free_page_reporting", "on".to_owned()),
+                    ],
+                ),
+            );
+        }
+        for device in spec.devices.iter().filter(|d| d.bus == DeviceBus::Pci) {
+            push(
+                "--device",
+                format!("path=/sys/bus/pci/devices/{}/", device.path),
+            );
+        }
+        for arg in &spec.cloud_hypervisor.extra_args {
+            args.push(Word::from(arg.clone()));
+        }
+
+        Launch {
+            program: Tool::CloudHypervisor,
+            args,
+            requirements,
+            macvtap_fds,
+            steps,
+        }
+    }
+
+    fn tap_multi_queue(&self, spec: &RunnerSpec) -> bool {
+        multi_queue(spec)
+    }
+
+    fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
+        spec.socket.as_ref().map(|_| SHUTDOWN_TEMPLATE)
+    }
+
+    fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
+        (spec.socket.is_some() && spec.balloon).then_some(BALLOON_TEMPLATE)
+    }
+}

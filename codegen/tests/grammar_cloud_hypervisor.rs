@@ -1,0 +1,267 @@
+//! cloud-hypervisor's command line, parsed back with a model of its grammar and checked value
+//! by value against the spec.
+//!
+//! Grammar model after cloud-hypervisor v53 (`cloud-hypervisor/src/main.rs` for the flags,
+//! `vmm/src/config.rs` `*::SYNTAX` and `option_parser/src/lib.rs` for the values; docs:
+//! https://github.com/cloud-hypervisor/cloud-hypervisor/tree/main/docs). Every flag takes one
+//! value of `key=value` pairs joined by `,` (brackets group lists); unknown keys are errors;
+//! booleans are on/off/true/false; device flags may repeat, the others may not.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::split_kv;
+
+/// Allowed keys per flag (the subset of cloud-hypervisor's SYNTAX the runner may emit).
+fn keys(flag: &str) -> Option<&'static [&'static str]> {
+    Some(match flag {
+        "--cpus" => &[
+            "boot",
+            "max",
+            "topology",
+            "kvm_hyperv",
+            "max_phys_bits",
+            "affinity",
+            "features",
+            "nested",
+        ],
+        "--memory" => &[
+            "size",
+            "file",
+            "mergeable",
+            "shared",
+            "hugepages",
+            "hugepage_size",
+            "hotplug_method",
+            "hotplug_size",
+            "hotplugged_size",
+            "prefault",
+            "thp",
+        ],
+        "--disk" => &[
+            "path",
+            "readonly",
+            "direct",
+            "iommu",
+            "num_queues",
+            "queue_size",
+            "vhost_user",
+            "socket",
+            "id",
+            "serial",
+            "image_type",
+            "pci_segment",
+        ],
+        "--fs" => &[
+            "tag",
+            "socket",
+            "num_queues",
+            "queue_size",
+            "id",
+            "pci_segment",
+        ],
+        "--net" => &[
+            "tap",
+            "ip",
+            "mask",
+            "mac",
+            "host_mac",
+            "mtu",
+            "fd",
+            "iommu",
+            "num_queues",
+            "queue_size",
+            "id",
+            "vhost_user",
+            "socket",
+            "vhost_mode",
+        ],
+        "--vsock" => &["cid", "socket", "iommu", "id", "pci_segment"],
+        "--balloon" => &["size", "deflate_on_oom", "free_page_reporting", "id"],
+        "--device" => &["path", "iommu", "id", "pci_segment"],
+        "--api-socket" => &["path", "fd"],
+        "--platform" => &[
+            "num_pci_segments",
+            "iommu_segments",
+            "serial_number",
+            "uuid",
+            "oem_strings",
+        ],
+        "--rng" => &["src", "iommu"],
+        "--serial" | "--console" | "--kernel" | "--initramfs" | "--cmdline" | "--seccomp" => &[],
+        _ => return None,
+    })
+}
+
+const REPEATABLE: &[&str] = &["--disk", "--fs", "--net", "--device"];
+const BOOLEAN_KEYS: &[&str] = &[
+    "readonly",
+    "direct",
+    "iommu",
+    "mergeable",
+    "shared",
+    "hugepages",
+    "deflate_on_oom",
+    "free_page_reporting",
+    "vhost_user",
+    "kvm_hyperv",
+    "nested",
+    "prefault",
+    "thp",
+];
+
+/// Parses the argv into flag -> list of values, failing on anything the grammar refuses.
+fn parse(argv: &[String]) -> BTreeMap<String, Vec<String>> {
+    let mut flags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut words = argv.iter();
+    while let Some(flag) = words.next() {
+        let allowed = keys(flag).unwrap_or_else(|| panic!("unknown flag {flag}"));
+        let value = words
+            .next()
+            .unwrap_or_else(|| panic!("{flag} has no value"))
+            .clone();
+        assert!(!value.starts_with("--"), "{flag} would swallow {value}");
+        if !allowed.is_empty() {
+            for (key, v) in split_kv(&value) {
+                assert!(
+                    allowed.contains(&key.as_str()),
+                    "{flag}: unknown key {key:?} in {value}"
+                );
+                if BOOLEAN_KEYS.contains(&key.as_str()) {
+                    assert!(
+                        ["on", "off", "true", "false"].contains(&v.as_str()),
+                        "{flag}: {key}={v} is not a boolean"
+                    );
+                }
+            }
+        }
+        let entry = flags.entry(flag.clone()).or_default();
+        assert!(
+            entry.is_empty() || REPEATABLE.contains(&flag.as_str()),
+            "{flag} given twice"
+        );
+        entry.push(value);
+    }
+    flags
+}
+
+fn kv_map(value: &str) -> BTreeMap<String, String> {
+    split_kv(value).into_iter().collect()
+}
+
+#[test]
+fn every_feature_command_line_matches_the_grammar_and_the_spec() {
+    let (spec, tree) = common::ok_fixture("cloud-hypervisor-every-feature.json");
+    let argv = common::exec_argv(&tree);
+    assert_eq!(argv[0], spec.tools.cloud_hypervisor.clone().unwrap());
+    let flags = parse(&argv[1..]);
+    let one = |flag: &str| kv_map(&flags[flag][0]);
+
+    assert_eq!(one("--cpus")["boot"], spec.vcpu.to_string());
+    let memory = one("--memory");
+    assert_eq!(memory["size"], format!("{}M", spec.mem));
+    assert_eq!(memory["shared"], "on", "virtiofs needs shared memory");
+    assert!(
+        !memory.contains_key("mergeable"),
+        "shared and mergeable exclude each other"
+    );
+    assert_eq!(memory["hugepages"], "on");
+    assert_eq!(memory["hotplug_method"], "virtio-mem");
+    assert_eq!(memory["hotplug_size"], format!("{}M", spec.hotplug_mem));
+    assert_eq!(
+        memory["hotplugged_size"],
+        format!("{}M", spec.hotplugged_mem())
+    );
+    assert_eq!(flags["--kernel"], vec![spec.kernel.clone()]);
+    assert_eq!(flags["--initramfs"], vec![spec.initrd_path.clone()]);
+    let cmdline = &flags["--cmdline"][0];
+    for param in &spec.kernel_params {
+        assert!(
+            cmdline.split(' ').any(|p| p == param),
+            "{param} missing from {cmdline}"
+        );
+    }
+    assert_eq!(one("--api-socket")["path"], spec.socket.clone().unwrap());
+
+    let disks: Vec<_> = flags["--disk"].iter().map(|d| kv_map(d)).collect();
+    assert_eq!(disks.len(), 1 + spec.volumes.len());
+    assert_eq!(disks[0]["path"], spec.store_disk.clone().unwrap());
+    assert_eq!(disks[0]["readonly"], "on");
+    for (disk, volume) in disks[1..].iter().zip(&spec.volumes) {
+        assert_eq!(disk["path"], volume.image);
+        assert_eq!(
+            disk["readonly"],
+            if volume.read_only { "on" } else { "off" }
+        );
+        assert_eq!(disk["direct"], if volume.direct { "on" } else { "off" });
+        assert_eq!(disk["image_type"], volume.image_type.name());
+        assert_eq!(disk.get("serial"), volume.serial.as_ref());
+        let queues: u32 = disk["num_queues"].parse().unwrap();
+        assert!(queues <= spec.vcpu, "disk queues may not exceed vCPUs");
+    }
+
+    let fs: Vec<_> = flags["--fs"].iter().map(|f| kv_map(f)).collect();
+    let shares: Vec<_> = spec.virtiofs_shares().collect();
+    assert_eq!(fs.len(), shares.len());
+    for (f, share) in fs.iter().zip(shares) {
+        assert_eq!(f["tag"], share.tag);
+        assert_eq!(Some(&f["socket"]), share.socket.as_ref());
+    }
+
+    let nets: Vec<_> = flags["--net"].iter().map(|n| kv_map(n)).collect();
+    assert_eq!(nets.len(), spec.interfaces.len());
+    for (net, interface) in nets.iter().zip(&spec.interfaces) {
+        assert_eq!(net["mac"], interface.mac);
+        let queues: u32 = net["num_queues"].parse().unwrap();
+        assert_eq!(queues, 2 * spec.vcpu, "one queue pair per vCPU");
+        match interface.kind.name() {
+            "tap" => assert_eq!(net["tap"], interface.id),
+            "macvtap" => {
+                let fds = net["fd"].trim_matches(['[', ']']).split(',').count() as u32;
+                assert_eq!(queues, 2 * fds, "num_queues must be twice the fds");
+            }
+            other => panic!("{other} interfaces are refused for cloud-hypervisor"),
+        }
+    }
+
+    let vsock = one("--vsock");
+    assert_eq!(vsock["cid"], spec.vsock.cid.unwrap().to_string());
+    assert_eq!(vsock["socket"], "notify.vsock");
+    let balloon = one("--balloon");
+    assert_eq!(balloon["size"], format!("{}M", spec.initial_balloon_mem));
+    assert_eq!(
+        balloon["deflate_on_oom"],
+        if spec.deflate_on_oom { "on" } else { "off" }
+    );
+    assert_eq!(
+        flags["--device"],
+        spec.devices
+            .iter()
+            .map(|d| format!("path=/sys/bus/pci/devices/{}/", d.path))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        flags["--platform"][0],
+        format!(
+            "oem_strings=[{}]",
+            spec.cloud_hypervisor.platform_oem_strings.join(",")
+        )
+    );
+    assert_eq!(
+        flags["--rng"],
+        vec!["src=/dev/hwrng".to_owned()],
+        "extraArgs arrive last, unchanged"
+    );
+}
+
+#[test]
+fn minimal_command_line_matches_the_grammar() {
+    let (spec, tree) = common::ok_fixture("cloud-hypervisor-minimal.json");
+    let flags = parse(&common::exec_argv(&tree)[1..]);
+    let memory = kv_map(&flags["--memory"][0]);
+    assert_eq!(memory["size"], format!("{}M", spec.mem));
+    assert_eq!(memory["mergeable"], "on");
+    assert_eq!(flags["--disk"].len(), 1);
+    assert!(!flags.contains_key("--net") && !flags.contains_key("--balloon"));
+}
