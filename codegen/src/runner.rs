@@ -216,6 +216,11 @@ fn virtiofsd_argv(spec: &RunnerSpec, share: &crate::spec::Share, virtiofsd: &str
     if share.read_only {
         argv.push(Word::from("--readonly"));
     }
+    if spec.hypervisor == Hypervisor::Crosvm {
+        // crosvm's vhost-user fs device takes the mount tag from the backend. (qemu sets the tag
+        // itself; virtiofsd's --tag makes qemu 7.1–8.0 crash, so only crosvm gets it.)
+        argv.push(Word::from(format!("--tag={}", share.tag)));
+    }
     for arg in o.extra_args.iter().chain(&share.extra_args) {
         argv.push(Word::from(arg.clone()));
     }

@@ -1,4 +1,14 @@
 {% include "common/header.sh" %}
+{%- if launch.host_os %}
+
+case $OSTYPE in
+  {{ launch.host_os }}*) ;;
+  *)
+    echo "microvm-run: {{ hypervisor | safe }} runs only on {{ launch.host_os | safe }} hosts, not on $OSTYPE" >&2
+    exit 1
+    ;;
+esac
+{%- endif %}
 {%- if uses_runner_dir %}
 
 # The runner's own directory, for the files it ships.

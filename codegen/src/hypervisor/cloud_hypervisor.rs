@@ -375,6 +375,7 @@ impl Backend for CloudHypervisor {
         }
 
         Launch {
+            host_os: None,
             program: Tool::CloudHypervisor,
             args,
             requirements,

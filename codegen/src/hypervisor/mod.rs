@@ -94,6 +94,9 @@ pub enum Step {
 pub struct Launch {
     #[serde(skip)]
     pub program: Tool,
+    /// The host OS the hypervisor runs on, when it is not every OS: `microvm-run` refuses to
+    /// start elsewhere with a message (a bash `$OSTYPE` prefix such as "darwin").
+    pub host_os: Option<String>,
     pub args: Vec<Word>,
     pub requirements: Vec<Requirement>,
     pub macvtap_fds: Vec<MacvtapFds>,
@@ -150,6 +153,7 @@ pub fn not_rendered(spec: &RunnerSpec) -> Diagnostic {
 pub fn empty_launch(program: Tool) -> Launch {
     Launch {
         program,
+        host_os: None,
         args: Vec::new(),
         requirements: Vec::new(),
         macvtap_fds: Vec::new(),

@@ -681,6 +681,7 @@ impl Backend for Qemu {
         }
 
         Launch {
+            host_os: None,
             program: Tool::Qemu,
             args: a.0,
             requirements,
