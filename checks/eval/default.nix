@@ -1,0 +1,282 @@
+# The evaluation tests' expressions (tier 4), run by codegen/tests/nix_eval.rs with
+#   nix-instantiate --eval --strict --json checks/eval --argstr nixpkgsLib "$NIXPKGS_LIB" -A <name>
+# Everything evaluates the guest module through lib.evalModules with the stand-ins of
+# ./stand-ins.nix; nothing needs nixpkgs and nothing is built.
+{
+  nixpkgsLib,
+  # Where the stand-in packages live: `${pkgs.socat}/bin/socat` is "${prefix}/bin/socat".
+  prefix ? "/usr",
+  # The end-to-end VM (attribute e2e): a kernel file, an initrd, extra kernel parameters (a
+  # JSON list) and a store disk image.
+  e2eKernel ? "/stand-in/kernel/bzImage",
+  e2eInitrd ? "/stand-in/initrd",
+  e2eParams ? "[]",
+  e2eStoreDisk ? "/stand-in/store.erofs",
+}:
+
+let
+  lib = import nixpkgsLib;
+  microvmLib = import ../../lib { inherit lib; };
+  standIns = import ./stand-ins.nix { inherit lib prefix; };
+  examples = import ../../examples;
+
+  guest = modules: (standIns.evalGuest { inherit modules; }).config;
+
+  # A guest with nothing but a host name, and one with one of each list entry.
+  bare = guest [ { networking.hostName = "bare"; } ];
+  withEntries = guest [
+    {
+      networking.hostName = "entries";
+      microvm.volumes = [
+        {
+          image = "var.img";
+          mountPoint = "/var";
+          size = 64;
+        }
+      ];
+      microvm.shares = [
+        {
+          tag = "data";
+          source = "/srv/data";
+          mountPoint = "/data";
+        }
+        {
+          tag = "fs";
+          source = "/srv/fs";
+          mountPoint = "/fs";
+          proto = "virtiofs";
+        }
+      ];
+      microvm.interfaces = [
+        {
+          type = "tap";
+          id = "vm-tap";
+          mac = "02:00:00:00:00:01";
+        }
+      ];
+      microvm.forwardPorts = [
+        {
+          host.port = 2222;
+          guest.port = 22;
+        }
+      ];
+    }
+  ];
+
+  firecracker9p = guest [
+    {
+      networking.hostName = "fc";
+      microvm.hypervisor = "firecracker";
+      microvm.shares = [
+        {
+          tag = "data";
+          source = "/srv/data";
+          mountPoint = "/data";
+          proto = "9p";
+        }
+      ];
+    }
+  ];
+
+  # The flake template, its inputs replaced: nixpkgs.lib.nixosSystem evaluates with the
+  # stand-ins, the microvm input is this repository.
+  templateOutputs =
+    let
+      flake = import ../../flake-template/flake.nix;
+      nixpkgs = {
+        lib = lib // {
+          nixosSystem =
+            { modules, system, ... }:
+            standIns.evalGuest {
+              inherit modules system;
+            };
+        };
+      };
+      microvm.nixosModules.microvm = ../../nixos-modules/microvm;
+      outputs = flake.outputs {
+        self = outputs;
+        inherit nixpkgs microvm;
+      };
+    in
+    outputs;
+
+  # The flake itself, nixpkgs replaced by the stand-ins: its outputs are wired up.
+  flakeOutputs =
+    let
+      flake = import ../../flake.nix;
+      nixpkgs = {
+        lib = lib // {
+          nixosSystem = { modules, ... }: standIns.evalGuest { inherit modules; };
+        };
+        legacyPackages = lib.genAttrs [
+          "x86_64-linux"
+          "aarch64-linux"
+          "aarch64-darwin"
+        ] standIns.pkgsFor;
+      };
+      outputs = flake.outputs {
+        self = outputs;
+        inherit nixpkgs;
+      };
+    in
+    outputs;
+
+  e2e = guest [
+    (
+      { lib, ... }:
+      {
+        networking.hostName = "e2e";
+        boot.kernelParams = builtins.fromJSON e2eParams;
+        microvm = {
+          hypervisor = "qemu";
+          # This machine's KVM cannot run stock kernels: qemu emulates the CPU.
+          cpu = "max";
+          mem = 256;
+          kernel = standIns.kernel {
+            dir = dirOf e2eKernel;
+            file = baseNameOf e2eKernel;
+          };
+          initrdPath = e2eInitrd;
+          storeDisk = lib.mkForce e2eStoreDisk;
+        };
+      }
+    )
+  ];
+
+  pick = names: attrs: lib.getAttrs names attrs;
+in
+{
+  # Each example's spec for its own hypervisor.
+  exampleSpecs = lib.mapAttrs (
+    hypervisor: example:
+    (standIns.evalGuest {
+      modules = [ example.module ];
+      inherit (example) system hostSystem;
+    }).config.microvm.runnerSpec.${hypervisor}
+  ) examples;
+
+  firecracker9p = {
+    assertionMessages = map (a: a.message) (builtins.filter (a: !a.assertion) firecracker9p.assertions);
+    # Both fail to evaluate.
+    spec = firecracker9p.microvm.runnerSpec.firecracker;
+    toplevel = "${firecracker9p.system.build.toplevel}";
+  };
+
+  defaults = {
+    microvm =
+      pick [
+        "hypervisor"
+        "vcpu"
+        "mem"
+        "interfaces"
+        "volumes"
+        "shares"
+        "forwardPorts"
+        "devices"
+        "socket"
+        "user"
+        "cpu"
+        "balloon"
+        "initialBalloonMem"
+        "deflateOnOOM"
+        "hugepageMem"
+        "hotplugMem"
+        "hotpluggedMem"
+        "storeOnDisk"
+        "storeDiskType"
+        "storeDiskErofsFlags"
+        "storeDiskSquashfsFlags"
+        "systemSymlink"
+        "registerClosure"
+        "writableStoreOverlay"
+        "machineId"
+        "prettyProcnames"
+        "preStart"
+        "extraArgsScript"
+        "registerWithMachined"
+        "credentialFiles"
+        "binScripts"
+      ] bare.microvm
+      // {
+        guest.enable = bare.microvm.guest.enable;
+        optimize.enable = bare.microvm.optimize.enable;
+        vsock.cid = bare.microvm.vsock.cid;
+        graphics = pick [
+          "enable"
+          "backend"
+          "socket"
+          "vulkan"
+          "hostmem"
+        ] bare.microvm.graphics;
+        qemu = pick [
+          "machine"
+          "machineOpts"
+          "extraArgs"
+          "serialConsole"
+          "pcieRootPorts"
+        ] bare.microvm.qemu;
+        firecracker = pick [
+          "driveIoEngine"
+          "cpu"
+          "extraArgs"
+          "extraConfig"
+        ] bare.microvm.firecracker;
+        vfkit = pick [
+          "logLevel"
+          "extraArgs"
+        ] bare.microvm.vfkit // {
+          rosetta = bare.microvm.vfkit.rosetta;
+        };
+        virtiofsd = pick [
+          "inodeFileHandles"
+          "threadPoolSize"
+          "group"
+          "extraArgs"
+        ] bare.microvm.virtiofsd;
+        kernelParams = bare.microvm.kernelParams;
+        declaredRunner = bare.microvm.declaredRunner.name;
+        runners = lib.mapAttrs (_: runner: runner.name) bare.microvm.runner;
+      };
+    volume = builtins.head withEntries.microvm.volumes;
+    share9p = builtins.elemAt withEntries.microvm.shares 0;
+    shareVirtiofs = builtins.elemAt withEntries.microvm.shares 1;
+    # macvtap.link and .mode have no defaults, as in microvm.nix.
+    interface = removeAttrs (builtins.head withEntries.microvm.interfaces) [ "macvtap" ];
+    forwardPort = builtins.head withEntries.microvm.forwardPorts;
+    # Guest integration of the same VMs.
+    fileSystems = withEntries.fileSystems;
+    bareFileSystems = bare.fileSystems;
+    networks = withEntries.systemd.network.networks;
+    initrdKernelModules = bare.boot.initrd.kernelModules;
+    firecrackerInitrdKernelModules = firecracker9p.boot.initrd.kernelModules;
+    machineIdFile = bare.environment.etc."machine-id".text;
+    hostId = bare.networking.hostId;
+  };
+
+  template = {
+    spec = templateOutputs.nixosConfigurations.my-microvm.config.microvm.runnerSpec.qemu;
+    runner = templateOutputs.packages.x86_64-linux.my-microvm.name;
+    default = templateOutputs.packages.x86_64-linux.default.name;
+  };
+
+  e2eSpec = e2e.microvm.runnerSpec.qemu;
+
+  flake = {
+    nixosModules = builtins.attrNames flakeOutputs.nixosModules;
+    nixosConfigurations = builtins.attrNames flakeOutputs.nixosConfigurations;
+    packages = lib.mapAttrs (_: lib.mapAttrs (_: package: package.name)) flakeOutputs.packages;
+    checks = lib.mapAttrs (_: lib.mapAttrs (_: check: check.name)) flakeOutputs.checks;
+    templates = lib.mapAttrs (_: template: baseNameOf template.path) flakeOutputs.templates;
+    overlay = (flakeOutputs.overlays.default (standIns.pkgsFor "x86_64-linux") { }).microvm-codegen.name;
+    formatter = builtins.attrNames flakeOutputs.formatter;
+    hypervisors = flakeOutputs.lib.hypervisors;
+  };
+
+  coverage = {
+    tableFeatures = builtins.attrNames microvmLib.table.features;
+    nixFeatures = builtins.attrNames (microvmLib.featureUses bare.microvm);
+    tableHypervisors = builtins.attrNames microvmLib.table.hypervisors;
+    hypervisors = microvmLib.hypervisors;
+    examples = builtins.attrNames examples;
+  };
+}

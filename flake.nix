@@ -1,0 +1,90 @@
+{
+  description = "Declarative NixOS microVMs whose runners a Rust generator writes";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+
+  outputs =
+    { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+
+      microvmLib = import ./lib { inherit lib; };
+      examples = import ./examples;
+
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+        "aarch64-darwin"
+      ];
+      forAllSystems = lib.genAttrs systems;
+
+      exampleConfiguration =
+        example:
+        lib.nixosSystem {
+          modules = [
+            self.nixosModules.microvm
+            example.module
+            {
+              nixpkgs.hostPlatform = example.system;
+              # vfkit's guest is Linux, its runner runs on macOS.
+              microvm.vmHostPackages = lib.mkIf (
+                example.hostSystem != example.system
+              ) nixpkgs.legacyPackages.${example.hostSystem};
+            }
+          ];
+        };
+    in
+    {
+      lib = microvmLib;
+
+      nixosModules = {
+        microvm = ./nixos-modules/microvm;
+        host = ./nixos-modules/host;
+        default = self.nixosModules.microvm;
+      };
+
+      overlays.default = final: _prev: {
+        microvm-codegen = final.callPackage ./lib/microvm-codegen.nix { };
+      };
+
+      # <hypervisor>-example: one example VM per hypervisor (examples/default.nix).
+      nixosConfigurations = lib.mapAttrs' (
+        hypervisor: example: lib.nameValuePair "${hypervisor}-example" (exampleConfiguration example)
+      ) examples;
+
+      packages = forAllSystems (
+        system:
+        let
+          pkgs = nixpkgs.legacyPackages.${system};
+          runners = lib.mapAttrs' (
+            hypervisor: _:
+            lib.nameValuePair "${hypervisor}-example"
+              self.nixosConfigurations."${hypervisor}-example".config.microvm.declaredRunner
+          ) (lib.filterAttrs (_: example: example.hostSystem == system) examples);
+        in
+        runners
+        // {
+          microvm-codegen = pkgs.callPackage ./lib/microvm-codegen.nix { };
+          default = self.packages.${system}.microvm-codegen;
+        }
+      );
+
+      templates = {
+        microvm = {
+          path = ./flake-template;
+          description = "A flake with one NixOS microVM (qemu)";
+        };
+        default = self.templates.microvm;
+      };
+
+      checks = forAllSystems (
+        system:
+        import ./checks {
+          inherit self system;
+          pkgs = nixpkgs.legacyPackages.${system};
+        }
+      );
+
+      formatter = forAllSystems (system: nixpkgs.legacyPackages.${system}.nixfmt);
+    };
+}
