@@ -46,7 +46,9 @@ skipped() {
 	skip+=("$3")
 }
 
-command -v shellcheck >/dev/null || skipped "tier 2 (shellcheck)" "shellcheck is not installed" 'binary(generated_text)'
+if ! command -v shellcheck >/dev/null || ! command -v systemd-analyze >/dev/null; then
+	skipped "tier 2 (generated text)" "shellcheck or systemd-analyze is not installed" 'binary(generated_text)'
+fi
 
 boot_env=
 if ! command -v qemu-system-x86_64 >/dev/null; then
@@ -80,6 +82,13 @@ if ! command -v nix-instantiate >/dev/null; then
 	skipped "tier 4 (Nix evaluation)" "nix-instantiate is not installed" 'binary(nix_eval)'
 elif [[ -z ${NIXPKGS_LIB:-} ]]; then
 	skipped "tier 4 (Nix evaluation)" "NIXPKGS_LIB unset" 'binary(nix_eval)'
+fi
+
+# The sandbox rating of the generated microvm@ unit.
+if command -v systemd-analyze >/dev/null; then
+	"$here/unit-security.sh"
+else
+	skipped "unit sandbox rating" "systemd-analyze is not installed" 'none()'
 fi
 
 # The README's demo, exactly as a newcomer runs it.

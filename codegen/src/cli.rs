@@ -63,6 +63,23 @@ enum Command {
     },
     /// Print the JSON Schema of the runner spec.
     Schema,
+    /// Validate a host spec and write the host package: systemd units, helper scripts and the
+    /// list of declared VMs.
+    ///
+    /// The host module writes the host spec from microvm.host.* and microvm.vms; the units run
+    /// every VM in stateDir/<name> from its `current` runner. DIR must be the package's final,
+    /// absolute location: the units refer to the helper scripts inside it.
+    Host {
+        /// The host spec (JSON).
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// Directory to write (as for `generate`).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace DIR when it holds output generated earlier.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print which hypervisor supports which feature (the capability table).
     Capabilities {
         /// markdown: a hypervisor × feature matrix; json: the table itself.
@@ -134,6 +151,7 @@ pub fn run(cli: Cli) -> ExitCode {
             println!("{}", schema::runner_spec_schema_json());
             ExitCode::SUCCESS
         }
+        Command::Host { spec, out, force } => run_host(&spec, &out, force),
         Command::Capabilities { format } => {
             match format {
                 TableFormat::Markdown => print!("{}", crate::capabilities::markdown_table()),
@@ -179,6 +197,73 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn run_host(spec_path: &Path, out: &Path, force: bool) -> ExitCode {
+    let text = match std::fs::read_to_string(spec_path) {
+        Ok(text) => SpecText::new(spec_path.display().to_string(), text),
+        Err(e) => {
+            eprintln!("microvm-codegen: cannot read {}: {e}", spec_path.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let spec: crate::host::HostSpec =
+        match load::load_versioned(&text, crate::host::spec::HOST_SPEC_VERSION) {
+            Ok(spec) => spec,
+            Err(findings) => {
+                print_diagnostics(&findings, &text);
+                eprintln!(
+                    "microvm-codegen: {} refused: it is not a host spec",
+                    text.name()
+                );
+                return ExitCode::from(EXIT_REFUSED);
+            }
+        };
+    let findings = crate::host::validate::validate(&spec);
+    print_diagnostics(&findings, &text);
+    if findings.iter().any(Diagnostic::is_error) {
+        eprintln!("microvm-codegen: {} refused", text.name());
+        return ExitCode::from(EXIT_REFUSED);
+    }
+    let package = if out.is_absolute() {
+        out.to_owned()
+    } else {
+        match std::env::current_dir() {
+            Ok(dir) => dir.join(out),
+            Err(e) => {
+                eprintln!("microvm-codegen: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    };
+    let Some(package_str) = package
+        .to_str()
+        .filter(|p| crate::host::validate::is_plain_path(p))
+    else {
+        eprintln!(
+            "microvm-codegen: --out {} must be a plain path (no whitespace, quotes, '$' or '%'): the units name it",
+            package.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let tree = match crate::host::units::build(&spec, package_str, &render::Renderer::new()) {
+        Ok(tree) => tree,
+        Err(e) => {
+            eprintln!("microvm-codegen: internal error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(e) = output::write_marked(&package, &tree, force, output::HOST_MARKER) {
+        eprintln!("microvm-codegen: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    eprintln!(
+        "microvm-codegen: wrote the host package to {} ({} declared VMs, {} files)",
+        package.display(),
+        spec.vms.len(),
+        tree.len()
+    );
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

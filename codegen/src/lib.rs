@@ -4,6 +4,7 @@
 pub mod capabilities;
 pub mod cli;
 pub mod diagnostic;
+pub mod host;
 pub mod hypervisor;
 pub mod json_path;
 pub mod json_spans;

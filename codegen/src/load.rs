@@ -11,14 +11,22 @@ use crate::suggest;
 /// Parses and type-checks a spec. Structural errors stop at the first one serde meets; the
 /// semantic checks in [`crate::validate`] report everything at once.
 pub fn load(text: &SpecText) -> Result<RunnerSpec, Vec<Diagnostic>> {
+    load_versioned(text, SPEC_VERSION)
+}
+
+/// Like [`load`], for any spec document with a `specVersion` (the host spec too).
+pub fn load_versioned<T: serde::de::DeserializeOwned>(
+    text: &SpecText,
+    version: u32,
+) -> Result<T, Vec<Diagnostic>> {
     let value = parse_json(text)?;
     let mut findings = Vec::new();
-    check_version(&value, &mut findings);
+    check_version(&value, version, &mut findings);
     find_nul_bytes(&value, &JsonPath::root(), &mut findings);
     if !findings.is_empty() {
         return Err(findings);
     }
-    serde_path_to_error::deserialize::<_, RunnerSpec>(value).map_err(|error| {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|error| {
         let path = convert_path(error.path());
         vec![structural(&error.inner().to_string(), path)]
     })
@@ -61,7 +69,7 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-fn check_version(value: &Value, findings: &mut Vec<Diagnostic>) {
+fn check_version(value: &Value, expected: u32, findings: &mut Vec<Diagnostic>) {
     let Some(object) = value.as_object() else {
         findings.push(
             Diagnostic::error(
@@ -74,7 +82,7 @@ fn check_version(value: &Value, findings: &mut Vec<Diagnostic>) {
         return;
     };
     if let Some(version) = object.get("specVersion")
-        && version.as_u64() != Some(u64::from(SPEC_VERSION))
+        && version.as_u64() != Some(u64::from(expected))
     {
         findings.push(
             Diagnostic::error(
@@ -82,7 +90,7 @@ fn check_version(value: &Value, findings: &mut Vec<Diagnostic>) {
                 format!("spec version {version} is not supported"),
             )
             .at(JsonPath::root().key("specVersion"))
-            .label(format!("this generator reads version {SPEC_VERSION}"))
+            .label(format!("this generator reads version {expected}"))
             .help("build the spec and the generator from the same microvm flake revision"),
         );
     }

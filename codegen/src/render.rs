@@ -25,6 +25,11 @@ macro_rules! templates {
 templates! {
     /// Shared first lines of every generated script.
     HEADER = "common/header.sh";
+    HOST_STOP = "host/stop.sh";
+    HOST_RUN_BOOTED = "host/run-booted.sh";
+    HOST_SET_BOOTED = "host/set-booted.sh";
+    HOST_UNSET_BOOTED = "host/unset-booted.sh";
+    HOST_INSTALL = "host/install.sh";
     MICROVM_RUN = "runner/microvm-run.sh";
     BIN_SCRIPT = "runner/bin-script.sh";
     VIRTIOFSD_RUN = "runner/virtiofsd-run.sh";
@@ -39,6 +44,65 @@ templates! {
     QEMU_BALLOON = "balloon/qemu.sh";
     CLOUD_HYPERVISOR_SHUTDOWN = "shutdown/cloud-hypervisor.sh";
     CLOUD_HYPERVISOR_BALLOON = "balloon/cloud-hypervisor.sh";
+}
+
+/// systemd unit templates, named by the unit file they render to.
+pub const UNIT_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "microvm@.service",
+        include_str!("../../templates/units/microvm@.service"),
+    ),
+    (
+        "microvm-tap-interfaces@.service",
+        include_str!("../../templates/units/microvm-tap-interfaces@.service"),
+    ),
+    (
+        "microvm-macvtap-interfaces@.service",
+        include_str!("../../templates/units/microvm-macvtap-interfaces@.service"),
+    ),
+    (
+        "microvm-pci-devices@.service",
+        include_str!("../../templates/units/microvm-pci-devices@.service"),
+    ),
+    (
+        "microvm-virtiofsd@.service",
+        include_str!("../../templates/units/microvm-virtiofsd@.service"),
+    ),
+    (
+        "microvm-set-booted@.service",
+        include_str!("../../templates/units/microvm-set-booted@.service"),
+    ),
+    (
+        "microvms.target",
+        include_str!("../../templates/units/microvms.target"),
+    ),
+    (
+        INSTALL_UNIT,
+        include_str!("../../templates/units/install-microvm.service"),
+    ),
+    (
+        DECLARED_DROP_IN,
+        include_str!("../../templates/units/declared.conf"),
+    ),
+];
+/// The per-VM install unit, rendered as `install-microvm-<name>.service`.
+pub const INSTALL_UNIT: &str = "install-microvm.service";
+/// The per-VM drop-in of declared VMs, rendered as `microvm@<name>.service.d/50-declared.conf`.
+pub const DECLARED_DROP_IN: &str = "declared.conf";
+
+/// Unit values are paths and names validated to mean themselves (units have no quoting for
+/// most settings); anything else fails the render rather than change a unit's meaning.
+fn unit_escape(input: &str, out: &mut dyn Write) -> std::io::Result<()> {
+    if input
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '%' | '$' | '"' | '\\' | '\''))
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{input:?} cannot appear in a unit file"),
+        ));
+    }
+    out.write_all(input.as_bytes())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +171,7 @@ fn argv_filter(value: &Value, kwargs: Kwargs, _: &State) -> tera::TeraResult<Val
 
 pub struct Renderer {
     shell: Tera,
+    units: Tera,
 }
 
 impl Renderer {
@@ -126,7 +191,31 @@ impl Renderer {
         shell
             .add_raw_templates(TEMPLATES.iter().copied())
             .expect("embedded templates parse; the render tests load every one");
-        Renderer { shell }
+        let mut units = Tera::new();
+        units.set_escape_fn(unit_escape);
+        units.autoescape_on([".service", ".target", ".conf"]);
+        units
+            .add_raw_templates(UNIT_TEMPLATES.iter().copied())
+            .expect("embedded unit templates parse; the render tests load every one");
+        Renderer { shell, units }
+    }
+
+    /// Renders a systemd unit template.
+    pub fn render_unit(
+        &self,
+        template: &str,
+        context: &impl Serialize,
+    ) -> Result<String, RenderError> {
+        let to_error = |e: tera::Error| RenderError::Template {
+            template: template.to_owned(),
+            message: format!("{e:?}"),
+        };
+        let context = Context::from_serialize(context).map_err(to_error)?;
+        let mut text = self.units.render(template, &context).map_err(to_error)?;
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        Ok(text)
     }
 
     pub fn render(&self, template: &str, context: &impl Serialize) -> Result<String, RenderError> {

@@ -1,0 +1,124 @@
+//! The host spec: what the host module knows about the host and its declared VMs, as JSON
+//! (`microvm-codegen host --spec FILE --out DIR`).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const HOST_SPEC_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "microvm host spec")]
+pub struct HostSpec {
+    /// Version of this format; this generator reads version 1.
+    pub spec_version: u32,
+    /// `microvm.stateDir`: one directory per VM below it.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: String,
+    /// User the hypervisors run as.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Group of the hypervisor user; it owns /dev/kvm.
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// `microvm.host.startupTimeout`: seconds for a VM to start.
+    #[serde(default = "default_startup_timeout")]
+    pub startup_timeout: u32,
+    /// Seconds `microvm-shutdown` waits for the guest to power off before systemd kills it.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: u32,
+    /// `microvm.host.useNotifySockets`: every VM is `Type=notify`.
+    #[serde(default)]
+    pub use_notify_sockets: bool,
+    /// `microvm.autostart`: VMs `microvms.target` starts (declared or imperative).
+    #[serde(default)]
+    pub autostart: Vec<String>,
+    /// `microvm.vms`: the declared VMs, by name.
+    #[serde(default)]
+    pub vms: BTreeMap<String, DeclaredVm>,
+    pub tools: HostTools,
+}
+
+fn default_state_dir() -> String {
+    "/var/lib/microvms".to_owned()
+}
+fn default_user() -> String {
+    "microvm".to_owned()
+}
+fn default_group() -> String {
+    "kvm".to_owned()
+}
+fn default_startup_timeout() -> u32 {
+    150
+}
+fn default_shutdown_timeout() -> u32 {
+    60
+}
+
+/// One of `microvm.vms.<name>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeclaredVm {
+    /// The runner the host installs as `current` (null: `microvm create`/`update` build it).
+    #[serde(default)]
+    pub runner: Option<String>,
+    /// The guest's `system.build.toplevel` for fully declarative VMs (`microvm.vms.<n>.config`);
+    /// `microvm update` refuses those.
+    #[serde(default)]
+    pub toplevel: Option<String>,
+    /// The flake the VM comes from (`microvm.vms.<n>.flake`).
+    #[serde(default)]
+    pub flake: Option<String>,
+    /// `microvm.vms.<n>.updateFlake`: written to the state directory once, for later
+    /// `microvm update`; the host then installs the VM only when its directory is missing.
+    #[serde(default)]
+    pub update_flake: Option<String>,
+    /// `microvm.vms.<n>.restartIfChanged`: a host switch that changes the VM restarts it.
+    #[serde(default)]
+    pub restart_if_changed: bool,
+    /// The runner signals readiness (cloud-hypervisor with a vsock cid): `Type=notify`.
+    #[serde(default)]
+    pub notify: bool,
+    /// Paths outside the state directory the hypervisor writes (volume images, 9p shares).
+    #[serde(default)]
+    pub writable_paths: Vec<String>,
+}
+
+macro_rules! host_tools {
+    ($( $field:ident => $variant:ident, $json:literal; )*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum HostTool { $( $variant, )* }
+
+        impl HostTool {
+            pub const ALL: &'static [HostTool] = &[ $( HostTool::$variant, )* ];
+            pub fn name(self) -> &'static str {
+                match self { $( HostTool::$variant => $json, )* }
+            }
+        }
+
+        /// Programs the host scripts run, by absolute path.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct HostTools {
+            $( #[serde(default, rename = $json, skip_serializing_if = "Option::is_none")]
+               pub $field: Option<String>, )*
+        }
+
+        impl HostTools {
+            pub fn get(&self, tool: HostTool) -> Option<&str> {
+                match tool { $( HostTool::$variant => self.$field.as_deref(), )* }
+            }
+        }
+    };
+}
+
+host_tools! {
+    bash => Bash, "bash";
+    ln => Ln, "ln";
+    rm => Rm, "rm";
+    mkdir => Mkdir, "mkdir";
+    chown => Chown, "chown";
+    readlink => Readlink, "readlink";
+}

@@ -1,0 +1,154 @@
+//! Checks on a host spec. Every value ends up in a systemd unit or a host script; unit settings
+//! have no quoting for most keys, so names and paths keep to characters that mean themselves.
+
+use crate::diagnostic::Diagnostic;
+use crate::host::spec::{HOST_SPEC_VERSION, HostSpec, HostTool};
+use crate::path;
+
+fn code(name: &str) -> String {
+    format!("microvm::host::{name}")
+}
+
+/// A VM name: it becomes a systemd instance name, a directory name and a unit name.
+pub fn is_vm_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.len() <= 64
+}
+
+/// A path that means itself in a unit file and a shell word: absolute, no whitespace, quotes,
+/// `$`, `%`, backslashes or control characters.
+pub fn is_plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '$' | '%' | '\\' | ';')
+        })
+}
+
+pub fn validate(spec: &HostSpec) -> Vec<Diagnostic> {
+    let mut findings = Vec::new();
+    if spec.spec_version != HOST_SPEC_VERSION {
+        findings.push(
+            Diagnostic::error(
+                code("version"),
+                format!("host spec version {} is not supported", spec.spec_version),
+            )
+            .at(path!["specVersion"])
+            .help("build the host spec and the generator from the same microvm flake revision"),
+        );
+    }
+    if !is_plain_path(&spec.state_dir) {
+        findings.push(
+            Diagnostic::error(code("state_dir"), format!("stateDir {:?} is not a plain absolute path", spec.state_dir))
+                .at(path!["stateDir"])
+                .help("use an absolute path without whitespace, quotes, '$', '%' or '\\': it appears in unit files"),
+        );
+    }
+    for (field, value) in [("user", &spec.user), ("group", &spec.group)] {
+        if !is_vm_name(value) {
+            findings.push(
+                Diagnostic::error(
+                    code("owner"),
+                    format!("{field} {value:?} is not a valid user or group name"),
+                )
+                .at(path![field]),
+            );
+        }
+    }
+    if spec.startup_timeout == 0 || spec.shutdown_timeout == 0 {
+        findings.push(
+            Diagnostic::error(code("timeout"), "timeouts must be at least one second").at(path![
+                if spec.startup_timeout == 0 {
+                    "startupTimeout"
+                } else {
+                    "shutdownTimeout"
+                }
+            ]),
+        );
+    }
+    for (i, name) in spec.autostart.iter().enumerate() {
+        if !is_vm_name(name) {
+            findings.push(
+                Diagnostic::error(code("vm_name"), format!("{name:?} is not a valid VM name"))
+                    .at(path!["autostart", i])
+                    .help("VM names take letters, digits, '-', '_' and '.', and start with a letter or digit"),
+            );
+        }
+    }
+    for (name, vm) in &spec.vms {
+        if !is_vm_name(name) {
+            findings.push(
+                Diagnostic::error(code("vm_name"), format!("{name:?} is not a valid VM name"))
+                    .at_key(path!["vms", name])
+                    .help("VM names take letters, digits, '-', '_' and '.', and start with a letter or digit"),
+            );
+        }
+        for (field, value) in [("runner", &vm.runner), ("toplevel", &vm.toplevel)] {
+            if let Some(value) = value
+                && !is_plain_path(value)
+            {
+                findings.push(
+                    Diagnostic::error(
+                        code("path"),
+                        format!("vms.{name}.{field} is not a plain absolute path"),
+                    )
+                    .at(path!["vms", name, field]),
+                );
+            }
+        }
+        for (i, value) in vm.writable_paths.iter().enumerate() {
+            if !is_plain_path(value) {
+                findings.push(
+                    Diagnostic::error(
+                        code("path"),
+                        format!("{value:?} is not a plain absolute path"),
+                    )
+                    .at(path!["vms", name, "writablePaths", i])
+                    .help("it becomes a ReadWritePaths= entry of the VM's unit"),
+                );
+            }
+        }
+        if vm.runner.is_none() && vm.flake.is_none() {
+            findings.push(
+                Diagnostic::error(
+                    code("vm_source"),
+                    format!("vms.{name} has neither a runner nor a flake"),
+                )
+                .at(path!["vms", name])
+                .help("a declared VM comes from microvm.vms.<name>.config (a runner) or .flake"),
+            );
+        }
+        if vm.toplevel.is_some() && (vm.flake.is_some() || vm.update_flake.is_some()) {
+            findings.push(
+                Diagnostic::error(
+                    code("vm_source"),
+                    format!("vms.{name} is both fully declarative and from a flake"),
+                )
+                .at(path!["vms", name])
+                .help("set microvm.vms.<name>.config, or .flake (with .updateFlake), not both"),
+            );
+        }
+    }
+    for &tool in HostTool::ALL {
+        match spec.tools.get(tool) {
+            None => findings.push(
+                Diagnostic::error(
+                    code("missing_tool"),
+                    format!("tools.{} is missing", tool.name()),
+                )
+                .at(path!["tools"])
+                .help("the host scripts call every host tool by absolute path"),
+            ),
+            Some(value) if !is_plain_path(value) => findings.push(
+                Diagnostic::error(
+                    code("tool_path"),
+                    format!("tools.{} is not a plain absolute path", tool.name()),
+                )
+                .at(path!["tools", tool.name()]),
+            ),
+            Some(_) => {}
+        }
+    }
+    findings
+}

@@ -1,0 +1,19 @@
+{% include "common/header.sh" %}
+# Installs a declared VM into its state directory. Volumes and other state there
+# are left as they are.
+dir={{ state_dir }}/{{ name }}
+{{ tools.mkdir }} -p "$dir"
+cd "$dir"
+{%- if runner %}
+{{ tools.ln }} -sfnT {{ runner }} current
+{%- endif %}
+{%- if toplevel %}
+# Marks the VM as fully declarative: `microvm update` leaves it to the host configuration.
+{{ tools.ln }} -sfnT {{ toplevel }} toplevel
+{%- else %}
+{{ tools.rm }} -f toplevel
+{%- endif %}
+{%- if flake %}
+printf '%s\n' {{ flake }} >flake
+{%- endif %}
+{{ tools.chown }} -h {{ user }}:{{ group }} . {% if runner %}current {% endif %}{% if flake %}flake {% endif %}

@@ -1,0 +1,3 @@
+{% include "common/header.sh" %}
+cd {{ state_dir }}/"$1"
+{{ tools.rm }} -f booted
