@@ -78,10 +78,20 @@ if [[ -z ${NIXPKGS_LIB:-} ]]; then
 		export NIXPKGS_LIB=$dest/lib
 	fi
 fi
+tier4=yes
 if ! command -v nix-instantiate >/dev/null; then
 	skipped "tier 4 (Nix evaluation)" "nix-instantiate is not installed" 'binary(nix_eval)'
+	skipped "Nix parse test" "nix-instantiate is not installed" 'binary(nix_parse)'
+	tier4=
 elif [[ -z ${NIXPKGS_LIB:-} ]]; then
 	skipped "tier 4 (Nix evaluation)" "NIXPKGS_LIB unset" 'binary(nix_eval)'
+	tier4=
+fi
+# A spec evaluated by Nix boots a guest: needs the boot environment (tier 3) and tier 4.
+if [[ -z $boot_env ]]; then
+	skipped "tiers 3+4 (Nix-evaluated VM boots)" "no boot environment" 'binary(nix_e2e)'
+elif [[ -z $tier4 ]]; then
+	skipped "tiers 3+4 (Nix-evaluated VM boots)" "tier 4 cannot run here" 'binary(nix_e2e)'
 fi
 
 # The sandbox rating of the generated microvm@ unit.

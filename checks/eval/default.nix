@@ -143,6 +143,94 @@ let
     )
   ];
 
+  # A guest that uses every feature of the capability table at least once.
+  everyFeature = guest [
+    {
+      networking.hostName = "every";
+      microvm = {
+        # Not from the system's toplevel, which refuses to evaluate: this VM fails assertions.
+        kernelParams = lib.mkForce [ "console=ttyS0" ];
+        shares = [
+          {
+            tag = "ro9p";
+            source = "/srv/a";
+            mountPoint = "/a";
+            proto = "9p";
+            readOnly = true;
+          }
+          {
+            tag = "fs";
+            source = "/srv/b";
+            mountPoint = "/b";
+            proto = "virtiofs";
+          }
+        ];
+        interfaces = [
+          {
+            type = "user";
+            id = "user0";
+            mac = "02:00:00:00:01:01";
+          }
+          {
+            type = "tap";
+            id = "tap0";
+            mac = "02:00:00:00:01:02";
+            tap.vhost = true;
+          }
+          {
+            type = "macvtap";
+            id = "mvtap0";
+            mac = "02:00:00:00:01:03";
+            macvtap.link = "eth0";
+            macvtap.mode = "bridge";
+          }
+          {
+            type = "bridge";
+            id = "br0tap";
+            bridge = "br0";
+            mac = "02:00:00:00:01:04";
+          }
+        ];
+        forwardPorts = [
+          {
+            host.port = 2222;
+            guest.port = 22;
+          }
+        ];
+        balloon = true;
+        initialBalloonMem = 64;
+        hotplugMem = 1024;
+        hugepageMem = true;
+        vsock.cid = 42;
+        devices = [
+          {
+            bus = "pci";
+            path = "0000:01:00.0";
+          }
+          {
+            bus = "usb";
+            path = "vendorid=0x1234,productid=0x5678";
+          }
+        ];
+        credentialFiles.KEY = "/run/keys/key";
+        graphics.enable = true;
+        user = "microvm";
+        cpu = "max";
+        volumes = [
+          {
+            image = "a.img";
+            mountPoint = "/va";
+            size = 16;
+            serial = "vola";
+            direct = true;
+            readOnly = true;
+            imageType = "qcow2";
+          }
+        ];
+      };
+    }
+  ];
+
   pick = names: attrs: lib.getAttrs names attrs;
 in
 {
@@ -260,6 +348,20 @@ in
   };
 
   e2eSpec = e2e.microvm.runnerSpec.qemu;
+
+  # Per hypervisor: the features the Nix checks refuse for `everyFeature`, and its spec built
+  # without those checks, for the generator to judge the same VM.
+  capabilityCrossCheck = lib.genAttrs microvmLib.hypervisors (hypervisor: {
+    refused = map (v: v.feature) (microvmLib.violations hypervisor everyFeature.microvm);
+    spec = microvmLib.runnerSpec {
+      pkgs = standIns.pkgsFor "x86_64-linux";
+      microvmConfig = everyFeature.microvm // {
+        hostName = "every";
+        inherit hypervisor;
+      };
+      checkCapabilities = false;
+    };
+  });
 
   flake = {
     nixosModules = builtins.attrNames flakeOutputs.nixosModules;

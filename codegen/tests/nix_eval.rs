@@ -1,0 +1,498 @@
+//! Tier 4: the Nix side, evaluated. `nixosModules.microvm` goes through nixpkgs' real module
+//! system (`lib.evalModules`, from `NIXPKGS_LIB`) with Debian's Nix 2.8; NixOS and nixpkgs are
+//! replaced by the stand-ins of checks/eval/stand-ins.nix, so nothing is built and no nixpkgs is
+//! needed. The expressions are in checks/eval/default.nix.
+
+mod common;
+#[path = "common/nix.rs"]
+mod nix;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use microvm_codegen::diagnostic::SpecText;
+use microvm_codegen::{load, validate};
+use serde_json::{Value, json};
+
+const HYPERVISORS: [&str; 8] = [
+    "qemu",
+    "cloud-hypervisor",
+    "firecracker",
+    "crosvm",
+    "kvmtool",
+    "stratovirt",
+    "alioth",
+    "vfkit",
+];
+
+/// The generator's code for a hypervisor whose renderer has not landed yet.
+const NOT_RENDERED: &str = "microvm::hypervisor::not_rendered";
+
+enum Verdict {
+    Accepted,
+    /// Refused only because this hypervisor's renderer does not exist yet.
+    NotRendered,
+    Refused(String),
+}
+
+/// What `microvm-codegen validate` says about a spec, with the error codes behind a refusal.
+fn validate_spec(name: &str, spec: &Value) -> Verdict {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(spec).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_microvm-codegen"))
+        .arg("validate")
+        .arg("--spec")
+        .arg(&path)
+        .output()
+        .unwrap();
+    if output.status.success() {
+        return Verdict::Accepted;
+    }
+    let report = String::from_utf8_lossy(&output.stderr).into_owned();
+    let codes: BTreeSet<String> = match load::load(&SpecText::new(name, text)) {
+        Err(findings) => findings.into_iter().map(|d| d.code).collect(),
+        Ok(spec) => validate::validate(&spec)
+            .into_iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.code)
+            .collect(),
+    };
+    if codes.len() == 1 && codes.contains(NOT_RENDERED) {
+        Verdict::NotRendered
+    } else {
+        Verdict::Refused(format!("error codes {codes:?}\n{report}"))
+    }
+}
+
+fn capability_table() -> Value {
+    let text = std::fs::read_to_string(common::repo_root().join("lib/capabilities.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("expected a list, got {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_example_spec_is_accepted_by_microvm_codegen_validate() {
+    let specs = nix::eval("exampleSpecs");
+    let specs = specs.as_object().unwrap();
+    let names: BTreeSet<&str> = specs.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(HYPERVISORS),
+        "one example per hypervisor"
+    );
+
+    let mut accepted = Vec::new();
+    let mut not_rendered = Vec::new();
+    let mut refused = Vec::new();
+    for hypervisor in HYPERVISORS {
+        let spec = &specs[hypervisor];
+        assert_eq!(spec["hypervisor"], json!(hypervisor));
+        assert_eq!(spec["hostName"], json!(format!("{hypervisor}-microvm")));
+        match validate_spec(hypervisor, spec) {
+            Verdict::Accepted => accepted.push(hypervisor),
+            Verdict::NotRendered => not_rendered.push(hypervisor),
+            Verdict::Refused(why) => refused.push(format!("{hypervisor}: {why}")),
+        }
+    }
+    println!(
+        "accepted by microvm-codegen validate: {}",
+        accepted.join(", ")
+    );
+    for hypervisor in &not_rendered {
+        println!(
+            "NOT RENDERED YET: the {hypervisor} example's spec is refused only with {NOT_RENDERED} \
+             (the generator has no {hypervisor} renderer yet)"
+        );
+    }
+    assert!(
+        refused.is_empty(),
+        "example specs refused:\n{}",
+        refused.join("\n")
+    );
+    assert!(
+        accepted.contains(&"qemu"),
+        "the qemu renderer exists, so its example must be accepted"
+    );
+}
+
+#[test]
+fn firecracker_with_a_9p_share_fails_evaluation_naming_the_option_the_hypervisor_and_the_hint() {
+    let table = capability_table();
+    let hint = table["features"]["share.9p"]["hints"]["firecracker"]
+        .as_str()
+        .or_else(|| table["features"]["share.9p"]["hints"]["*"].as_str())
+        .unwrap()
+        .trim_end_matches('.')
+        .to_owned();
+    let option = table["features"]["share.9p"]["option"].as_str().unwrap();
+    assert_eq!(option, "microvm.shares");
+    let names_everything = |text: &str| {
+        text.contains("microvm.shares")
+            && text.contains("\"firecracker\"")
+            && text.contains("9p")
+            && text.contains(&hint)
+    };
+
+    // As NixOS assertions…
+    let messages = strings(&nix::eval("firecracker9p.assertionMessages"));
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert!(names_everything(&messages[0]), "{}", messages[0]);
+
+    // …which make the system's toplevel fail to evaluate, as NixOS does…
+    let error = nix::eval_with("firecracker9p.toplevel", &[])
+        .expect_err("the toplevel of a refused VM must not evaluate");
+    assert!(error.contains("Failed assertions"), "{error}");
+    assert!(names_everything(&error), "{error}");
+
+    // …and the runner's spec itself refuses to evaluate, so `nix eval` of the runner fails too.
+    let error = nix::eval_with("firecracker9p.spec", &[])
+        .expect_err("the spec of a refused VM must not evaluate");
+    assert!(names_everything(&error), "{error}");
+}
+
+#[test]
+fn option_defaults_match_microvm_nix() {
+    let defaults = nix::eval("defaults");
+    let microvm = &defaults["microvm"];
+    let expect = |path: &str, value: Value| {
+        let actual = path.split('.').fold(microvm, |v, key| &v[key]);
+        assert_eq!(actual, &value, "microvm.{path}");
+    };
+    expect("hypervisor", json!("qemu"));
+    expect("vcpu", json!(1));
+    expect("mem", json!(512));
+    expect("interfaces", json!([]));
+    expect("volumes", json!([]));
+    expect("shares", json!([]));
+    expect("forwardPorts", json!([]));
+    expect("devices", json!([]));
+    expect("socket", json!("bare.sock"));
+    expect("user", Value::Null);
+    expect("cpu", Value::Null);
+    expect("balloon", json!(false));
+    expect("initialBalloonMem", json!(0));
+    expect("deflateOnOOM", json!(true));
+    expect("hugepageMem", json!(false));
+    expect("hotplugMem", json!(0));
+    expect("hotpluggedMem", json!(0));
+    expect("storeOnDisk", json!(true));
+    expect("storeDiskType", json!("erofs"));
+    // The stand-in kernel is 6.12: tail packing (5.16+) and fragments (6.1+) are on.
+    expect(
+        "storeDiskErofsFlags",
+        json!(["-zlz4hc", "-Eztailpacking", "-Efragments"]),
+    );
+    expect(
+        "storeDiskSquashfsFlags",
+        json!(["-c", "zstd", "-j", "$NIX_BUILD_CORES"]),
+    );
+    expect("systemSymlink", json!(false));
+    expect("registerClosure", json!(true));
+    expect("writableStoreOverlay", Value::Null);
+    expect("prettyProcnames", json!(true));
+    expect("preStart", json!(""));
+    expect("extraArgsScript", Value::Null);
+    expect("registerWithMachined", json!(false));
+    expect("credentialFiles", json!({}));
+    expect("binScripts", json!({}));
+    expect("guest.enable", json!(true));
+    expect("optimize.enable", json!(true));
+    expect("vsock.cid", Value::Null);
+    expect(
+        "graphics",
+        json!({ "enable": false, "backend": "gtk", "socket": "bare-gpu.sock", "vulkan": null, "hostmem": "256M" }),
+    );
+    expect(
+        "qemu",
+        json!({ "machine": "microvm", "machineOpts": null, "extraArgs": [], "serialConsole": true, "pcieRootPorts": [] }),
+    );
+    expect(
+        "firecracker",
+        json!({ "driveIoEngine": "Async", "cpu": null, "extraArgs": [], "extraConfig": {} }),
+    );
+    expect(
+        "vfkit",
+        json!({ "logLevel": "info", "extraArgs": [], "rosetta": { "enable": false, "install": false, "ignoreIfMissing": false } }),
+    );
+    expect(
+        "virtiofsd",
+        json!({ "inodeFileHandles": "prefer", "threadPoolSize": "`nproc`", "group": "kvm", "extraArgs": [] }),
+    );
+    expect("declaredRunner", json!("microvm-qemu-bare"));
+    let runners: BTreeMap<String, String> =
+        serde_json::from_value(microvm["runners"].clone()).unwrap();
+    let expected: BTreeMap<String, String> = HYPERVISORS
+        .iter()
+        .map(|hv| (hv.to_string(), format!("microvm-{hv}-bare")))
+        .collect();
+    assert_eq!(
+        runners, expected,
+        "microvm.runner has one runner per hypervisor"
+    );
+
+    // machineId: sha256 of "microvm.nix:<hostName>" cut 8-4-4-4-12, computed here independently.
+    let sha = Command::new("sh")
+        .args(["-c", "printf %s 'microvm.nix:bare' | sha256sum"])
+        .output()
+        .unwrap();
+    let hash = String::from_utf8_lossy(&sha.stdout)[..64].to_owned();
+    let machine_id = format!(
+        "{}-{}-{}-{}-{}",
+        &hash[0..8],
+        &hash[8..12],
+        &hash[12..16],
+        &hash[16..20],
+        &hash[20..32]
+    );
+    expect("machineId", json!(machine_id));
+    assert_eq!(
+        defaults["machineIdFile"],
+        json!(format!("{}\n", machine_id.replace('-', "")))
+    );
+    assert_eq!(defaults["hostId"], json!(&hash[0..8]));
+
+    // List entries.
+    assert_eq!(
+        defaults["volume"],
+        json!({
+            "image": "var.img", "mountPoint": "/var", "size": 64,
+            "serial": null, "direct": false, "readOnly": false, "label": null,
+            "autoCreate": true, "mkfsExtraArgs": [], "fsType": "ext4", "imageType": "raw"
+        })
+    );
+    assert_eq!(
+        defaults["share9p"],
+        json!({
+            "tag": "data", "source": "/srv/data", "mountPoint": "/data",
+            "socket": null, "securityModel": "none", "proto": "9p", "readOnly": false,
+            "cache": "auto", "posixAcl": true, "extraArgs": []
+        })
+    );
+    assert_eq!(
+        defaults["shareVirtiofs"]["socket"],
+        json!("entries-virtiofs-fs.sock")
+    );
+    assert_eq!(
+        defaults["interface"],
+        json!({ "type": "tap", "id": "vm-tap", "mac": "02:00:00:00:00:01", "bridge": null, "tap": { "vhost": false } })
+    );
+    assert_eq!(
+        defaults["forwardPort"],
+        json!({ "from": "host", "proto": "tcp", "host": { "address": "", "port": 2222 }, "guest": { "address": "", "port": 22 } })
+    );
+}
+
+#[test]
+fn guest_mounts_the_store_volumes_and_shares_and_configures_interfaces_by_mac() {
+    let defaults = nix::eval("defaults");
+    let fs = &defaults["fileSystems"];
+    assert_eq!(fs["/"]["fsType"], json!("tmpfs"));
+    assert_eq!(
+        fs["/nix/store"],
+        json!({
+            "device": "/dev/disk/by-label/nix-store", "fsType": "erofs", "neededForBoot": true,
+            "noCheck": true, "options": ["x-systemd.after=systemd-modules-load.service"]
+        })
+    );
+    // The store disk is vda, so the first volume without label or serial is vdb.
+    assert_eq!(
+        fs["/var"],
+        json!({ "device": "/dev/vdb", "fsType": "ext4" })
+    );
+    assert_eq!(fs["/data"]["device"], json!("data"));
+    assert_eq!(fs["/data"]["fsType"], json!("9p"));
+    assert!(strings(&fs["/data"]["options"]).contains(&"trans=virtio".to_owned()));
+    assert_eq!(fs["/fs"]["fsType"], json!("virtiofs"));
+    assert_eq!(
+        defaults["networks"]["80-microvm-vm-tap"],
+        json!({ "matchConfig": { "MACAddress": "02:00:00:00:00:01" }, "networkConfig": { "DHCP": "yes" } })
+    );
+    let modules = strings(&defaults["initrdKernelModules"]);
+    for module in [
+        "virtio_mmio",
+        "virtio_pci",
+        "virtio_blk",
+        "9pnet_virtio",
+        "9p",
+        "virtiofs",
+    ] {
+        assert!(
+            modules.contains(&module.to_owned()),
+            "{module} in {modules:?}"
+        );
+    }
+    assert!(!modules.contains(&"i8042".to_owned()));
+    let firecracker = strings(&defaults["firecrackerInitrdKernelModules"]);
+    assert!(
+        firecracker.contains(&"i8042".to_owned()),
+        "firecracker's Ctrl-Alt-Del needs i8042: {firecracker:?}"
+    );
+    let params = strings(&defaults["microvm"]["kernelParams"]);
+    assert!(
+        params
+            .iter()
+            .any(|p| p.starts_with("init=") && p.ends_with("/init")),
+        "{params:?}"
+    );
+    assert!(
+        params.iter().any(|p| p.starts_with("regInfo=")),
+        "{params:?}"
+    );
+}
+
+#[test]
+fn nix_refuses_exactly_the_features_the_generator_refuses() {
+    let checks = nix::eval("capabilityCrossCheck");
+    for hypervisor in HYPERVISORS {
+        let entry = &checks[hypervisor];
+        let nix_refused: BTreeSet<String> = strings(&entry["refused"]).into_iter().collect();
+        let text = serde_json::to_string_pretty(&entry["spec"]).unwrap();
+        let spec = load::load(&SpecText::new(hypervisor, text))
+            .unwrap_or_else(|e| panic!("{hypervisor}: the spec does not load: {e:?}"));
+        let generator_refused: BTreeSet<String> = validate::validate(&spec)
+            .into_iter()
+            .filter_map(|d| {
+                d.code
+                    .strip_prefix("microvm::capability::")
+                    .map(str::to_owned)
+            })
+            .collect();
+        let nix_codes: BTreeSet<String> =
+            nix_refused.iter().map(|id| id.replace('.', "_")).collect();
+        assert!(
+            !nix_codes.is_empty(),
+            "{hypervisor}: the VM uses features it lacks"
+        );
+        assert_eq!(
+            nix_codes, generator_refused,
+            "{hypervisor}: Nix and the generator refuse different features"
+        );
+    }
+}
+
+#[test]
+fn every_capability_table_feature_and_hypervisor_is_known_to_the_nix_side() {
+    let coverage = nix::eval("coverage");
+    let table: BTreeSet<String> = strings(&coverage["tableFeatures"]).into_iter().collect();
+    let nix: BTreeSet<String> = strings(&coverage["nixFeatures"]).into_iter().collect();
+    assert_eq!(
+        table, nix,
+        "lib/capabilities.nix must map every feature of lib/capabilities.json to the options that use it"
+    );
+    assert_eq!(strings(&coverage["hypervisors"]), HYPERVISORS.to_vec());
+    let table_hypervisors: BTreeSet<String> =
+        strings(&coverage["tableHypervisors"]).into_iter().collect();
+    let examples: BTreeSet<String> = strings(&coverage["examples"]).into_iter().collect();
+    let all: BTreeSet<String> = HYPERVISORS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(table_hypervisors, all);
+    assert_eq!(examples, all);
+}
+
+#[test]
+fn the_template_flake_parses_and_its_vm_evaluates_to_an_accepted_spec() {
+    nix::nixpkgs_lib();
+    let flake = common::repo_root().join("flake-template/flake.nix");
+    let parse = Command::new("nix-instantiate")
+        .arg("--parse")
+        .arg(&flake)
+        .output()
+        .unwrap();
+    assert!(
+        parse.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parse.stderr)
+    );
+
+    let template = nix::eval("template");
+    assert_eq!(template["runner"], json!("microvm-qemu-my-microvm"));
+    assert_eq!(template["default"], template["runner"]);
+    let spec = &template["spec"];
+    assert_eq!(spec["hostName"], json!("my-microvm"));
+    assert_eq!(spec["hypervisor"], json!("qemu"));
+    assert_eq!(spec["socket"], json!("control.socket"));
+    assert_eq!(spec["volumes"][0]["image"], json!("var.img"));
+    assert_eq!(spec["volumes"][0]["size"], json!(256));
+    assert_eq!(spec["shares"][0]["source"], json!("/nix/store"));
+    assert_eq!(spec["shares"][0]["proto"], json!("9p"));
+    assert_eq!(spec["interfaces"][0]["type"], json!("user"));
+    // The host's store is shared, so there is no store disk.
+    assert_eq!(spec["storeDisk"], Value::Null);
+    match validate_spec("template", spec) {
+        Verdict::Accepted => {}
+        Verdict::NotRendered => panic!("qemu renders; the template must be accepted"),
+        Verdict::Refused(why) => panic!("the template's spec is refused: {why}"),
+    }
+}
+
+#[test]
+fn flake_outputs_are_wired_for_every_hypervisor() {
+    let flake = nix::eval("flake");
+    let names = |value: &Value| -> BTreeSet<String> {
+        value
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_else(|| strings(value).into_iter().collect())
+    };
+    assert_eq!(
+        names(&flake["nixosModules"]),
+        BTreeSet::from(["default", "host", "microvm"].map(String::from))
+    );
+    let configurations: BTreeSet<String> = HYPERVISORS
+        .iter()
+        .map(|hv| format!("{hv}-example"))
+        .collect();
+    assert_eq!(names(&flake["nixosConfigurations"]), configurations);
+
+    let linux = &flake["packages"]["x86_64-linux"];
+    for hypervisor in HYPERVISORS.iter().filter(|hv| **hv != "vfkit") {
+        assert_eq!(
+            linux[format!("{hypervisor}-example")],
+            json!(format!("microvm-{hypervisor}-{hypervisor}-microvm"))
+        );
+    }
+    assert!(linux.get("microvm-codegen").is_some());
+    assert_eq!(
+        flake["packages"]["aarch64-darwin"]["vfkit-example"],
+        json!("microvm-vfkit-vfkit-microvm")
+    );
+
+    let checks = names(&flake["checks"]["x86_64-linux"]);
+    for hypervisor in [
+        "qemu",
+        "cloud-hypervisor",
+        "firecracker",
+        "crosvm",
+        "kvmtool",
+        "alioth",
+    ] {
+        assert!(
+            checks.contains(&format!("{hypervisor}-boots")),
+            "{checks:?}"
+        );
+    }
+    for hypervisor in ["qemu", "cloud-hypervisor", "firecracker", "crosvm"] {
+        assert!(
+            checks.contains(&format!("{hypervisor}-shutdown")),
+            "{checks:?}"
+        );
+    }
+    assert_eq!(
+        flake["templates"],
+        json!({ "default": "flake-template", "microvm": "flake-template" })
+    );
+    assert_eq!(flake["hypervisors"], json!(HYPERVISORS));
+    assert_eq!(
+        names(&flake["formatter"]),
+        BTreeSet::from(["aarch64-darwin", "aarch64-linux", "x86_64-linux"].map(String::from))
+    );
+}
