@@ -61,8 +61,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         spec: PathBuf,
     },
-    /// Print the JSON Schema of the runner spec.
-    Schema,
+    /// Print the JSON Schema of the runner spec (or of another document, with --of).
+    Schema {
+        /// Which document's schema.
+        #[arg(long, value_enum, default_value_t = SchemaOf::RunnerSpec)]
+        of: SchemaOf,
+    },
     /// Validate a host spec and write the host package: systemd units, helper scripts and the
     /// list of declared VMs.
     ///
@@ -86,6 +90,18 @@ enum Command {
         #[arg(long, value_enum, default_value_t = TableFormat::Markdown)]
         format: TableFormat,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SchemaOf {
+    /// The runner spec (doc/runner-spec.schema.json).
+    RunnerSpec,
+    /// The host spec (doc/host-spec.schema.json).
+    HostSpec,
+    /// `microvm list --json` (doc/microvm-list.schema.json).
+    MicrovmList,
+    /// `microvm status --json` (doc/microvm-status.schema.json).
+    MicrovmStatus,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -147,8 +163,17 @@ fn checked_spec(path: &Path) -> Result<(crate::spec::RunnerSpec, SpecText), u8> 
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Schema => {
-            println!("{}", schema::runner_spec_schema_json());
+        Command::Schema { of } => {
+            let schema = match of {
+                SchemaOf::RunnerSpec => schema::runner_spec_schema_json(),
+                SchemaOf::HostSpec => {
+                    serde_json::to_string_pretty(&schemars::schema_for!(crate::host::HostSpec))
+                        .expect("a schema always serializes")
+                }
+                SchemaOf::MicrovmList => crate::manage::list_schema_json(),
+                SchemaOf::MicrovmStatus => crate::manage::status_schema_json(),
+            };
+            println!("{schema}");
             ExitCode::SUCCESS
         }
         Command::Host { spec, out, force } => run_host(&spec, &out, force),

@@ -10,6 +10,7 @@ pub mod json_path;
 pub mod json_spans;
 pub mod load;
 pub mod machine_id;
+pub mod manage;
 pub mod output;
 pub mod render;
 pub mod runner;

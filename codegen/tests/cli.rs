@@ -25,16 +25,27 @@ fn generate(spec: &str, out: &Path, extra: &[&str]) -> Output {
 }
 
 #[test]
-fn schema_command_prints_the_committed_schema() {
-    let output = codegen(&["schema"]);
-    assert!(output.status.success());
+fn schema_command_prints_the_committed_schemas() {
+    for (of, file) in [
+        ("runner-spec", "runner-spec.schema.json"),
+        ("host-spec", "host-spec.schema.json"),
+        ("microvm-list", "microvm-list.schema.json"),
+        ("microvm-status", "microvm-status.schema.json"),
+    ] {
+        let output = codegen(&["schema", "--of", of]);
+        assert!(output.status.success());
+        let committed =
+            std::fs::read_to_string(common::repo_root().join("doc").join(file)).unwrap();
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap(),
+            committed,
+            "doc/{file} is stale: run `cargo run -p microvm-codegen --bin microvm-codegen -- schema --of {of} > doc/{file}`"
+        );
+    }
+    let default = codegen(&["schema"]);
     let committed =
         std::fs::read_to_string(common::repo_root().join("doc/runner-spec.schema.json")).unwrap();
-    assert_eq!(
-        String::from_utf8(output.stdout).unwrap(),
-        committed,
-        "doc/runner-spec.schema.json is stale: run `cargo run -p microvm-codegen -- schema > doc/runner-spec.schema.json`"
-    );
+    assert_eq!(String::from_utf8(default.stdout).unwrap(), committed);
 }
 
 #[test]

@@ -1,0 +1,202 @@
+//! The `microvm` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use super::verbs::{self, Context};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "microvm",
+    version,
+    about = "Manage the microVMs of this host.",
+    long_about = "Manage the microVMs of this host: each lives in STATE_DIR/<name> and runs as \
+                  microvm@<name>.service from its installed runner (`current`).\n\n\
+                  microvm.nix's short flags still work: -c NAME (create), -u NAME… (update; -R \
+                  restarts), -r NAME (run), -l (list), -s NAME (ssh), -f FLAKE.\n\n\
+                  Exit status: 0 success, 1 refused or failed, 2 usage error.",
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Where the VMs live.
+    #[arg(
+        long,
+        global = true,
+        env = "MICROVM_STATE_DIR",
+        default_value = "/var/lib/microvms"
+    )]
+    state_dir: PathBuf,
+    /// Where `create` and `update` keep garbage-collector roots for the runners.
+    #[arg(
+        long,
+        global = true,
+        env = "MICROVM_GCROOTS_DIR",
+        default_value = "/nix/var/nix/gcroots/microvm"
+    )]
+    gcroots_dir: PathBuf,
+    /// Flake to build a new VM from (create), as `microvm -c NAME -f FLAKE`.
+    #[arg(short = 'f', long, global = true, value_name = "FLAKE")]
+    flake: Option<String>,
+    /// Restart VMs that an update changed (update), as `microvm -Ru NAME`.
+    #[arg(short = 'R', long, global = true)]
+    restart: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build a VM from a flake and install it (microvm -c NAME [-f FLAKE]).
+    ///
+    /// Builds `FLAKE#nixosConfigurations.NAME.config.microvm.declaredRunner` (FLAKE defaults to
+    /// git+file:///etc/nixos), installs it as STATE_DIR/NAME/current and records FLAKE for
+    /// later updates. Refuses a NAME that exists. Does not start the VM.
+    #[command(short_flag = 'c')]
+    Create {
+        name: String,
+        /// Install this already built runner instead of building one with nix.
+        #[arg(long, value_name = "PATH", conflicts_with = "flake")]
+        runner: Option<PathBuf>,
+    },
+    /// Rebuild VMs from their recorded flake (microvm -u NAME…; -R restarts changed ones).
+    ///
+    /// Refuses VMs declared in the host configuration: those change with the host.
+    #[command(short_flag = 'u')]
+    Update {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Run a VM in the foreground, outside systemd (microvm -r NAME).
+    ///
+    /// Tap, macvtap and PCI setup and virtiofsd are not started for you: run the runner's
+    /// bin/tap-up etc. first, as root, when the VM uses them.
+    #[command(short_flag = 'r')]
+    Run { name: String },
+    /// List the VMs and whether they run the installed version (microvm -l).
+    #[command(short_flag = 'l')]
+    List {
+        /// Print JSON (schema: doc/microvm-list.schema.json).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one VM: hypervisor, spec, unit state, running vs installed version.
+    Status {
+        name: String,
+        /// Print JSON (schema: doc/microvm-status.schema.json).
+        #[arg(long)]
+        json: bool,
+    },
+    /// ssh into a VM over vsock (microvm -s NAME [SSH_OPTIONS…] [COMMAND…]).
+    ///
+    /// Needs microvm.vsock.cid and sshd in the guest (microvm.vsock.ssh.enable). Leading words
+    /// that start with `-` are ssh options (put `--` before them); the rest is the remote
+    /// command. Logs in as root unless the options say -l.
+    #[command(short_flag = 's')]
+    Ssh {
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Show a VM's logs (journalctl of its units).
+    Logs {
+        name: String,
+        /// Keep printing new entries.
+        #[arg(short = 'F', long)]
+        follow: bool,
+        /// How many lines to show.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: u32,
+    },
+    /// Stop a VM and delete it (only with --yes; volume images only with --purge).
+    Remove {
+        name: String,
+        /// Delete the state directory (volume images are kept unless --purge).
+        #[arg(long)]
+        yes: bool,
+        /// Also delete the volume images.
+        #[arg(long, requires = "yes")]
+        purge: bool,
+    },
+    /// Stop declared VMs that the host configuration no longer declares (run on switch).
+    ///
+    /// Compares the declared VMs (DECLARED, share/microvm/declared.json of the host package)
+    /// with the previous list (STATE_DIR/.declared.json), stops the removed ones — which takes
+    /// their taps down — and keeps their state directories.
+    Reconcile {
+        /// The declared VMs now.
+        #[arg(long, value_name = "FILE")]
+        declared: PathBuf,
+        /// The declared VMs before (default: STATE_DIR/.declared.json).
+        #[arg(long, value_name = "FILE")]
+        previous: Option<PathBuf>,
+        /// Only print which VMs would be stopped.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let context = Context {
+        state_dir: cli.state_dir,
+        gcroots_dir: cli.gcroots_dir,
+    };
+    let result = match cli.command {
+        Command::Create { name, runner } => verbs::create(&context, &name, cli.flake, runner),
+        Command::Update { names } => verbs::update(&context, &names, cli.restart),
+        Command::Run { name } => verbs::run(&context, &name),
+        Command::List { json } => verbs::list(&context, json),
+        Command::Status { name, json } => verbs::status(&context, &name, json),
+        Command::Ssh { name, args } => verbs::ssh(&context, &name, &args),
+        Command::Logs {
+            name,
+            follow,
+            lines,
+        } => verbs::logs(&context, &name, follow, lines),
+        Command::Remove { name, yes, purge } => verbs::remove(&context, &name, yes, purge),
+        Command::Reconcile {
+            declared,
+            previous,
+            dry_run,
+        } => verbs::reconcile(&context, &declared, previous.as_deref(), dry_run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("microvm: {error}");
+            if let Some(hint) = error.hint() {
+                eprintln!("  hint: {hint}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn microvm_nix_short_flags_parse() {
+        use clap::Parser;
+        for argv in [
+            &["microvm", "-c", "vm", "-f", "/flake"][..],
+            &["microvm", "-f", "/flake", "-c", "vm"],
+            &["microvm", "-Ru", "a", "b"],
+            &["microvm", "-u", "a", "-R"],
+            &["microvm", "-r", "vm"],
+            &["microvm", "-l"],
+            &["microvm", "-s", "vm", "--", "-i", "key"],
+            &["microvm", "-s", "vm", "uname", "-a"],
+        ] {
+            super::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        }
+    }
+}

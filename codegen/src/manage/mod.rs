@@ -1,0 +1,14 @@
+//! `microvm`: the host's command for managing microVMs in the state directory — create, update,
+//! run, list, status, ssh, logs, remove, and the reconciliation the host module runs on switch.
+//!
+//! It runs `nix`, `systemctl`, `journalctl` and `ssh` from PATH, so tests put recording
+//! stand-ins there. The short flags of microvm.nix's command (`-c`, `-u`, `-R`, `-r`, `-l`,
+//! `-s`, `-f`) still work.
+
+mod cli;
+mod report;
+mod state;
+mod verbs;
+
+pub use cli::{Cli, run};
+pub use report::{ListEntry, Status, list_schema_json, status_schema_json};

@@ -1,0 +1,107 @@
+//! What `list --json` and `status --json` print. The JSON Schemas of these types are committed
+//! under doc/ and a test keeps them, and the output, in line.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One line of `microvm list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListEntry {
+    pub name: String,
+    /// The hypervisor of the installed runner.
+    pub hypervisor: Option<String>,
+    /// systemd's ActiveState of `microvm@<name>.service` (active, inactive, failed, …).
+    pub unit: String,
+    /// running, stopped, or outdated (running an older runner than the installed one).
+    pub state: VmState,
+    /// Declared in the host configuration (`microvm update` refuses it).
+    pub declarative: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VmState {
+    Running,
+    Outdated,
+    Stopped,
+}
+
+/// `microvm status NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Status {
+    pub name: String,
+    pub state_dir: String,
+    pub hypervisor: Option<String>,
+    pub declarative: bool,
+    /// Where `microvm update` builds it from.
+    pub flake: Option<String>,
+    /// The installed runner.
+    pub current: Option<String>,
+    /// The runner of the running VM.
+    pub booted: Option<String>,
+    /// The running VM is not the installed version: restart to apply the update.
+    pub restart_needed: bool,
+    pub unit: UnitStatus,
+    pub spec: Option<SpecSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnitStatus {
+    pub name: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub main_pid: Option<u32>,
+}
+
+/// The runner spec in brief.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpecSummary {
+    pub vcpu: u32,
+    pub mem_mib: u64,
+    pub socket: Option<String>,
+    pub vsock_cid: Option<u64>,
+    pub interfaces: Vec<String>,
+    pub volumes: Vec<String>,
+    pub shares: Vec<String>,
+}
+
+impl SpecSummary {
+    pub fn of(spec: &crate::spec::RunnerSpec) -> SpecSummary {
+        SpecSummary {
+            vcpu: spec.vcpu,
+            mem_mib: spec.mem,
+            socket: spec.socket.clone(),
+            vsock_cid: spec.vsock.cid,
+            interfaces: spec
+                .interfaces
+                .iter()
+                .map(|i| format!("{} {} {}", i.kind.name(), i.id, i.mac))
+                .collect(),
+            volumes: spec
+                .volumes
+                .iter()
+                .map(|v| match &v.mount_point {
+                    Some(mount) => format!("{} at {mount}", v.image),
+                    None => v.image.clone(),
+                })
+                .collect(),
+            shares: spec
+                .shares
+                .iter()
+                .map(|s| format!("{} {} at {}", s.proto.name(), s.source, s.mount_point))
+                .collect(),
+        }
+    }
+}
+
+pub fn list_schema_json() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(Vec<ListEntry>)).expect("serializes")
+}
+
+pub fn status_schema_json() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(Status)).expect("serializes")
+}

@@ -1,0 +1,99 @@
+//! What the state directory holds for one VM: `current` (the installed runner), `booted` (the
+//! runner that is running), `toplevel` (marks a VM declared in the host configuration),
+//! `flake` (where `microvm update` builds it from), and its volumes and sockets.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::spec::RunnerSpec;
+
+pub struct VmDir {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl VmDir {
+    pub fn new(state_dir: &Path, name: &str) -> VmDir {
+        VmDir {
+            name: name.to_owned(),
+            dir: state_dir.join(name),
+        }
+    }
+
+    pub fn exists(&self) -> bool {
+        fs::symlink_metadata(&self.dir).is_ok()
+    }
+
+    fn link(&self, name: &str) -> Option<PathBuf> {
+        fs::read_link(self.dir.join(name)).ok()
+    }
+
+    /// Where `current` points (the installed runner).
+    pub fn current(&self) -> Option<PathBuf> {
+        self.link("current")
+    }
+
+    /// Where `booted` points (the runner of the running VM).
+    pub fn booted(&self) -> Option<PathBuf> {
+        self.link("booted")
+    }
+
+    /// Fully declarative VMs (`microvm.vms.<n>.config`) carry a `toplevel` link.
+    pub fn declarative(&self) -> bool {
+        self.link("toplevel").is_some()
+    }
+
+    pub fn flake(&self) -> Option<String> {
+        fs::read_to_string(self.dir.join("flake"))
+            .ok()
+            .map(|f| f.trim().to_owned())
+            .filter(|f| !f.is_empty())
+    }
+
+    fn share(&self, file: &str) -> Option<String> {
+        fs::read_to_string(self.dir.join("current/share/microvm").join(file))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+
+    pub fn hypervisor(&self) -> Option<String> {
+        self.share("hypervisor")
+    }
+
+    pub fn vsock_cid(&self) -> Option<u64> {
+        self.share("vsock-cid")?.parse().ok()
+    }
+
+    /// The runner's validated spec (`share/microvm/spec.json`).
+    pub fn spec(&self) -> Option<RunnerSpec> {
+        serde_json::from_str(&self.share("spec.json")?).ok()
+    }
+
+    /// The installed runner can start the VM.
+    pub fn has_runner(&self) -> bool {
+        self.dir.join("current/bin/microvm-run").is_file()
+    }
+}
+
+/// Every VM in the state directory: a directory with a `current` link, by name.
+pub fn all(state_dir: &Path) -> std::io::Result<Vec<VmDir>> {
+    let mut vms = Vec::new();
+    let entries = match fs::read_dir(state_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vms),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let vm = VmDir::new(state_dir, &name);
+        if vm.current().is_some() {
+            vms.push(vm);
+        }
+    }
+    vms.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(vms)
+}

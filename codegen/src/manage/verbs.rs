@@ -1,0 +1,751 @@
+//! What each `microvm` verb does.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::report::{ListEntry, SpecSummary, Status, UnitStatus, VmState};
+use super::state::{self, VmDir};
+use crate::host::units::DeclaredList;
+use crate::host::validate::is_vm_name;
+use crate::spec::Hypervisor;
+
+/// microvm.nix's default: the host's own flake.
+pub const DEFAULT_FLAKE: &str = "git+file:///etc/nixos";
+
+pub struct Context {
+    pub state_dir: PathBuf,
+    pub gcroots_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0:?} is not a valid VM name")]
+    BadName(String),
+    #[error("{name} already exists in {dir}")]
+    Exists { name: String, dir: PathBuf },
+    #[error("there is no VM {name} in {state_dir}")]
+    NotFound { name: String, state_dir: PathBuf },
+    #[error("{name} is declared in the host configuration, so it changes with the host")]
+    Declarative { name: String },
+    #[error("{name} has no flake to update from ({dir}/flake is missing)")]
+    NoFlake { name: String, dir: PathBuf },
+    #[error("{0} is not a runner (it has no bin/microvm-run)")]
+    NotARunner(PathBuf),
+    #[error("{name} has no vsock cid, and ssh reaches the guest over vsock")]
+    NoVsock { name: String },
+    #[error("{name} is not running")]
+    NotRunning { name: String },
+    #[error("refusing to delete {dir} without --yes")]
+    NeedsYes {
+        dir: PathBuf,
+        name: String,
+        volumes: Vec<String>,
+    },
+    #[error("{program} failed ({status})")]
+    Program { program: String, status: String },
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Several(String),
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::Exists { name, .. } => format!("update it with `microvm update {name}`, or pick another name"),
+            Error::NotFound { .. } => "`microvm list` shows the VMs; --state-dir or MICROVM_STATE_DIR picks another state directory".to_owned(),
+            Error::Declarative { .. } => "change it in the host configuration and run nixos-rebuild switch".to_owned(),
+            Error::NoFlake { name, .. } => format!("it was installed from a prebuilt runner; recreate it with `microvm remove --yes {name}` and `microvm create -f FLAKE {name}`"),
+            Error::NoVsock { .. } => "set microvm.vsock.cid and microvm.vsock.ssh.enable in the VM's configuration".to_owned(),
+            Error::NotRunning { name } => format!("start it with `systemctl start microvm@{name}`"),
+            Error::NeedsYes { name, volumes, .. } => {
+                let mut hint = format!("`microvm remove --yes {name}` stops it and deletes its state directory");
+                if !volumes.is_empty() {
+                    hint.push_str(&format!(" but keeps its volume images ({}); add --purge to delete those too", volumes.join(", ")));
+                }
+                hint
+            }
+            _ => return None,
+        })
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Runs a program from PATH and fails unless it succeeds.
+fn run_program(program: &str, args: &[&str]) -> Result<(), Error> {
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .map_err(|source| Error::Spawn {
+            program: program.to_owned(),
+            source,
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Program {
+            program: format!("{program} {}", args.join(" ")),
+            status: status.to_string(),
+        })
+    }
+}
+
+/// Runs a program from PATH and returns its standard output, whatever its exit status.
+fn output_of(program: &str, args: &[&str]) -> Result<String, Error> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| Error::Spawn {
+            program: program.to_owned(),
+            source,
+        })?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+fn exec(mut command: Command, program: &str) -> Result<(), Error> {
+    let source = command.exec();
+    Err(Error::Spawn {
+        program: program.to_owned(),
+        source,
+    })
+}
+
+fn unit(name: &str) -> String {
+    format!("microvm@{name}.service")
+}
+
+fn existing(context: &Context, name: &str) -> Result<VmDir, Error> {
+    if !is_vm_name(name) {
+        return Err(Error::BadName(name.to_owned()));
+    }
+    let vm = VmDir::new(&context.state_dir, name);
+    if !vm.exists() {
+        return Err(Error::NotFound {
+            name: name.to_owned(),
+            state_dir: context.state_dir.clone(),
+        });
+    }
+    Ok(vm)
+}
+
+fn runner_attr(flake: &str, name: &str) -> String {
+    format!("{flake}#nixosConfigurations.{name}.config.microvm.declaredRunner")
+}
+
+/// Keeps the runners from garbage collection; a host without Nix's gcroots just goes without.
+fn add_gcroots(context: &Context, vm: &VmDir) {
+    let roots = [
+        (vm.name.clone(), vm.dir.join("current")),
+        (format!("booted-{}", vm.name), vm.dir.join("booted")),
+    ];
+    if let Err(e) = fs::create_dir_all(&context.gcroots_dir) {
+        eprintln!(
+            "microvm: no garbage-collector roots in {}: {e}",
+            context.gcroots_dir.display()
+        );
+        return;
+    }
+    for (root, target) in roots {
+        let link = context.gcroots_dir.join(root);
+        let _ = fs::remove_file(&link);
+        if let Err(e) = symlink(&target, &link) {
+            eprintln!("microvm: cannot add the root {}: {e}", link.display());
+        }
+    }
+}
+
+/// Hands the VM's directory to the user that runs the VMs, when we are root and it exists.
+fn hand_over(dir: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let user = std::env::var("MICROVM_USER").unwrap_or_else(|_| "microvm".to_owned());
+    let group = std::env::var("MICROVM_GROUP").unwrap_or_else(|_| "kvm".to_owned());
+    let status = Command::new("chown")
+        .arg("-h")
+        .arg(format!("{user}:{group}"))
+        .arg(dir)
+        .arg(dir.join("current"))
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        eprintln!(
+            "microvm: could not hand {} to {user}:{group}",
+            dir.display()
+        );
+    }
+}
+
+pub fn create(
+    context: &Context,
+    name: &str,
+    flake: Option<String>,
+    runner: Option<PathBuf>,
+) -> Result<(), Error> {
+    if !is_vm_name(name) {
+        return Err(Error::BadName(name.to_owned()));
+    }
+    let vm = VmDir::new(&context.state_dir, name);
+    // Checked before building: a long build for a name that is taken helps nobody.
+    if vm.exists() {
+        return Err(Error::Exists {
+            name: name.to_owned(),
+            dir: vm.dir,
+        });
+    }
+    fs::create_dir_all(&context.state_dir).map_err(io_error(&context.state_dir))?;
+    let staging = context.state_dir.join(format!(".{name}.creating"));
+    if fs::symlink_metadata(&staging).is_ok() {
+        fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+    }
+    fs::create_dir(&staging).map_err(io_error(&staging))?;
+    let current = staging.join("current");
+    let result = (|| {
+        match runner {
+            Some(path) => {
+                let target = fs::canonicalize(&path).map_err(io_error(&path))?;
+                symlink(&target, &current).map_err(io_error(&current))?;
+            }
+            None => {
+                let flake = flake.clone().unwrap_or_else(|| DEFAULT_FLAKE.to_owned());
+                eprintln!("microvm: building {}", runner_attr(&flake, name));
+                let out = current.display().to_string();
+                run_program("nix", &["build", "-o", &out, &runner_attr(&flake, name)])?;
+                fs::write(staging.join("flake"), format!("{flake}\n"))
+                    .map_err(io_error(&staging))?;
+            }
+        }
+        if !current.join("bin/microvm-run").is_file() {
+            return Err(Error::NotARunner(
+                fs::read_link(&current).unwrap_or(current.clone()),
+            ));
+        }
+        if vm.exists() {
+            return Err(Error::Exists {
+                name: name.to_owned(),
+                dir: vm.dir.clone(),
+            });
+        }
+        fs::rename(&staging, &vm.dir).map_err(io_error(&vm.dir))
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    hand_over(&vm.dir);
+    add_gcroots(context, &vm);
+    println!(
+        "microvm: created {name} ({}) in {}",
+        vm.hypervisor()
+            .unwrap_or_else(|| "unknown hypervisor".to_owned()),
+        vm.dir.display()
+    );
+    println!("microvm: start it with: systemctl start microvm@{name}");
+    Ok(())
+}
+
+pub fn update(context: &Context, names: &[String], restart: bool) -> Result<(), Error> {
+    let mut failures = Vec::new();
+    for name in names {
+        if let Err(e) = update_one(context, name, restart) {
+            eprintln!("microvm: {name}: {e}");
+            if let Some(hint) = e.hint() {
+                eprintln!("  hint: {hint}");
+            }
+            failures.push(name.clone());
+        }
+    }
+    match failures.len() {
+        0 => Ok(()),
+        _ => Err(Error::Several(format!(
+            "not updated: {}",
+            failures.join(", ")
+        ))),
+    }
+}
+
+fn update_one(context: &Context, name: &str, restart: bool) -> Result<(), Error> {
+    let vm = existing(context, name)?;
+    if vm.declarative() {
+        return Err(Error::Declarative {
+            name: name.to_owned(),
+        });
+    }
+    let flake = vm.flake().ok_or_else(|| Error::NoFlake {
+        name: name.to_owned(),
+        dir: vm.dir.clone(),
+    })?;
+    let old = vm.current();
+    let staging = vm.dir.join(".current.new");
+    let _ = fs::remove_file(&staging);
+    eprintln!("microvm: building {}", runner_attr(&flake, name));
+    run_program(
+        "nix",
+        &[
+            "build",
+            "-o",
+            &staging.display().to_string(),
+            &runner_attr(&flake, name),
+        ],
+    )?;
+    let new = fs::read_link(&staging).map_err(io_error(&staging))?;
+    if !new.join("bin/microvm-run").is_file() {
+        let _ = fs::remove_file(&staging);
+        return Err(Error::NotARunner(new));
+    }
+    fs::rename(&staging, vm.dir.join("current")).map_err(io_error(&vm.dir))?;
+    if let Some(old) = &old
+        && old != &new
+    {
+        let _ = Command::new("nix")
+            .args(["store", "diff-closures"])
+            .arg(old)
+            .arg(&new)
+            .status();
+    }
+    add_gcroots(context, &vm);
+    let active = output_of("systemctl", &["is-active", &unit(name)])? == "active";
+    match vm.booted() {
+        Some(booted) if booted == new => println!("microvm: {name} already runs this version"),
+        _ if restart => {
+            println!("microvm: restarting {name}");
+            run_program("systemctl", &["restart", &unit(name)])?;
+        }
+        Some(_) if active => {
+            println!("microvm: {name} was updated; restart it to apply: microvm update -R {name}")
+        }
+        _ => println!("microvm: {name} was updated; it starts with the new version"),
+    }
+    Ok(())
+}
+
+pub fn run(context: &Context, name: &str) -> Result<(), Error> {
+    let vm = existing(context, name)?;
+    if !vm.has_runner() {
+        return Err(Error::NotARunner(vm.dir.join("current")));
+    }
+    let mut command = Command::new(vm.dir.join("current/bin/microvm-run"));
+    command.current_dir(&vm.dir);
+    exec(command, "microvm-run")
+}
+
+fn list_entries(context: &Context) -> Result<Vec<ListEntry>, Error> {
+    let mut entries = Vec::new();
+    for vm in state::all(&context.state_dir).map_err(io_error(&context.state_dir))? {
+        let unit_state = output_of("systemctl", &["is-active", &unit(&vm.name)])?;
+        let state = if unit_state == "active" {
+            if vm.booted().is_some() && vm.booted() != vm.current() {
+                VmState::Outdated
+            } else {
+                VmState::Running
+            }
+        } else {
+            VmState::Stopped
+        };
+        entries.push(ListEntry {
+            hypervisor: vm.hypervisor(),
+            declarative: vm.declarative(),
+            name: vm.name,
+            unit: if unit_state.is_empty() {
+                "unknown".to_owned()
+            } else {
+                unit_state
+            },
+            state,
+        });
+    }
+    Ok(entries)
+}
+
+pub fn list(context: &Context, json: bool) -> Result<(), Error> {
+    let entries = list_entries(context)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).expect("serializes")
+        );
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("no VMs in {}", context.state_dir.display());
+        return Ok(());
+    }
+    let width = entries
+        .iter()
+        .map(|e| e.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:width$}  {:16}  {:8}  {}",
+        "NAME", "HYPERVISOR", "STATE", "NOTE"
+    );
+    for e in &entries {
+        let note = match (e.state, e.declarative) {
+            (VmState::Outdated, true) => {
+                "runs an older version; restart to apply the host's".to_owned()
+            }
+            (VmState::Outdated, false) => {
+                format!("runs an older version: microvm update -R {}", e.name)
+            }
+            (_, true) => "declared in the host configuration".to_owned(),
+            _ => String::new(),
+        };
+        let state = match e.state {
+            VmState::Running => "running",
+            VmState::Outdated => "outdated",
+            VmState::Stopped => "stopped",
+        };
+        println!(
+            "{:width$}  {:16}  {:8}  {note}",
+            e.name,
+            e.hypervisor.as_deref().unwrap_or("?"),
+            state
+        );
+    }
+    Ok(())
+}
+
+fn unit_status(name: &str) -> Result<UnitStatus, Error> {
+    let shown = output_of(
+        "systemctl",
+        &[
+            "show",
+            &unit(name),
+            "-p",
+            "ActiveState",
+            "-p",
+            "SubState",
+            "-p",
+            "MainPID",
+        ],
+    )?;
+    let get = |key: &str| {
+        shown
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .unwrap_or("")
+            .to_owned()
+    };
+    Ok(UnitStatus {
+        name: unit(name),
+        active_state: match get("ActiveState") {
+            s if s.is_empty() => "unknown".to_owned(),
+            s => s,
+        },
+        sub_state: get("SubState"),
+        main_pid: get("MainPID").parse().ok().filter(|pid| *pid != 0),
+    })
+}
+
+pub fn status(context: &Context, name: &str, json: bool) -> Result<(), Error> {
+    let vm = existing(context, name)?;
+    let current = vm.current();
+    let booted = vm.booted();
+    let unit = unit_status(name)?;
+    let status = Status {
+        name: name.to_owned(),
+        state_dir: vm.dir.display().to_string(),
+        hypervisor: vm.hypervisor(),
+        declarative: vm.declarative(),
+        flake: vm.flake(),
+        restart_needed: unit.active_state == "active" && booted.is_some() && booted != current,
+        current: current.map(|p| p.display().to_string()),
+        booted: booted.map(|p| p.display().to_string()),
+        unit,
+        spec: vm.spec().as_ref().map(SpecSummary::of),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("serializes")
+        );
+        return Ok(());
+    }
+    let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    println!(
+        "{name}: {} ({})",
+        status.unit.active_state, status.unit.sub_state
+    );
+    println!("  hypervisor  {}", or_none(&status.hypervisor));
+    println!("  directory   {}", status.state_dir);
+    println!("  installed   {}", or_none(&status.current));
+    println!("  running     {}", or_none(&status.booted));
+    if status.restart_needed {
+        println!("  note        runs an older version than the installed one; restart to apply");
+    }
+    if status.declarative {
+        println!("  declared    in the host configuration");
+    } else {
+        println!("  flake       {}", or_none(&status.flake));
+    }
+    if let Some(spec) = &status.spec {
+        println!("  vcpu, mem   {}, {} MiB", spec.vcpu, spec.mem_mib);
+        for (what, items) in [
+            ("interface", &spec.interfaces),
+            ("volume", &spec.volumes),
+            ("share", &spec.shares),
+        ] {
+            for item in items {
+                println!("  {what:<11} {item}");
+            }
+        }
+        if let Some(cid) = spec.vsock_cid {
+            println!("  vsock cid   {cid}");
+        }
+    }
+    Ok(())
+}
+
+pub fn ssh(context: &Context, name: &str, args: &[String]) -> Result<(), Error> {
+    let vm = existing(context, name)?;
+    let cid = vm.vsock_cid().ok_or_else(|| Error::NoVsock {
+        name: name.to_owned(),
+    })?;
+    if output_of("systemctl", &["is-active", &unit(name)])? != "active" {
+        return Err(Error::NotRunning {
+            name: name.to_owned(),
+        });
+    }
+    // cloud-hypervisor and firecracker expose the guest's vsock as a Unix socket with a
+    // CONNECT handshake (systemd's ssh proxy calls that vsock-mux); the others use the host's
+    // vsock, addressed by cid.
+    let multiplexed = matches!(
+        vm.hypervisor().as_deref().and_then(Hypervisor::from_name),
+        Some(Hypervisor::CloudHypervisor | Hypervisor::Firecracker)
+    );
+    let target = if multiplexed {
+        format!("vsock-mux/{}/notify.vsock", vm.dir.display())
+    } else {
+        format!("vsock/{cid}")
+    };
+    let (options, remote) = split_ssh_options(args);
+    let mut command = Command::new("ssh");
+    command.args([
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+    ]);
+    command.args(options);
+    if !options.iter().any(|o| o.starts_with("-l")) {
+        command.args(["-l", "root"]);
+    }
+    command.arg(target);
+    command.args(remote);
+    exec(command, "ssh")
+}
+
+/// ssh's options that take a value (its getopt string), to tell leading ssh options from the
+/// remote command: `microvm ssh vm -i key -l admin uname -a`.
+const SSH_OPTIONS_WITH_VALUE: &str = "bceilmopBDEFIJLOPQRSwW";
+
+fn split_ssh_options(args: &[String]) -> (&[String], &[String]) {
+    let mut i = 0;
+    while i < args.len() && args[i].starts_with('-') && args[i] != "-" {
+        let option = &args[i];
+        let letter = option.chars().nth(1);
+        i += 1;
+        if option.len() == 2 && letter.is_some_and(|l| SSH_OPTIONS_WITH_VALUE.contains(l)) {
+            i += 1;
+        }
+    }
+    let split = i.min(args.len());
+    (&args[..split], &args[split..])
+}
+
+pub fn logs(context: &Context, name: &str, follow: bool, lines: u32) -> Result<(), Error> {
+    existing(context, name)?;
+    let mut command = Command::new("journalctl");
+    for unit in [
+        format!("microvm@{name}.service"),
+        format!("microvm-virtiofsd@{name}.service"),
+        format!("microvm-tap-interfaces@{name}.service"),
+        format!("microvm-macvtap-interfaces@{name}.service"),
+        format!("install-microvm-{name}.service"),
+    ] {
+        command.arg("-u").arg(unit);
+    }
+    command.arg("-n").arg(lines.to_string());
+    if follow {
+        command.arg("-f");
+    }
+    exec(command, "journalctl")
+}
+
+/// The volume images of a VM that live in its state directory, relative to it.
+fn volume_images(vm: &VmDir) -> Vec<PathBuf> {
+    let Some(spec) = vm.spec() else {
+        return Vec::new();
+    };
+    spec.volumes
+        .iter()
+        .map(|v| PathBuf::from(&v.image))
+        .filter_map(|image| {
+            let absolute = if image.is_absolute() {
+                image
+            } else {
+                vm.dir.join(image)
+            };
+            absolute.strip_prefix(&vm.dir).ok().map(Path::to_owned)
+        })
+        .collect()
+}
+
+/// Deletes `dir` except `keep` (relative paths); never follows symlinks. Returns whether
+/// anything was kept.
+fn delete_except(dir: &Path, keep: &[PathBuf], prefix: &Path) -> Result<bool, Error> {
+    let mut kept = false;
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let path = entry.path();
+        let relative = prefix.join(entry.file_name());
+        let metadata = fs::symlink_metadata(&path).map_err(io_error(&path))?;
+        if keep.iter().any(|k| k == &relative) {
+            kept = true;
+        } else if metadata.is_dir() {
+            if keep.iter().any(|k| k.starts_with(&relative)) {
+                kept |= delete_except(&path, keep, &relative)?;
+                if !kept {
+                    fs::remove_dir(&path).map_err(io_error(&path))?;
+                }
+            } else {
+                fs::remove_dir_all(&path).map_err(io_error(&path))?;
+            }
+        } else {
+            fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+    }
+    Ok(kept)
+}
+
+pub fn remove(context: &Context, name: &str, yes: bool, purge: bool) -> Result<(), Error> {
+    let vm = existing(context, name)?;
+    let volumes = volume_images(&vm);
+    if !yes {
+        return Err(Error::NeedsYes {
+            dir: vm.dir.clone(),
+            name: name.to_owned(),
+            volumes: volumes.iter().map(|v| v.display().to_string()).collect(),
+        });
+    }
+    if vm.declarative() {
+        eprintln!(
+            "microvm: warning: {name} is declared in the host configuration; the next switch installs it again unless you remove it there"
+        );
+    }
+    run_program(
+        "systemctl",
+        &[
+            "stop",
+            &unit(name),
+            &format!("install-microvm-{name}.service"),
+        ],
+    )?;
+    let keep = if purge { Vec::new() } else { volumes };
+    let kept = delete_except(&vm.dir, &keep, Path::new(""))?;
+    if !kept {
+        fs::remove_dir(&vm.dir).map_err(io_error(&vm.dir))?;
+    }
+    for root in [name.to_owned(), format!("booted-{name}")] {
+        let _ = fs::remove_file(context.gcroots_dir.join(root));
+    }
+    if kept {
+        println!(
+            "microvm: removed {name}; kept its volume images in {} ({})",
+            vm.dir.display(),
+            keep.iter()
+                .map(|k| k.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    } else {
+        println!("microvm: removed {name} and {}", vm.dir.display());
+    }
+    Ok(())
+}
+
+fn read_declared(path: &Path) -> Result<Option<DeclaredList>, Error> {
+    match fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::Io {
+                path: path.to_owned(),
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+pub fn reconcile(
+    context: &Context,
+    declared_path: &Path,
+    previous_path: Option<&Path>,
+    dry_run: bool,
+) -> Result<(), Error> {
+    let declared = read_declared(declared_path)?.ok_or_else(|| Error::Io {
+        path: declared_path.to_owned(),
+        source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
+    })?;
+    let record = context.state_dir.join(".declared.json");
+    let previous_path = previous_path
+        .map(Path::to_owned)
+        .unwrap_or_else(|| record.clone());
+    let previous = read_declared(&previous_path)?
+        .map(|p| p.vms)
+        .unwrap_or_default();
+    let now: BTreeSet<&String> = declared.vms.iter().collect();
+    let removed: Vec<&String> = previous.iter().filter(|vm| !now.contains(vm)).collect();
+    if removed.is_empty() {
+        println!("microvm: reconcile: no declared VM was removed");
+    }
+    for name in &removed {
+        let dir = context.state_dir.join(name);
+        if dry_run {
+            println!("microvm: reconcile: would stop {name} (removed from the configuration)");
+            continue;
+        }
+        println!(
+            "microvm: reconcile: stopping {name} (removed from the configuration); its state stays in {} until `microvm remove --yes {name}`",
+            dir.display()
+        );
+        run_program(
+            "systemctl",
+            &[
+                "stop",
+                &unit(name),
+                &format!("install-microvm-{name}.service"),
+            ],
+        )?;
+    }
+    if !dry_run {
+        fs::create_dir_all(&context.state_dir).map_err(io_error(&context.state_dir))?;
+        let temporary = record.with_extension("json.new");
+        let text = serde_json::to_string_pretty(&declared).expect("serializes") + "\n";
+        fs::write(&temporary, text).map_err(io_error(&temporary))?;
+        fs::rename(&temporary, &record).map_err(io_error(&record))?;
+    }
+    Ok(())
+}

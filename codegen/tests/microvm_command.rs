@@ -1,0 +1,513 @@
+//! The `microvm` command, every verb, with recording stand-ins for nix, systemctl, journalctl
+//! and ssh first on PATH: each records its arguments (one call per line) and behaves just
+//! enough like the real program (nix build links a prebuilt runner; systemctl reports the unit
+//! state the test sets).
+
+mod common;
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Host {
+    dir: tempfile::TempDir,
+}
+
+const STAND_INS: &[(&str, &str)] = &[
+    (
+        "nix",
+        r#"#!/bin/bash
+printf '%s\n' "$*" >>"$RECORD/nix"
+if [ "$1" = build ]; then
+  [ "$2" = -o ] || exit 2
+  ln -sfn "$FAKE_RUNNER" "$3"
+fi
+"#,
+    ),
+    (
+        "systemctl",
+        r#"#!/bin/bash
+printf '%s\n' "$*" >>"$RECORD/systemctl"
+case $1 in
+  is-active) echo "${FAKE_ACTIVE:-inactive}"; [ "${FAKE_ACTIVE:-inactive}" = active ] ;;
+  show) printf 'ActiveState=%s\nSubState=%s\nMainPID=%s\n' "${FAKE_ACTIVE:-inactive}" "${FAKE_SUB:-dead}" "${FAKE_PID:-0}" ;;
+esac
+"#,
+    ),
+    (
+        "journalctl",
+        "#!/bin/bash\nprintf '%s\\n' \"$*\" >>\"$RECORD/journalctl\"\n",
+    ),
+    (
+        "ssh",
+        "#!/bin/bash\nprintf '%s\\n' \"$*\" >>\"$RECORD/ssh\"\n",
+    ),
+];
+
+impl Host {
+    fn new() -> Host {
+        let host = Host {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for dir in ["bin", "record", "state", "gcroots"] {
+            std::fs::create_dir_all(host.path(dir)).unwrap();
+        }
+        for (name, text) in STAND_INS {
+            let path = host.path("bin").join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        host
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// A runner generated from an ok fixture, with bash from this machine so it runs.
+    fn runner(&self, fixture: &str, name: &str) -> PathBuf {
+        let (mut spec, _) = common::ok_fixture(fixture);
+        spec.tools.bash = Some("/bin/bash".to_owned());
+        let out = self.path(&format!("runners/{name}"));
+        let tree = common::build(&spec);
+        microvm_codegen::output::write(&out, &tree, false).unwrap();
+        // A runner that records where it was run instead of starting a hypervisor.
+        std::fs::write(
+            out.join("bin/microvm-run"),
+            "#!/bin/bash\necho \"ran in $PWD\"\n",
+        )
+        .unwrap();
+        out
+    }
+
+    fn microvm(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let path = format!(
+            "{}:{}",
+            self.path("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut command = Command::new(env!("CARGO_BIN_EXE_microvm"));
+        command
+            .args(args)
+            .env("PATH", path)
+            .env("RECORD", self.path("record"))
+            .env("MICROVM_STATE_DIR", self.path("state"))
+            .env("MICROVM_GCROOTS_DIR", self.path("gcroots"));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    }
+
+    fn calls(&self, program: &str) -> Vec<String> {
+        std::fs::read_to_string(self.path("record").join(program))
+            .map(|t| t.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// Installs a VM directly (as the host module or an earlier create would have).
+    fn install(
+        &self,
+        name: &str,
+        runner: &Path,
+        flake: Option<&str>,
+        declarative: bool,
+    ) -> PathBuf {
+        let dir = self.path("state").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        symlink(runner, dir.join("current")).unwrap();
+        if let Some(flake) = flake {
+            std::fs::write(dir.join("flake"), format!("{flake}\n")).unwrap();
+        }
+        if declarative {
+            symlink(
+                "/nix/store/00000000000000000000000000000000-nixos-system",
+                dir.join("toplevel"),
+            )
+            .unwrap();
+        }
+        dir
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn create_builds_from_a_flake_and_refuses_an_existing_name() {
+    let host = Host::new();
+    let runner = host.runner("qemu-minimal.json", "a");
+    let runner_str = runner.display().to_string();
+    let env = [("FAKE_RUNNER", runner_str.as_str())];
+    let created = host.microvm(&["-c", "web", "-f", "/etc/vms"], &env);
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert_eq!(
+        host.calls("nix"),
+        vec![format!(
+            "build -o {} /etc/vms#nixosConfigurations.web.config.microvm.declaredRunner",
+            host.path("state/.web.creating/current").display()
+        )]
+    );
+    let dir = host.path("state/web");
+    assert_eq!(std::fs::read_link(dir.join("current")).unwrap(), runner);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("flake")).unwrap(),
+        "/etc/vms\n"
+    );
+    assert_eq!(
+        std::fs::read_link(host.path("gcroots/web")).unwrap(),
+        dir.join("current")
+    );
+    assert!(stdout(&created).contains("systemctl start microvm@web"));
+
+    let again = host.microvm(&["create", "web"], &env);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("web already exists"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(host.calls("nix").len(), 1, "refused before building");
+
+    let bad = host.microvm(&["create", "../escape"], &env);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(!host.path("escape").exists());
+}
+
+#[test]
+fn create_from_a_prebuilt_runner_skips_nix() {
+    let host = Host::new();
+    let runner = host.runner("cloud-hypervisor-minimal.json", "b");
+    let output = host.microvm(
+        &["create", "fast", "--runner", runner.to_str().unwrap()],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(host.calls("nix").is_empty());
+    assert!(stdout(&output).contains("(cloud-hypervisor)"));
+    let not_a_runner = host.microvm(&["create", "broken", "--runner", "/tmp"], &[]);
+    assert_eq!(not_a_runner.status.code(), Some(1));
+    assert!(
+        !host.path("state/broken").exists(),
+        "nothing is left behind"
+    );
+    assert!(!host.path("state/.broken.creating").exists());
+}
+
+#[test]
+fn update_rebuilds_from_the_recorded_flake_and_restarts_on_request() {
+    let host = Host::new();
+    let old = host.runner("qemu-minimal.json", "old");
+    let new = host.runner("qemu-minimal.json", "new");
+    let dir = host.install("web", &old, Some("/etc/vms"), false);
+    symlink(&old, dir.join("booted")).unwrap();
+    let new_str = new.display().to_string();
+    let output = host.microvm(
+        &["-Ru", "web"],
+        &[("FAKE_RUNNER", &new_str), ("FAKE_ACTIVE", "active")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(std::fs::read_link(dir.join("current")).unwrap(), new);
+    let nix = host.calls("nix");
+    assert!(
+        nix[0].ends_with("/etc/vms#nixosConfigurations.web.config.microvm.declaredRunner"),
+        "{nix:?}"
+    );
+    assert_eq!(
+        nix[1],
+        format!("store diff-closures {} {}", old.display(), new.display())
+    );
+    assert!(
+        host.calls("systemctl")
+            .contains(&"restart microvm@web.service".to_owned())
+    );
+
+    // Without -R a running VM is left alone, with a hint.
+    let host = Host::new();
+    let dir = host.install("web", &old, Some("/etc/vms"), false);
+    symlink(&old, dir.join("booted")).unwrap();
+    let output = host.microvm(
+        &["update", "web"],
+        &[("FAKE_RUNNER", &new_str), ("FAKE_ACTIVE", "active")],
+    );
+    assert!(output.status.success());
+    assert!(
+        stdout(&output).contains("microvm update -R web"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        !host
+            .calls("systemctl")
+            .iter()
+            .any(|c| c.starts_with("restart"))
+    );
+}
+
+#[test]
+fn update_refuses_declarative_and_flakeless_vms() {
+    let host = Host::new();
+    let runner = host.runner("qemu-minimal.json", "a");
+    host.install("declared", &runner, None, true);
+    host.install("prebuilt", &runner, None, false);
+    let output = host.microvm(&["update", "declared", "prebuilt"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("declared is declared in the host configuration"),
+        "{err}"
+    );
+    assert!(err.contains("prebuilt has no flake"), "{err}");
+    assert!(host.calls("nix").is_empty());
+    let missing = host.microvm(&["update", "nope"], &[]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("there is no VM nope"));
+}
+
+#[test]
+fn run_starts_the_installed_runner_in_the_vm_directory() {
+    let host = Host::new();
+    let runner = host.runner("qemu-minimal.json", "a");
+    let dir = host.install("web", &runner, None, false);
+    let output = host.microvm(&["-r", "web"], &[]);
+    assert!(output.status.success());
+    assert_eq!(stdout(&output).trim(), format!("ran in {}", dir.display()));
+}
+
+fn validate_against(schema_file: &str, generated: String, instance: &serde_json::Value) {
+    let path = common::repo_root().join("doc").join(schema_file);
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        committed.trim_end(),
+        generated.trim_end(),
+        "{} is stale: run `cargo run --bin microvm-codegen -- schema --of <its name>` into it",
+        path.display()
+    );
+    let schema: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{instance:#}\ndoes not match {schema_file}: {errors:?}"
+    );
+}
+
+#[test]
+fn list_and_status_report_versions_and_match_their_schemas() {
+    let host = Host::new();
+    let old = host.runner("qemu-every-feature.json", "old");
+    let new = host.runner("qemu-every-feature.json", "new");
+    let dir = host.install("web", &new, Some("/etc/vms"), false);
+    symlink(&old, dir.join("booted")).unwrap();
+    host.install("declared", &new, None, true);
+
+    let list = host.microvm(&["list", "--json"], &[("FAKE_ACTIVE", "active")]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
+    validate_against(
+        "microvm-list.schema.json",
+        microvm_codegen::manage::list_schema_json(),
+        &json,
+    );
+    assert_eq!(json[0]["name"], "declared");
+    assert_eq!(json[0]["declarative"], true);
+    assert_eq!(json[1]["name"], "web");
+    assert_eq!(json[1]["state"], "outdated", "booted differs from current");
+    assert_eq!(json[1]["hypervisor"], "qemu");
+
+    let text = host.microvm(&["-l"], &[]);
+    assert!(stdout(&text).contains("stopped"), "{}", stdout(&text));
+
+    let status = host.microvm(
+        &["status", "web", "--json"],
+        &[
+            ("FAKE_ACTIVE", "active"),
+            ("FAKE_SUB", "running"),
+            ("FAKE_PID", "4242"),
+        ],
+    );
+    assert!(status.status.success(), "{}", stderr(&status));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    validate_against(
+        "microvm-status.schema.json",
+        microvm_codegen::manage::status_schema_json(),
+        &json,
+    );
+    assert_eq!(json["restartNeeded"], true);
+    assert_eq!(json["unit"]["mainPid"], 4242);
+    assert_eq!(json["spec"]["vcpu"], 4);
+    assert_eq!(json["flake"], "/etc/vms");
+    let text = host.microvm(&["status", "web"], &[]);
+    assert!(
+        stdout(&text).contains("hypervisor  qemu"),
+        "{}",
+        stdout(&text)
+    );
+}
+
+#[test]
+fn ssh_goes_over_vsock_and_refuses_without_a_cid_or_when_stopped() {
+    let host = Host::new();
+    let with_cid = host.runner("qemu-every-feature.json", "cid");
+    let without = host.runner("qemu-minimal.json", "nocid");
+    let ch = host.runner("cloud-hypervisor-every-feature.json", "ch");
+    host.install("vm", &with_cid, None, false);
+    host.install("plain", &without, None, false);
+    let ch_dir = host.install("chvm", &ch, None, false);
+    let active = [("FAKE_ACTIVE", "active")];
+
+    assert!(
+        host.microvm(&["-s", "vm", "uname", "-a"], &active)
+            .status
+            .success()
+    );
+    assert!(
+        host.microvm(&["ssh", "vm", "--", "-l", "admin", "-i", "key"], &active)
+            .status
+            .success()
+    );
+    assert!(host.microvm(&["ssh", "chvm"], &active).status.success());
+    let options = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null";
+    assert_eq!(
+        host.calls("ssh"),
+        vec![
+            format!("{options} -l root vsock/42 uname -a"),
+            format!("{options} -l admin -i key vsock/42"),
+            format!(
+                "{options} -l root vsock-mux/{}/notify.vsock",
+                ch_dir.display()
+            ),
+        ]
+    );
+
+    let no_cid = host.microvm(&["ssh", "plain"], &active);
+    assert_eq!(no_cid.status.code(), Some(1));
+    assert!(
+        stderr(&no_cid).contains("plain has no vsock cid"),
+        "{}",
+        stderr(&no_cid)
+    );
+    let stopped = host.microvm(&["ssh", "vm"], &[]);
+    assert_eq!(stopped.status.code(), Some(1));
+    assert!(stderr(&stopped).contains("vm is not running"));
+    assert_eq!(host.calls("ssh").len(), 3, "refusals run no ssh");
+}
+
+#[test]
+fn logs_show_the_vms_units() {
+    let host = Host::new();
+    let runner = host.runner("qemu-minimal.json", "a");
+    host.install("web", &runner, None, false);
+    assert!(
+        host.microvm(&["logs", "web", "-F", "-n", "20"], &[])
+            .status
+            .success()
+    );
+    assert_eq!(
+        host.calls("journalctl"),
+        vec!["-u microvm@web.service -u microvm-virtiofsd@web.service -u microvm-tap-interfaces@web.service -u microvm-macvtap-interfaces@web.service -u install-microvm-web.service -n 20 -f".to_owned()]
+    );
+}
+
+#[test]
+fn remove_needs_yes_and_keeps_volumes_unless_purged() {
+    let host = Host::new();
+    let runner = host.runner("qemu-every-feature.json", "a");
+    let dir = host.install("web", &runner, None, false);
+    // qemu-every-feature has the relative volume var.img and an absolute one elsewhere.
+    std::fs::write(dir.join("var.img"), "precious").unwrap();
+    std::fs::write(dir.join("web.sock"), "").unwrap();
+
+    let refused = host.microvm(&["remove", "web"], &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("without --yes"));
+    assert!(stderr(&refused).contains("var.img"), "{}", stderr(&refused));
+    assert!(
+        dir.join("current").exists() && host.calls("systemctl").is_empty(),
+        "nothing happened"
+    );
+
+    let removed = host.microvm(&["remove", "web", "--yes"], &[]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert_eq!(
+        host.calls("systemctl"),
+        vec!["stop microvm@web.service install-microvm-web.service"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("var.img")).unwrap(),
+        "precious"
+    );
+    assert!(!dir.join("current").exists() && !dir.join("web.sock").exists());
+    assert!(
+        runner.join("bin/microvm-run").exists(),
+        "the runner behind current was not touched"
+    );
+
+    let purged = host.microvm(&["remove", "web", "--yes", "--purge"], &[]);
+    assert!(purged.status.success(), "{}", stderr(&purged));
+    assert!(!dir.exists());
+}
+
+#[test]
+fn reconcile_stops_vms_removed_from_the_configuration() {
+    let host = Host::new();
+    let write = |name: &str, vms: &[&str]| {
+        let path = host.path(name);
+        let json = serde_json::json!({ "stateDir": host.path("state"), "vms": vms });
+        std::fs::write(&path, json.to_string()).unwrap();
+        path
+    };
+    let first = write("first.json", &["a", "b"]);
+    let second = write("second.json", &["a"]);
+    assert!(
+        host.microvm(&["reconcile", "--declared", first.to_str().unwrap()], &[])
+            .status
+            .success()
+    );
+    assert!(
+        host.calls("systemctl").is_empty(),
+        "nothing was declared before"
+    );
+
+    let dry = host.microvm(
+        &[
+            "reconcile",
+            "--declared",
+            second.to_str().unwrap(),
+            "--dry-run",
+        ],
+        &[],
+    );
+    assert!(stdout(&dry).contains("would stop b"), "{}", stdout(&dry));
+    assert!(host.calls("systemctl").is_empty());
+
+    let real = host.microvm(&["reconcile", "--declared", second.to_str().unwrap()], &[]);
+    assert!(real.status.success(), "{}", stderr(&real));
+    assert_eq!(
+        host.calls("systemctl"),
+        vec!["stop microvm@b.service install-microvm-b.service"]
+    );
+    assert!(stdout(&real).contains("its state stays"));
+    let again = host.microvm(&["reconcile", "--declared", second.to_str().unwrap()], &[]);
+    assert!(stdout(&again).contains("no declared VM was removed"));
+    assert_eq!(host.calls("systemctl").len(), 1);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let host = Host::new();
+    assert_eq!(host.microvm(&[], &[]).status.code(), Some(2));
+    assert_eq!(
+        host.microvm(&["remove", "x", "--purge"], &[]).status.code(),
+        Some(2)
+    );
+    assert_eq!(host.microvm(&["frobnicate"], &[]).status.code(), Some(2));
+}
