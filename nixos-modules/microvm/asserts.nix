@@ -72,5 +72,7 @@ lib.mkIf cfg.guest.enable {
 
   warnings =
     lib.optional (cfg.mem < 32) "MicroVM ${hostName}: microvm.mem = ${toString cfg.mem} MiB is very little for NixOS."
-    ++ lib.optional config.nix.optimise.automatic "MicroVM ${hostName}: nix.optimise.automatic holds many files open through virtiofsd and gains nothing on a store disk.";
+    ++ lib.optional config.nix.optimise.automatic "MicroVM ${hostName}: nix.optimise.automatic holds many files open through virtiofsd and gains nothing on a store disk."
+    # The runner spec has no field for it yet, so the runner gets no microvm-register script.
+    ++ lib.optional cfg.registerWithMachined "MicroVM ${hostName}: microvm.registerWithMachined is not supported yet; the VM is not registered with systemd-machined.";
 }
