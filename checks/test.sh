@@ -59,7 +59,7 @@ elif ! boot_env=$("$here/boot-env.sh" | tail -n 1); then
 else
 	export MICROVM_TEST_ENV=$boot_env
 	if ((EUID != 0)); then
-		skipped "tier 3 tap test" "network namespaces need root" 'test(tap_network)'
+		skipped "tier 3 tap tests" "network namespaces need root" 'test(tap_network) | test(host_path)'
 	fi
 fi
 

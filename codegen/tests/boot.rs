@@ -437,3 +437,140 @@ fn microvm_balloon_changes_the_guests_memory() {
     }
     shut_down(&mut vm);
 }
+
+/// The host path, without systemd: what the units would run, run by hand in their order.
+/// `microvm create` installs an already generated runner (no Nix build), the host package's
+/// set-booted records it, the runner's tap-up runs in a network namespace, `microvm run` boots
+/// the guest, the unit's ExecStop script shuts it down through the booted version's
+/// microvm-shutdown, and the booted version's tap-down removes the tap.
+#[test]
+fn host_path_create_run_shutdown_and_tap_teardown() {
+    let env = boot_env();
+    let tmp = tempdir();
+    let ns = Netns::new(&format!("mvhost-{}", std::process::id()));
+    let state = tmp.path().join("state");
+    let token = format!("host-path-{}", std::process::id());
+    let mut s = spec(
+        &env,
+        "hostpath",
+        "net",
+        &[
+            param("ip", "192.168.79.2/24"),
+            param("gw", "192.168.79.1"),
+            param("token", &token),
+        ],
+    );
+    s["interfaces"] = json!([{ "type": "tap", "id": "mvtap-host", "mac": "02:00:00:00:30:01" }]);
+    let runner = generate(&tmp.path().join("build"), &s);
+
+    let host_spec = json!({
+        "specVersion": 1, "stateDir": state, "user": "root", "group": "root",
+        "tools": { "bash": host_tool("bash"), "ln": host_tool("ln"), "rm": host_tool("rm"),
+                   "mkdir": host_tool("mkdir"), "chown": host_tool("chown"), "readlink": host_tool("readlink") }
+    });
+    std::fs::write(tmp.path().join("host.json"), host_spec.to_string()).unwrap();
+    let package = tmp.path().join("host");
+    let output = Command::new(env!("CARGO_BIN_EXE_microvm-codegen"))
+        .args(["host", "--spec"])
+        .arg(tmp.path().join("host.json"))
+        .arg("--out")
+        .arg(&package)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let libexec = |script: &str| package.join("libexec/microvm").join(script);
+
+    let microvm = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_microvm"));
+        c.args(args)
+            .env("MICROVM_STATE_DIR", &state)
+            .env("MICROVM_GCROOTS_DIR", tmp.path().join("gcroots"));
+        c
+    };
+    let created = microvm(&["create", "hostpath", "--runner", runner.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let vm_dir = state.join("hostpath");
+    assert!(vm_dir.join("current/bin/microvm-run").is_file());
+
+    let status = Command::new(libexec("set-booted"))
+        .arg("hostpath")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read_link(vm_dir.join("booted")).unwrap(), runner);
+
+    let tap_up = vm_dir.join("current/bin/tap-up").display().to_string();
+    ns.run(&[&tap_up]);
+    let ip = host_tool("ip");
+    ns.run(&[&ip, "addr", "add", "192.168.79.1/24", "dev", "mvtap-host"]);
+
+    let mut vm = Vm {
+        dir: vm_dir.clone(),
+        runner: vm_dir.join("current"),
+        child: None,
+        console: Default::default(),
+        stderr: Default::default(),
+    };
+    let microvm_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_microvm"));
+    let state_arg = format!("--state-dir={}", state.display());
+    vm.start_with(
+        Some(&ns.0),
+        &[
+            microvm_bin.as_os_str(),
+            state_arg.as_ref(),
+            "run".as_ref(),
+            "hostpath".as_ref(),
+        ],
+    );
+    vm.wait_for("MVTEST:net:listening", VM_TIMEOUT);
+    let curl = host_tool("curl");
+    let page = ns.run(&[&curl, "-s", "--max-time", "10", "http://192.168.79.2/"]);
+    assert_eq!(
+        String::from_utf8_lossy(&page.stdout).trim(),
+        format!("MVTEST-PAGE:{token}")
+    );
+
+    // The unit's ExecStop: the booted version's microvm-shutdown, in the VM's directory.
+    let stop = Command::new(libexec("stop"))
+        .arg("hostpath")
+        .output()
+        .unwrap();
+    assert!(
+        stop.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&stop.stderr),
+        vm.transcript()
+    );
+    let exit = vm.wait_exit(Duration::from_secs(30));
+    assert!(
+        exit.success(),
+        "microvm run exited with {exit}\n{}",
+        vm.transcript()
+    );
+    vm.wait_for("MVTEST:powerbutton", Duration::ZERO);
+    vm.wait_for("MVTEST:poweroff", Duration::ZERO);
+
+    // The tap unit's ExecStop: the booted version's tap-down.
+    let run_booted = libexec("run-booted").display().to_string();
+    ns.run(&[&run_booted, "hostpath", "tap-down"]);
+    let gone = ns
+        .command(&[&ip, "link", "show", "dev", "mvtap-host"])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "tap-down left mvtap-host behind");
+    let status = Command::new(libexec("unset-booted"))
+        .arg("hostpath")
+        .status()
+        .unwrap();
+    assert!(status.success() && !vm_dir.join("booted").exists());
+}

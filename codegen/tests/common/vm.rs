@@ -160,13 +160,23 @@ impl Vm {
 
     /// Starts `bin/microvm-run`, inside network namespace `netns` when given.
     pub fn start(&mut self, netns: Option<&str>) {
+        let program = self.bin("microvm-run");
+        self.start_with(netns, &[program.as_os_str()]);
+    }
+
+    /// Starts `argv` as the VM's process (e.g. `microvm run NAME`), in `netns` when given.
+    pub fn start_with(&mut self, netns: Option<&str>, argv: &[&std::ffi::OsStr]) {
         let mut command = match netns {
             Some(ns) => {
                 let mut c = Command::new(host_tool("ip"));
-                c.args(["netns", "exec", ns]).arg(self.bin("microvm-run"));
+                c.args(["netns", "exec", ns]).args(argv);
                 c
             }
-            None => Command::new(self.bin("microvm-run")),
+            None => {
+                let mut c = Command::new(argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
         };
         let mut child = command
             .current_dir(&self.dir)
