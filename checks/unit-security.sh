@@ -20,7 +20,7 @@ cat >"$work/host.json" <<JSON
   "stateDir": "$work/state",
   "vms": { "vm1": { "runner": "$work/runner", "restartIfChanged": true } },
   "tools": { "bash": "/bin/bash", "ln": "/bin/ln", "rm": "/bin/rm", "mkdir": "/bin/mkdir",
-             "chown": "/bin/chown", "readlink": "/bin/readlink" }
+             "chown": "/bin/chown", "readlink": "/bin/readlink", "microvm": "/bin/true" }
 }
 JSON
 "$codegen" host --spec "$work/host.json" --out "$work/host" 2>/dev/null

@@ -44,6 +44,11 @@ templates! {
     QEMU_BALLOON = "balloon/qemu.sh";
     CLOUD_HYPERVISOR_SHUTDOWN = "shutdown/cloud-hypervisor.sh";
     CLOUD_HYPERVISOR_BALLOON = "balloon/cloud-hypervisor.sh";
+    CROSVM_SHUTDOWN = "shutdown/crosvm.sh";
+    CROSVM_BALLOON = "balloon/crosvm.sh";
+    FIRECRACKER_SHUTDOWN = "shutdown/firecracker.sh";
+    FIRECRACKER_BALLOON = "balloon/firecracker.sh";
+    KVMTOOL_BALLOON = "balloon/kvmtool.sh";
 }
 
 /// systemd unit templates, named by the unit file they render to.
@@ -75,6 +80,10 @@ pub const UNIT_TEMPLATES: &[(&str, &str)] = &[
     (
         "microvms.target",
         include_str!("../../templates/units/microvms.target"),
+    ),
+    (
+        "microvm-reconcile.service",
+        include_str!("../../templates/units/microvm-reconcile.service"),
     ),
     (
         INSTALL_UNIT,

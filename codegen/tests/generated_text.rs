@@ -62,7 +62,7 @@ fn host_with_installed_runner(dir: &std::path::Path) -> std::path::PathBuf {
         "autostart": ["vm1"],
         "vms": { "vm1": { "runner": state.join("vm1/current"), "restartIfChanged": true } },
         "tools": { "bash": "/bin/bash", "ln": "/bin/ln", "rm": "/bin/rm", "mkdir": "/bin/mkdir",
-                   "chown": "/bin/chown", "readlink": "/bin/readlink" }
+                   "chown": "/bin/chown", "readlink": "/bin/readlink", "microvm": env!("CARGO_BIN_EXE_microvm") }
     });
     let spec_path = dir.join("host.json");
     std::fs::write(&spec_path, host_spec.to_string()).unwrap();

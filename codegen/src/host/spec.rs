@@ -81,7 +81,8 @@ pub struct DeclaredVm {
     /// The runner signals readiness (cloud-hypervisor with a vsock cid): `Type=notify`.
     #[serde(default)]
     pub notify: bool,
-    /// Paths outside the state directory the hypervisor writes (volume images, 9p shares).
+    /// Paths outside the state directory the hypervisor writes (directories of volume images,
+    /// 9p share sources); missing ones are skipped.
     #[serde(default)]
     pub writable_paths: Vec<String>,
 }
@@ -121,4 +122,6 @@ host_tools! {
     mkdir => Mkdir, "mkdir";
     chown => Chown, "chown";
     readlink => Readlink, "readlink";
+    // The `microvm` command, for reconciliation.
+    microvm => Microvm, "microvm";
 }

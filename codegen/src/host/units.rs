@@ -48,6 +48,8 @@ struct VmContext<'a> {
     restart_if_changed: bool,
     notify: bool,
     writable_paths: &'a [String],
+    /// A writable path is under /home, /root or /run/user, which ProtectHome= hides.
+    home_access: bool,
 }
 
 /// The declared VMs as reconciliation reads them (`share/microvm/declared.json`).
@@ -103,7 +105,10 @@ pub fn build(spec: &HostSpec, package: &str, renderer: &Renderer) -> Result<Tree
 
     let mut tree = Tree::new();
     let units = "lib/systemd/system";
-    for unit in TEMPLATE_UNITS.iter().chain(&["microvms.target"]) {
+    for unit in TEMPLATE_UNITS
+        .iter()
+        .chain(&["microvms.target", "microvm-reconcile.service"])
+    {
         tree.insert(
             format!("{units}/{unit}"),
             file(renderer.render_unit(unit, &host)?),
@@ -161,5 +166,10 @@ fn vm_context<'a>(host: &'a HostContext<'a>, name: &'a str, vm: &'a DeclaredVm) 
         restart_if_changed: vm.restart_if_changed,
         notify: vm.notify,
         writable_paths: &vm.writable_paths,
+        home_access: vm.writable_paths.iter().any(|p| {
+            ["/home", "/root", "/run/user"]
+                .iter()
+                .any(|home| p == home || p.starts_with(&format!("{home}/")))
+        }),
     }
 }
