@@ -80,11 +80,11 @@ if [[ -z ${NIXPKGS_LIB:-} ]]; then
 fi
 tier4=yes
 if ! command -v nix-instantiate >/dev/null; then
-	skipped "tier 4 (Nix evaluation)" "nix-instantiate is not installed" 'binary(nix_eval)'
+	skipped "tier 4 (Nix evaluation)" "nix-instantiate is not installed" 'binary(nix_eval) | binary(nix_host)'
 	skipped "Nix parse test" "nix-instantiate is not installed" 'binary(nix_parse)'
 	tier4=
 elif [[ -z ${NIXPKGS_LIB:-} ]]; then
-	skipped "tier 4 (Nix evaluation)" "NIXPKGS_LIB unset" 'binary(nix_eval)'
+	skipped "tier 4 (Nix evaluation)" "NIXPKGS_LIB unset" 'binary(nix_eval) | binary(nix_host)'
 	tier4=
 fi
 # A spec evaluated by Nix boots a guest: needs the boot environment (tier 3) and tier 4.

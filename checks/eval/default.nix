@@ -374,6 +374,8 @@ in
     hypervisors = flakeOutputs.lib.hypervisors;
   };
 
+  host = import ./host.nix { inherit lib standIns; };
+
   coverage = {
     tableFeatures = builtins.attrNames microvmLib.table.features;
     nixFeatures = builtins.attrNames (microvmLib.featureUses bare.microvm);

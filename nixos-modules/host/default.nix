@@ -1,4 +1,155 @@
-# The host module (`nixosModules.host`): declarative VMs (`microvm.vms`), the runners' systemd
-# units and the `microvm` command. A placeholder until its issue lands; the guest module does
-# not depend on it.
-_: { }
+# The host module (`nixosModules.host`): runs microVMs as systemd services. The units come from
+# `microvm-codegen host` (a host spec built here from the options, turned into a package by a
+# plain derivation); the module installs them, creates the `microvm` user and the state
+# directory, and ships the `microvm` command.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  cfg = config.microvm;
+  hostCfg = cfg.host;
+  codegen = hostCfg.codegenPackage;
+
+  guestOf =
+    name: vm:
+    if vm.flake != null then
+      vm.flake.nixosConfigurations.${name}.config
+    else if vm.evaluatedConfig != null then
+      vm.evaluatedConfig.config
+    else if vm.config != null then
+      (hostCfg.evalGuest { inherit name vm; }).config
+    else
+      throw "microvm.vms.${name}: set config, evaluatedConfig or flake";
+
+  # Directories the hypervisor writes outside its state directory: those of absolute volume
+  # images and the sources of 9p shares (the hypervisor serves those itself).
+  writablePaths =
+    guest:
+    let
+      absolute = p: lib.hasPrefix "/" p;
+      volumeDirs = map (v: builtins.dirOf v.image) (
+        builtins.filter (v: absolute v.image) guest.microvm.volumes
+      );
+      shareSources = map (s: s.source) (
+        builtins.filter (
+          s: s.proto == "9p" && absolute s.source && s.source != "/nix/store"
+        ) guest.microvm.shares
+      );
+    in
+    lib.unique (volumeDirs ++ shareSources);
+
+  declaredVm =
+    name: vm:
+    let
+      guest = guestOf name vm;
+    in
+    {
+      runner = "${guest.microvm.declaredRunner}";
+      toplevel = if vm.config != null then "${guest.system.build.toplevel}" else null;
+      flake = if vm.flake != null then "${vm.flake}" else null;
+      inherit (vm) updateFlake restartIfChanged;
+      notify = false;
+      writablePaths = writablePaths guest;
+    };
+
+  spec = {
+    specVersion = 1;
+    stateDir = toString cfg.stateDir;
+    user = "microvm";
+    group = "kvm";
+    startupTimeout = hostCfg.startupTimeout;
+    shutdownTimeout = hostCfg.shutdownTimeout;
+    inherit (hostCfg) useNotifySockets;
+    autostart = lib.unique cfg.autostart;
+    vms = lib.mapAttrs declaredVm cfg.vms;
+    tools = {
+      bash = "${pkgs.bash}/bin/bash";
+      ln = "${pkgs.coreutils}/bin/ln";
+      rm = "${pkgs.coreutils}/bin/rm";
+      mkdir = "${pkgs.coreutils}/bin/mkdir";
+      chown = "${pkgs.coreutils}/bin/chown";
+      readlink = "${pkgs.coreutils}/bin/readlink";
+      microvm = "${codegen}/bin/microvm";
+    };
+  };
+
+  package =
+    pkgs.runCommand "microvm-host"
+      {
+        nativeBuildInputs = [ codegen ];
+        passthru.spec = spec;
+      }
+      ''
+        microvm-codegen host --spec ${pkgs.writeText "microvm-host-spec.json" (builtins.toJSON spec)} --out $out
+      '';
+
+  # The `microvm` command, pointed at this host's state directory.
+  command = pkgs.writeShellScriptBin "microvm" ''
+    export MICROVM_STATE_DIR="''${MICROVM_STATE_DIR:-${toString cfg.stateDir}}"
+    exec ${codegen}/bin/microvm "$@"
+  '';
+
+  # Share sources of declared VMs are created for them; relative ones live in the VM's state
+  # directory, where the hypervisor resolves them.
+  shareDirs = lib.concatLists (
+    lib.mapAttrsToList (
+      name: vm:
+      map (
+        s:
+        if lib.hasPrefix "/" s.source then
+          s.source
+        else
+          "${toString cfg.stateDir}/${name}/${s.source}"
+      ) (builtins.filter (s: s.source != "/nix/store") (guestOf name vm).microvm.shares)
+    ) cfg.vms
+  );
+in
+{
+  imports = [ ./options.nix ];
+
+  config = lib.mkIf hostCfg.enable {
+    assertions = lib.mapAttrsToList (name: vm: {
+      assertion = vm.config == null || (vm.flake == null && vm.updateFlake == null);
+      message = "microvm.vms.${name}: a VM with `config` cannot also have `flake` or `updateFlake`.";
+    }) cfg.vms;
+
+    microvm.autostart = lib.mapAttrsToList (name: _: name) (
+      lib.filterAttrs (_: vm: vm.autostart) cfg.vms
+    );
+    microvm.host.spec = spec;
+    microvm.host.package = package;
+
+    boot.kernelModules = [
+      "tap"
+      "vhost_net"
+    ];
+
+    users.users.microvm = {
+      isSystemUser = true;
+      group = "kvm";
+    };
+    security.pam.loginLimits = [
+      {
+        domain = "microvm";
+        item = "memlock";
+        type = "-";
+        value = "infinity";
+      }
+    ];
+
+    systemd.packages = [ package ];
+    systemd.targets.microvms.wantedBy = [ "multi-user.target" ];
+    systemd.services.microvm-reconcile.wantedBy = [ "multi-user.target" ];
+
+    systemd.tmpfiles.rules = [
+      "d ${toString cfg.stateDir} 0775 microvm kvm - -"
+    ]
+    ++ map (dir: "d ${dir} :0775 :microvm :kvm - -") shareDirs;
+
+    environment.systemPackages = [ command ];
+  };
+}

@@ -1,0 +1,67 @@
+# Evaluation tests of the host module (tier 4): the host module evaluated with nixpkgs' lib and
+# the stand-ins of ./stand-ins.nix, guests evaluated the same way. Nothing is built: the tests
+# read the host spec the module writes and give it to `microvm-codegen host` themselves.
+{ lib, standIns }:
+
+let
+  pkgs = standIns.pkgsFor "x86_64-linux";
+
+  guest =
+    name: modules:
+    standIns.evalGuest {
+      modules = [ { networking.hostName = name; } ] ++ modules;
+    };
+
+  host =
+    vms:
+    (lib.evalModules {
+      modules = [
+        ../../nixos-modules/host
+        standIns.nixosModule
+        {
+          _module.args.pkgs = pkgs;
+          # Fully declarative guests are evaluated with the stand-ins instead of nixpkgs.
+          microvm.host.evalGuest = { name, vm }: guest name ([ vm.config ] ++ vm.extraModules);
+          microvm.vms = vms;
+        }
+      ];
+    }).config;
+
+  # "alpha" comes already evaluated and starts at boot; "beta" is fully declarative, does not
+  # autostart, and shares a directory from /srv (the hypervisor writes it).
+  alpha.evaluatedConfig = guest "alpha" [
+    {
+      microvm.interfaces = [
+        {
+          type = "tap";
+          id = "vm-alpha";
+          mac = "02:00:00:00:aa:01";
+        }
+      ];
+    }
+  ];
+  beta = {
+    autostart = false;
+    config.microvm.shares = [
+      {
+        tag = "data";
+        source = "/srv/beta";
+        mountPoint = "/data";
+      }
+    ];
+  };
+
+  twoVms = host { inherit alpha beta; };
+  oneVm = host { inherit alpha; };
+in
+{
+  twoVms = {
+    spec = twoVms.microvm.host.spec;
+    autostart = twoVms.microvm.autostart;
+    tmpfiles = twoVms.systemd.tmpfiles.rules;
+    user = twoVms.users.users.microvm;
+    packages = map (p: p.name) twoVms.systemd.packages;
+    commands = map (p: p.name) twoVms.environment.systemPackages;
+  };
+  oneVm.spec = oneVm.microvm.host.spec;
+}

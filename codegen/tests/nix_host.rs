@@ -1,0 +1,134 @@
+//! Tier 4: the host module (`nixosModules.host`) evaluated with nixpkgs' lib and the stand-ins
+//! (checks/eval/host.nix), and the host spec it writes turned into units by
+//! `microvm-codegen host`, as the module's derivation would: two declared VMs, one autostarted,
+//! and the same host with one VM removed, which reconciliation must stop.
+
+mod common;
+#[path = "common/nix.rs"]
+mod nix;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Writes the evaluated host spec and generates the host package from it.
+fn generate(spec: &Value, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let spec_path = dir.join("host-spec.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let package = dir.join("host");
+    let output = Command::new(env!("CARGO_BIN_EXE_microvm-codegen"))
+        .args(["host", "--spec"])
+        .arg(&spec_path)
+        .arg("--out")
+        .arg(&package)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the evaluated host spec is refused:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    package
+}
+
+fn read(package: &Path, file: &str) -> String {
+    std::fs::read_to_string(package.join(file)).unwrap()
+}
+
+#[test]
+fn two_vms_one_autostarted_generate_units_that_want_exactly_that_one() {
+    let evaluated = nix::eval("host.twoVms");
+    assert_eq!(evaluated["autostart"], serde_json::json!(["alpha"]));
+    assert_eq!(evaluated["user"]["group"], "kvm");
+    assert_eq!(evaluated["packages"], serde_json::json!(["microvm-host"]));
+    assert_eq!(evaluated["commands"], serde_json::json!(["microvm"]));
+    let tmpfiles: Vec<&str> = evaluated["tmpfiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(tmpfiles.contains(&"d /var/lib/microvms 0775 microvm kvm - -"));
+    assert!(
+        tmpfiles.contains(&"d /srv/beta :0775 :microvm :kvm - -"),
+        "{tmpfiles:?}"
+    );
+
+    let spec = &evaluated["spec"];
+    assert_eq!(
+        spec["vms"]["beta"]["restartIfChanged"], true,
+        "fully declarative VMs restart"
+    );
+    assert_eq!(spec["vms"]["alpha"]["restartIfChanged"], false);
+    assert_eq!(
+        spec["vms"]["beta"]["toplevel"],
+        "/stand-in/nixos-system-beta"
+    );
+    assert_eq!(
+        spec["vms"]["beta"]["writablePaths"],
+        serde_json::json!(["/srv/beta"])
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let package = generate(spec, dir.path());
+    let target = read(&package, "lib/systemd/system/microvms.target");
+    let wanted_vms: Vec<&str> = target
+        .lines()
+        .filter_map(|l| l.strip_prefix("Wants=microvm@"))
+        .collect();
+    assert_eq!(wanted_vms, vec!["alpha.service"], "{target}");
+    for vm in ["alpha", "beta"] {
+        assert!(target.contains(&format!("Wants=install-microvm-{vm}.service")));
+        let drop_in = read(
+            &package,
+            &format!("lib/systemd/system/microvm@{vm}.service.d/50-declared.conf"),
+        );
+        assert!(drop_in.contains(&format!(
+            "Environment=MICROVM_RUNNER=/stand-in/microvm-qemu-{vm}"
+        )));
+    }
+    let install_beta = read(&package, "libexec/microvm/install-beta");
+    assert!(
+        install_beta.contains("/stand-in/nixos-system-beta toplevel"),
+        "{install_beta}"
+    );
+}
+
+#[test]
+fn a_vm_removed_between_two_evaluations_is_on_the_reconciliation_list() {
+    let before = nix::eval("host.twoVms");
+    let after = nix::eval("host.oneVm");
+    let dir = tempfile::tempdir().unwrap();
+    let first = generate(&before["spec"], &dir.path().join("before"));
+    let second = generate(&after["spec"], &dir.path().join("after"));
+    assert_eq!(
+        read(&second, "share/microvm/declared.json")
+            .parse::<Value>()
+            .unwrap()["vms"],
+        serde_json::json!(["alpha"])
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_microvm"))
+        .args(["reconcile", "--dry-run", "--declared"])
+        .arg(second.join("share/microvm/declared.json"))
+        .arg("--previous")
+        .arg(first.join("share/microvm/declared.json"))
+        .env("MICROVM_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("would stop beta"), "{stdout}");
+    assert!(!stdout.contains("alpha"), "{stdout}");
+    // The reconcile unit runs exactly that, against this package's list.
+    let unit = read(&second, "lib/systemd/system/microvm-reconcile.service");
+    assert!(unit.contains(&format!(
+        "reconcile --declared {}/share/microvm/declared.json --state-dir /var/lib/microvms",
+        second.display()
+    )));
+}

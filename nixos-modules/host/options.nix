@@ -1,0 +1,193 @@
+# Options of the host module: declared VMs, the state directory, autostart, and how the
+# generated units run the VMs. Same names, types and defaults as microvm.nix's host options.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  inherit (lib) literalExpression mkOption types;
+  hostPkgs = pkgs;
+in
+{
+  options.microvm = {
+    host.enable = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Whether to set up this host to run microVMs: the `microvm` user, the state directory,
+        the generated systemd units and the `microvm` command.
+      '';
+    };
+
+    host.startupTimeout = mkOption {
+      type = types.ints.positive;
+      default = 150;
+      description = "Seconds a VM's `microvm@` unit may take to start.";
+    };
+
+    host.shutdownTimeout = mkOption {
+      type = types.ints.positive;
+      default = 60;
+      description = ''
+        Seconds `microvm-shutdown` waits for a guest to power off when its unit stops. systemd
+        kills what is left 15 seconds after that.
+      '';
+    };
+
+    host.useNotifySockets = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Make every `microvm@` unit `Type=notify`, for all VMs including imperative ones. A VM
+        that never notifies then fails to start after `host.startupTimeout`.
+      '';
+    };
+
+    host.codegenPackage = mkOption {
+      type = types.package;
+      default = hostPkgs.microvm-codegen or (hostPkgs.callPackage ../../lib/microvm-codegen.nix { });
+      defaultText = literalExpression "pkgs.microvm-codegen";
+      description = "The generator that writes the host's units, and the `microvm` command.";
+    };
+
+    host.spec = mkOption {
+      type = types.attrs;
+      readOnly = true;
+      description = ''
+        The host spec (the JSON document `microvm-codegen host` reads, as an attrset): the
+        state directory, the units' settings and the declared VMs.
+      '';
+    };
+
+    host.package = mkOption {
+      type = types.package;
+      readOnly = true;
+      description = "The generated host package: systemd units, helper scripts, the declared VMs.";
+    };
+
+    host.evalGuest = mkOption {
+      type = types.functionTo types.attrs;
+      internal = true;
+      default =
+        { name, vm }:
+        import "${vm.nixpkgs}/nixos/lib/eval-config.nix" {
+          inherit (vm) pkgs specialArgs;
+          # With a package set the guest's system comes from it; without, it is the host's.
+          system = if vm.pkgs == null then hostPkgs.stdenv.hostPlatform.system else null;
+          modules = [
+            { networking.hostName = lib.mkDefault name; }
+            ../microvm
+            vm.config
+          ]
+          ++ vm.extraModules;
+          prefix = [
+            "microvm"
+            "vms"
+            name
+            "config"
+          ];
+        };
+      description = "How a fully declarative VM's configuration is evaluated (tests replace it).";
+    };
+
+    vms = mkOption {
+      type = types.attrsOf (
+        types.submodule (
+          { config, ... }:
+          {
+            options = {
+              evaluatedConfig = mkOption {
+                type = types.nullOr types.unspecified;
+                default = null;
+                description = "An already evaluated NixOS system of the guest; its `config` is used.";
+              };
+
+              config = mkOption {
+                type = types.nullOr types.deferredModule;
+                default = null;
+                description = ''
+                  The guest's NixOS configuration, evaluated with the host's nixpkgs: a fully
+                  declarative VM, installed and updated with the host.
+                '';
+              };
+
+              nixpkgs = mkOption {
+                type = types.path;
+                default = if config.pkgs != null then config.pkgs.path else hostPkgs.path;
+                defaultText = literalExpression "vms.<name>.pkgs.path or pkgs.path";
+                description = "The nixpkgs a fully declarative guest is evaluated with.";
+              };
+
+              pkgs = mkOption {
+                type = types.nullOr types.unspecified;
+                default = hostPkgs;
+                defaultText = literalExpression "pkgs";
+                description = "The guest's package set; it decides the guest's system.";
+              };
+
+              specialArgs = mkOption {
+                type = types.attrsOf types.unspecified;
+                default = { };
+                description = "specialArgs of the guest's evaluation.";
+              };
+
+              extraModules = mkOption {
+                type = types.listOf types.deferredModule;
+                default = [ ];
+                description = "More modules for a fully declarative guest.";
+              };
+
+              flake = mkOption {
+                type = types.nullOr types.path;
+                default = null;
+                description = "The flake whose `nixosConfigurations.<name>` is the guest.";
+              };
+
+              updateFlake = mkOption {
+                type = types.nullOr types.str;
+                default = null;
+                description = ''
+                  A flake reference written to the VM's state directory for later `microvm update`.
+                  With it the host installs the VM only once, when its directory is missing.
+                '';
+              };
+
+              autostart = mkOption {
+                type = types.bool;
+                default = true;
+                description = "Start the VM at boot (add it to `microvm.autostart`).";
+              };
+
+              restartIfChanged = mkOption {
+                type = types.bool;
+                default = config.config != null;
+                defaultText = literalExpression "vms.<name>.config != null";
+                description = "Restart the VM when a host switch changes it.";
+              };
+            };
+          }
+        )
+      );
+      default = { };
+      description = "microVMs declared in the host's configuration, by name.";
+    };
+
+    stateDir = mkOption {
+      type = types.path;
+      default = "/var/lib/microvms";
+      description = "The directory holding one directory per VM (its runner, sockets and volumes).";
+    };
+
+    autostart = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      description = ''
+        VMs `microvms.target` starts, declared or created with `microvm create`. Every VM of
+        `microvm.vms` with `autostart = true` is added.
+      '';
+    };
+  };
+}
