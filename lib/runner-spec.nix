@@ -161,6 +161,8 @@ let
   }
   // optionalAttrs (hasShares "virtiofs" && hypervisor != "vfkit") {
     virtiofsd = bin cfg.virtiofsd.package "virtiofsd";
+    # virtiofsd-run tells the microvm-virtiofsd@ unit when every share is served.
+    systemd-notify = bin vmPkgs.systemd "systemd-notify";
   }
   // hypervisorTools;
 

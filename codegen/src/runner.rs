@@ -76,6 +76,10 @@ pub fn required_tools(spec: &RunnerSpec) -> Vec<(Tool, String)> {
         tools.push((Tool::Virtiofsd, reason.clone()));
         tools.push((Tool::Rm, reason.clone()));
         tools.push((Tool::Sleep, reason.clone()));
+        tools.push((
+            Tool::SystemdNotify,
+            "virtiofsd-run tells its systemd unit when every share is served".to_owned(),
+        ));
         if spec.virtiofsd.thread_pool_size.is_none() {
             tools.push((
                 Tool::Nproc,

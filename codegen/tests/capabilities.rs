@@ -22,6 +22,7 @@ fn enabling_patch(feature: &str) -> Value {
     let virtiofs_tools = json!({
         "virtiofsd": format!("{NIX}-virtiofsd-1.13/bin/virtiofsd"),
         "rm": coreutils("rm"), "sleep": coreutils("sleep"), "nproc": coreutils("nproc"),
+        "systemd-notify": format!("{NIX}-systemd-257/bin/systemd-notify"),
     });
     let ip = json!({ "ip": format!("{NIX}-iproute2-6.12/bin/ip"), "chown": coreutils("chown") });
     let interface = |kind: &str| {
