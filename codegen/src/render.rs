@@ -49,6 +49,7 @@ templates! {
     FIRECRACKER_SHUTDOWN = "shutdown/firecracker.sh";
     FIRECRACKER_BALLOON = "balloon/firecracker.sh";
     KVMTOOL_BALLOON = "balloon/kvmtool.sh";
+    VFKIT_SHUTDOWN = "shutdown/vfkit.sh";
 }
 
 /// systemd unit templates, named by the unit file they render to.

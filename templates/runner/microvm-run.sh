@@ -39,6 +39,12 @@ fi
 {{ step.var | safe }}=/dev/tap$(< /sys/class/net/{{ step.interface }}/ifindex)
 {%- elif step.kind == "export" %}
 export {{ step.name | safe }}={{ step.value }}
+{%- elif step.kind == "check-socket-path" %}
+checked_path={{ [step.path] | argv }}
+if [ "$(LC_ALL=C; echo "${#checked_path}")" -gt {{ step.max_bytes }} ] || [[ $checked_path == *[%?[:cntrl:]]* ]]; then
+  echo {{ step.message }} "(it is $checked_path)" >&2
+  exit 1
+fi
 {%- elif step.kind == "background" %}
 {{ step.argv | argv }} &
 waited=0

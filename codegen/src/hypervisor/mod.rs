@@ -87,6 +87,14 @@ pub enum Step {
     /// Start a helper daemon in the background (killed when `microvm-run` exits) and wait up to
     /// 30 s for the socket it creates.
     Background { argv: Vec<Word>, socket: String },
+    /// Refuse to start when a unix socket path known only at run time (a word with variables,
+    /// such as `PWD`) is longer than `max_bytes`, or holds `%`, `?` or a control character, which
+    /// a URI would not carry as themselves; `message` says which option to change.
+    CheckSocketPath {
+        path: Word,
+        max_bytes: usize,
+        message: String,
+    },
 }
 
 /// The hypervisor command `microvm-run` execs.

@@ -1,33 +1,386 @@
-//! vfkit: not rendered yet; every spec is refused with `microvm::hypervisor::not_rendered`.
+//! vfkit (macOS, Virtualization.framework): `vfkit --cpus N --memory MiB --bootloader linux,…`
+//! and one `--device type,option,…` per device; virtio-fs is built in (no virtiofsd). The REST
+//! API on `--restful-uri unix:///<absolute path>` is the control socket: `microvm-shutdown`
+//! asks for a graceful stop there (`POST /vm/state {"state":"Stop"}`, `RequestStop()`, which the
+//! guest sees as a power button; `HardStop` would pull the plug).
+//!
+//! vfkit runs only on macOS: `microvm-run` refuses other hosts at run time (the runner is still
+//! generated everywhere, so it can be built and inspected on Linux).
+//!
+//! Grammar: crc-org/vfkit `doc/usage.md`, `pkg/cmdline/cmdline.go` (flags),
+//! `pkg/cmdline/string_slice.go` (`--bootloader` is split at commas outside double quotes, so
+//! the kernel command line is quoted and cannot contain `"`), `pkg/config/virtio.go` (`--device`
+//! is split at every comma, with no quoting; a bare option is a flag, and giving a flag a value
+//! is an error) and `pkg/rest/rest.go` (the URI, and its 103-byte path limit from macOS's
+//! `sockaddr_un`).
 
-use super::{Backend, Launch};
+use super::{Backend, Launch, Part, Step, Word, refuse_chars};
 use crate::diagnostic::Diagnostic;
-use crate::spec::{RunnerSpec, Tool};
+use crate::path;
+use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
 
 pub struct Vfkit;
 
+pub const SHUTDOWN_TEMPLATE: &str = "shutdown/vfkit.sh";
+
+/// The longest unix socket path vfkit accepts: `sun_path` is 104 bytes on macOS, with the NUL.
+pub const MAX_SOCKET_PATH_BYTES: usize = 103;
+
+/// The mount tag of the Rosetta share; the guest module mounts it by this name.
+pub const ROSETTA_TAG: &str = "rosetta";
+
+/// Virtualization.framework's limit on a virtio-blk device identifier, in (ASCII) bytes.
+pub const MAX_DEVICE_ID_BYTES: usize = 20;
+
+/// Flags this backend sets itself (with their short forms); the same flag in
+/// `vfkit.extraArgs` would be a second bootloader, a conflicting kernel, or a silent override.
+const OWN_FLAGS: &[(&str, Option<&str>, &str)] = &[
+    ("--cpus", Some("-c"), "microvm.vcpu"),
+    ("--memory", Some("-m"), "microvm.mem"),
+    ("--bootloader", Some("-b"), "microvm.kernel"),
+    ("--kernel", Some("-k"), "microvm.kernel"),
+    ("--initrd", Some("-i"), "microvm.initrdPath"),
+    ("--kernel-cmdline", Some("-C"), "microvm.kernelParams"),
+];
+
+fn user_sets(spec: &RunnerSpec, long: &str, short: Option<&str>) -> bool {
+    spec.vfkit.extra_args.iter().any(|a| {
+        a == long
+            || a.starts_with(&format!("{long}="))
+            || short.is_some_and(|s| a.starts_with(s) && !a.starts_with("--"))
+    })
+}
+
+fn cmdline(spec: &RunnerSpec) -> String {
+    // With graphics the console is the framebuffer; otherwise virtio-serial's hvc0.
+    let console = if spec.graphics.enable { "tty0" } else { "hvc0" };
+    let mut line = format!("console={console} reboot=t panic=-1");
+    for param in &spec.kernel_params {
+        line.push(' ');
+        line.push_str(param);
+    }
+    line
+}
+
+/// `--device` values are split at every comma; there is no escape.
+const DEVICE_SYNTAX: &[char] = &[','];
+/// `--bootloader` values are split at commas outside double quotes.
+const BOOTLOADER_SYNTAX: &[char] = &[',', '"'];
+
 impl Backend for Vfkit {
     fn check(&self, spec: &RunnerSpec) -> Vec<Diagnostic> {
-        vec![super::not_rendered(spec)]
+        let hv = Hypervisor::Vfkit;
+        let mut findings = Vec::new();
+        for (flag, short, option) in OWN_FLAGS {
+            if user_sets(spec, flag, *short) {
+                findings.push(
+                    Diagnostic::error(
+                        "microvm::vfkit::extra_args",
+                        format!("vfkit.extraArgs sets {flag}, which the runner sets from {option}"),
+                    )
+                    .at(path!["vfkit", "extraArgs"])
+                    .help(format!(
+                        "remove {flag} from extraArgs and set {option} instead"
+                    )),
+                );
+            }
+        }
+        if spec.socket.is_some() && user_sets(spec, "--restful-uri", None) {
+            findings.push(
+                Diagnostic::error(
+                    "microvm::vfkit::extra_args",
+                    "vfkit.extraArgs sets --restful-uri, which the runner sets from microvm.socket",
+                )
+                .at(path!["vfkit", "extraArgs"])
+                .help("remove --restful-uri from extraArgs, or set microvm.socket = null"),
+            );
+        }
+        if spec.vfkit.log_level.is_some() && user_sets(spec, "--log-level", None) {
+            findings.push(
+                Diagnostic::error(
+                    "microvm::vfkit::extra_args",
+                    "vfkit.extraArgs sets --log-level, which the runner sets from vfkit.logLevel",
+                )
+                .at(path!["vfkit", "extraArgs"])
+                .help("remove --log-level from extraArgs and set vfkit.logLevel instead"),
+            );
+        }
+        if let Some(socket) = &spec.socket {
+            // A relative socket is made absolute with the working directory at run time, where
+            // microvm-run checks the whole path; here only its least possible length is known.
+            let least = if socket.starts_with('/') {
+                socket.len()
+            } else {
+                socket.len() + 2
+            };
+            if least > MAX_SOCKET_PATH_BYTES {
+                findings.push(
+                    Diagnostic::error(
+                        "microvm::vfkit::socket_path_too_long",
+                        format!(
+                            "vfkit's API socket path would be at least {least} bytes; macOS holds {MAX_SOCKET_PATH_BYTES}"
+                        ),
+                    )
+                    .at(path!["socket"])
+                    .help("use a shorter socket path; a relative one is made absolute in the directory the VM starts in"),
+                );
+            }
+        }
+        for (field, value) in [("kernel", &spec.kernel), ("initrdPath", &spec.initrd_path)] {
+            refuse_chars(
+                &mut findings,
+                hv,
+                value,
+                path![field],
+                "--bootloader",
+                BOOTLOADER_SYNTAX,
+            );
+        }
+        for (i, param) in spec.kernel_params.iter().enumerate() {
+            // Inside cmdline="…" commas are fine, but a quote ends the value.
+            if param.contains('"') {
+                findings.push(
+                    Diagnostic::error(
+                        "microvm::vfkit::unrepresentable",
+                        "vfkit's --bootloader cannot carry '\"' in a kernel parameter",
+                    )
+                    .at(path!["kernelParams", i])
+                    .help("vfkit wraps the kernel command line in double quotes and has no escape for them: drop the quotes from this parameter, or use hypervisor = \"qemu\""),
+                );
+            }
+        }
+        if let Some(store) = &spec.store_disk {
+            refuse_chars(
+                &mut findings,
+                hv,
+                store,
+                path!["storeDisk"],
+                "--device",
+                DEVICE_SYNTAX,
+            );
+        }
+        for (i, volume) in spec.volumes.iter().enumerate() {
+            refuse_chars(
+                &mut findings,
+                hv,
+                &volume.image,
+                path!["volumes", i, "image"],
+                "--device",
+                DEVICE_SYNTAX,
+            );
+            if let Some(serial) = &volume.serial {
+                refuse_chars(
+                    &mut findings,
+                    hv,
+                    serial,
+                    path!["volumes", i, "serial"],
+                    "--device",
+                    DEVICE_SYNTAX,
+                );
+                if serial.len() > MAX_DEVICE_ID_BYTES || !serial.is_ascii() {
+                    findings.push(
+                        Diagnostic::error(
+                            "microvm::vfkit::serial",
+                            format!(
+                                "disk serial {serial:?} is not an ASCII name of at most {MAX_DEVICE_ID_BYTES} bytes"
+                            ),
+                        )
+                        .at(path!["volumes", i, "serial"])
+                        .help("Virtualization.framework takes block device identifiers of up to 20 ASCII bytes; shorten the serial"),
+                    );
+                }
+            }
+        }
+        for (i, share) in spec.shares.iter().enumerate() {
+            if share.proto != ShareProto::Virtiofs {
+                continue;
+            }
+            for (field, value) in [("source", &share.source), ("tag", &share.tag)] {
+                refuse_chars(
+                    &mut findings,
+                    hv,
+                    value,
+                    path!["shares", i, field],
+                    "--device",
+                    DEVICE_SYNTAX,
+                );
+            }
+            if share.read_only {
+                findings.push(
+                    Diagnostic::error(
+                        "microvm::vfkit::read_only_share",
+                        "vfkit cannot share a directory read-only",
+                    )
+                    .at(path!["shares", i, "readOnly"])
+                    .help("vfkit's virtio-fs device has no read-only option: set readOnly = false and mount the share read-only in the guest, or use a read-only volume"),
+                );
+            }
+            if spec.vfkit.rosetta.enable && share.tag == ROSETTA_TAG {
+                findings.push(
+                    Diagnostic::error(
+                        "microvm::vfkit::rosetta_tag",
+                        format!("the share tag {ROSETTA_TAG:?} is taken by vfkit.rosetta"),
+                    )
+                    .at(path!["shares", i, "tag"])
+                    .help("give the share another tag"),
+                );
+            }
+        }
+        if spec.vfkit.rosetta.enable && spec.system != System::Aarch64Linux {
+            findings.push(
+                Diagnostic::error(
+                    "microvm::vfkit::rosetta_arch",
+                    "vfkit.rosetta runs x86_64 programs in an aarch64 guest, but this guest is x86_64",
+                )
+                .at(path!["vfkit", "rosetta", "enable"])
+                .help("Rosetta needs an Apple silicon host and an aarch64-linux guest; set vfkit.rosetta.enable = false"),
+            );
+        }
+        findings
     }
 
-    fn tools(&self, _: &RunnerSpec) -> Vec<(Tool, String)> {
-        Vec::new()
+    fn tools(&self, spec: &RunnerSpec) -> Vec<(Tool, String)> {
+        let mut tools = vec![(Tool::Vfkit, "hypervisor = \"vfkit\" runs it".to_owned())];
+        if spec.socket.is_some() {
+            tools.push((
+                Tool::Curl,
+                "microvm-shutdown talks to vfkit's REST API with it".to_owned(),
+            ));
+            tools.push((
+                Tool::Sleep,
+                "microvm-shutdown waits for the VM with it".to_owned(),
+            ));
+        }
+        tools
     }
 
-    fn launch(&self, _: &RunnerSpec) -> Launch {
-        super::empty_launch(Tool::Vfkit)
+    fn launch(&self, spec: &RunnerSpec) -> Launch {
+        let mut args: Vec<Word> = Vec::new();
+        let mut steps = Vec::new();
+        fn push(args: &mut Vec<Word>, flag: &str, value: impl Into<Word>) {
+            args.push(Word::from(flag));
+            args.push(value.into());
+        }
+
+        push(&mut args, "--cpus", spec.vcpu.to_string());
+        push(&mut args, "--memory", spec.mem.to_string());
+        if let Some(level) = spec.vfkit.log_level {
+            push(&mut args, "--log-level", level.name());
+        }
+        if spec.graphics.enable {
+            args.push(Word::from("--gui"));
+        }
+        push(
+            &mut args,
+            "--bootloader",
+            format!(
+                "linux,kernel={},initrd={},cmdline=\"{}\"",
+                spec.kernel,
+                spec.initrd_path,
+                cmdline(spec)
+            ),
+        );
+        if let Some(socket) = &spec.socket {
+            // vfkit's REST server fails on a socket file left behind by a crash.
+            steps.push(Step::Remove {
+                path: socket.clone(),
+            });
+            // The URI wants an absolute path: a relative socket is resolved in the working
+            // directory microvm-run starts in, and checked there (length, URI-safe characters).
+            let absolute = if socket.starts_with('/') {
+                Word::from(socket.clone())
+            } else {
+                let path = Word(vec![
+                    Part::Var("PWD".to_owned()),
+                    Part::Lit(format!("/{socket}")),
+                ]);
+                steps.push(Step::CheckSocketPath {
+                    path: path.clone(),
+                    max_bytes: MAX_SOCKET_PATH_BYTES,
+                    message: format!(
+                        "microvm-run: vfkit takes an API socket path (microvm.socket = {socket:?}, made absolute in this directory) of at most {MAX_SOCKET_PATH_BYTES} bytes and without % or ?; start the VM in another directory or set an absolute microvm.socket"
+                    ),
+                });
+                path
+            };
+            let mut uri = vec![Part::Lit("unix://".to_owned())];
+            uri.extend(absolute.0);
+            push(&mut args, "--restful-uri", Word(uri));
+        }
+
+        let mut device = |value: String| push(&mut args, "--device", value);
+        device("virtio-rng".to_owned());
+        if spec.graphics.enable {
+            device("virtio-gpu".to_owned());
+            device("virtio-input,keyboard".to_owned());
+            device("virtio-input,pointing".to_owned());
+        } else {
+            device("virtio-serial,stdio".to_owned());
+        }
+        if let Some(store) = &spec.store_disk {
+            device(format!("virtio-blk,path={store},readonly"));
+        }
+        for volume in &spec.volumes {
+            let mut value = format!("virtio-blk,path={}", volume.image);
+            if volume.read_only {
+                value.push_str(",readonly");
+            }
+            if let Some(serial) = &volume.serial {
+                // The guest sees it as /dev/disk/by-id/virtio-<serial>.
+                value.push_str(&format!(",deviceId={serial}"));
+            }
+            device(value);
+        }
+        for share in spec.virtiofs_shares() {
+            device(format!(
+                "virtio-fs,sharedDir={},mountTag={}",
+                share.source, share.tag
+            ));
+        }
+        for interface in &spec.interfaces {
+            // tap, macvtap and bridge are refused by the capability table.
+            if interface.kind == InterfaceType::User {
+                device(format!("virtio-net,nat,mac={}", interface.mac));
+            }
+        }
+        let rosetta = &spec.vfkit.rosetta;
+        if rosetta.enable {
+            let mut value = format!("rosetta,mountTag={ROSETTA_TAG}");
+            if rosetta.install {
+                value.push_str(",install");
+            }
+            if rosetta.ignore_if_missing {
+                // The option is spelled `ignore-if-missing` in pkg/config/virtio.go; the
+                // `ignoreIfMissing` of doc/usage.md (and of microvm.nix) is an unknown option.
+                value.push_str(",ignore-if-missing");
+            }
+            device(value);
+        }
+        for arg in &spec.vfkit.extra_args {
+            args.push(Word::from(arg.clone()));
+        }
+
+        Launch {
+            program: Tool::Vfkit,
+            host_os: Some("darwin".to_owned()),
+            args,
+            requirements: Vec::new(),
+            macvtap_fds: Vec::new(),
+            steps,
+        }
     }
 
     fn tap_multi_queue(&self, _: &RunnerSpec) -> bool {
+        // vfkit has no taps.
         false
     }
 
-    fn shutdown_template(&self, _: &RunnerSpec) -> Option<&'static str> {
-        None
+    fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
+        spec.socket.as_ref().map(|_| SHUTDOWN_TEMPLATE)
     }
 
     fn balloon_template(&self, _: &RunnerSpec) -> Option<&'static str> {
+        // vfkit's virtio-balloon has no run-time control; the capability table refuses it.
         None
     }
 }

@@ -1,0 +1,29 @@
+{% include "common/header.sh" %}
+# Asks vfkit for a graceful stop through its REST API (POST /vm/state {"state":"Stop"}: the
+# guest sees a power button; "HardStop" would pull the plug) and waits until vfkit has exited,
+# which it does once the guest has powered off.
+
+{% include "common/shutdown-options.sh" %}
+socket={{ socket }}
+api() {
+  {{ tools.curl }} --silent --show-error --fail --max-time 5 --unix-socket "$socket" "$@"
+}
+if [ ! -S "$socket" ] || ! api http://localhost/vm/state >/dev/null 2>&1; then
+  echo "microvm-shutdown: nothing answers on $socket; the VM is not running" >&2
+  exit 0
+fi
+if ! api -X POST -H 'Content-Type: application/json' -d '{"state":"Stop"}' http://localhost/vm/state; then
+  echo "microvm-shutdown: vfkit refused the stop request" >&2
+  exit 1
+fi
+echo "microvm-shutdown: asked the guest to stop; waiting up to ${timeout}s for it" >&2
+
+deadline=$((SECONDS + timeout))
+while api http://localhost/vm/state >/dev/null 2>&1; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "microvm-shutdown: the guest is still running after ${timeout}s" >&2
+    exit 1
+  fi
+  {{ tools.sleep }} 0.5
+done
+echo "microvm-shutdown: the VM has powered off" >&2
