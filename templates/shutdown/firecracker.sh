@@ -1,0 +1,27 @@
+{% include "common/header.sh" %}
+# Sends Ctrl-Alt-Del to the guest through firecracker's API (PUT /actions SendCtrlAltDel; the
+# guest gets it from firecracker's i8042 keyboard controller) and waits until firecracker has
+# exited, which it does when the guest resets at the end of its shutdown.
+
+{% include "common/shutdown-options.sh" %}
+socket={{ socket }}
+api() {
+  {{ tools.curl }} --silent --show-error --fail --max-time 5 --unix-socket "$socket" "$@"
+}
+if [ ! -S "$socket" ] || ! api http://localhost/ >/dev/null 2>&1; then
+  echo "microvm-shutdown: nothing answers on $socket; the VM is not running" >&2
+  exit 0
+fi
+api -X PUT -H 'Content-Type: application/json' \
+  -d '{"action_type": "SendCtrlAltDel"}' http://localhost/actions
+echo "microvm-shutdown: sent Ctrl-Alt-Del; waiting up to ${timeout}s for the guest" >&2
+
+deadline=$((SECONDS + timeout))
+while api http://localhost/ >/dev/null 2>&1; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "microvm-shutdown: the guest is still running after ${timeout}s" >&2
+    exit 1
+  fi
+  {{ tools.sleep }} 0.5
+done
+echo "microvm-shutdown: the VM has powered off" >&2
