@@ -88,7 +88,13 @@ pub fn required_tools(spec: &RunnerSpec) -> Vec<(Tool, String)> {
         }
     }
     let backend = hypervisor::backend(spec.hypervisor);
-    for step in backend.launch(spec).steps {
+    // A launch sizes queues and descriptors by vcpu: only build one within the validated bounds.
+    let steps = if crate::validate::within_bounds(spec) {
+        backend.launch(spec).steps
+    } else {
+        Vec::new()
+    };
+    for step in steps {
         let (tool, what) = match step {
             Step::Remove { path } => (Tool::Rm, format!("microvm-run removes a stale {path:?}")),
             Step::MakeDir { path } => (Tool::Mkdir, format!("microvm-run creates {path:?}")),

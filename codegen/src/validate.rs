@@ -28,6 +28,19 @@ pub const MAX_9P_TAG_BYTES: usize = 31;
 /// The virtio-fs device's `tag` field is 36 bytes.
 pub const MAX_VIRTIOFS_TAG_BYTES: usize = 36;
 
+/// The sizes every backend can compute with: vCPUs and memory within the limits checked here.
+pub fn within_bounds(spec: &RunnerSpec) -> bool {
+    spec.vcpu <= MAX_VCPUS
+        && [
+            spec.mem,
+            spec.hotplug_mem,
+            spec.hotplugged_mem.unwrap_or(0),
+            spec.initial_balloon_mem,
+        ]
+        .iter()
+        .all(|&mib| mib <= MAX_MEM_MIB)
+}
+
 pub fn validate(spec: &RunnerSpec) -> Vec<Diagnostic> {
     let mut findings = Vec::new();
     check_capabilities(spec, &mut findings);

@@ -63,7 +63,10 @@ fn declared_vms_restart_only_when_asked_and_get_their_install_unit() {
     let router = text("lib/systemd/system/microvm@router.service.d/50-declared.conf");
     assert!(router.contains("X-RestartIfChanged=true"));
     assert!(router.contains("ReadWritePaths=-/srv/router"));
-    assert!(router.contains("ProtectHome=no"), "a share under /home needs it");
+    assert!(
+        router.contains("ProtectHome=no"),
+        "a share under /home needs it"
+    );
     let builder = text("lib/systemd/system/microvm@builder.service.d/50-declared.conf");
     assert!(builder.contains("X-RestartIfChanged=false"));
     assert!(builder.contains("Type=notify"));

@@ -324,7 +324,7 @@ impl Backend for CloudHypervisor {
             pairs.push(("mac", interface.mac.clone()));
             if multi_queue(spec) {
                 // Queues, not pairs: one receive and one transmit queue per vCPU.
-                pairs.push(("num_queues", (2 * queues).to_string()));
+                pairs.push(("num_queues", queues.saturating_mul(2).to_string()));
             }
             push("--net", kv("", pairs));
         }

@@ -333,7 +333,7 @@ fn update_one(context: &Context, name: &str, restart: bool) -> Result<(), Error>
             run_program("systemctl", &["restart", &unit(name)])?;
         }
         Some(_) if active => {
-            println!("microvm: {name} was updated; restart it to apply: microvm update -R {name}")
+            println!("microvm: {name} was updated; restart it to apply: microvm update -R {name}");
         }
         _ => println!("microvm: {name} was updated; it starts with the new version"),
     }
@@ -398,8 +398,8 @@ pub fn list(context: &Context, json: bool) -> Result<(), Error> {
         .unwrap_or(4)
         .max(4);
     println!(
-        "{:width$}  {:16}  {:8}  {}",
-        "NAME", "HYPERVISOR", "STATE", "NOTE"
+        "{:width$}  {:16}  {:8}  NOTE",
+        "NAME", "HYPERVISOR", "STATE"
     );
     for e in &entries {
         let note = match (e.state, e.declarative) {
