@@ -1,33 +1,496 @@
-//! crosvm: not rendered yet; every spec is refused with `microvm::hypervisor::not_rendered`.
+//! crosvm: `crosvm run [options] KERNEL`, one repeated flag per device, the control socket
+//! (`-s`) for `crosvm powerbtn` and `crosvm balloon`.
+//!
+//! Grammar: crosvm's `src/crosvm/cmdline.rs` (argh `RunCommand`: `--flag value`, the kernel as
+//! the one positional, repeatable `Vec` options, single-valued `Option` ones) and the option
+//! structs it parses with `serde_keyvalue` (`DiskOption` in `devices/src/virtio/block/mod.rs`,
+//! `NetParameters` in `devices/src/virtio/net.rs`, `VhostUserFrontendOption` and `MemOptions`
+//! in `src/crosvm/config.rs`, `VfioOption` and `SharedDir` in `src/crosvm/sys/linux/config.rs`).
+//! Values are `key=value` pairs joined by `,`; booleans are `true`/`false` (not on/off); a
+//! string holding `,`, a quote or a bracket is double-quoted with `\` escapes.
+//!
+//! Choices, from crosvm's source:
+//! - Disks use `--block path=…,ro=…`, never the deprecated `-r`/`--root`, which adds
+//!   `root=/dev/vda ro` to the kernel command line behind the spec's back.
+//! - The balloon is on by default in crosvm, so `balloon = false` is `--no-balloon`. The
+//!   balloon always offers deflate-on-OOM (`devices/src/virtio/balloon.rs`), so
+//!   `deflateOnOOM = false` is refused rather than ignored. `initialBalloonMem` is
+//!   `--init-mem`, the memory *outside* the balloon at boot (mem − initialBalloonMem).
+//! - Tap interfaces get `vq-pairs=<vcpu>` when vcpu > 1: crosvm then opens the named tap with
+//!   IFF_MULTI_QUEUE once per pair (`net_util` `Tap::new_with_name`, `into_mq_taps`), so
+//!   `tap-up` creates the taps multi-queue. A macvtap stays single-queue: crosvm opens the extra
+//!   queues through /dev/net/tun, which a macvtap device is not.
+//! - Graphics run crosvm's own vhost-user GPU device (`crosvm device gpu`) next to the VM, as
+//!   microvm.nix does, rather than the built-in `--gpu`: the built-in device runs inside
+//!   crosvm's minijail sandbox, where the host's GL and Wayland libraries need seccomp and
+//!   bind-mount allowances the external process does not, and the spec's `graphics.socket`
+//!   names exactly this vhost-user socket.
+//! - `crosvm powerbtn` works only where the board has an ACPI PM device, which the aarch64
+//!   board lacks (`ENOTSUP`), so only x86_64 guests get `microvm-shutdown`. It waits for the
+//!   control socket to disappear: crosvm binds it as an `UnlinkUnixSeqpacketListener`, dropped
+//!   (and so unlinked) when `run_control` returns as the VMM shuts down.
 
-use super::{Backend, Launch};
+use serde_json::json;
+
+use super::{Backend, Launch, MacvtapFds, Part, Requirement, Step, Word, kv, refuse_chars};
 use crate::diagnostic::Diagnostic;
-use crate::spec::{RunnerSpec, Tool};
+use crate::path;
+use crate::spec::{DeviceBus, Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
 
 pub struct Crosvm;
 
+pub const SHUTDOWN_TEMPLATE: &str = "shutdown/crosvm.sh";
+pub const BALLOON_TEMPLATE: &str = "balloon/crosvm.sh";
+
+/// crosvm's virtio-blk `id=` holds 20 bytes (`DISK_ID_LEN`).
+const MAX_DISK_ID_BYTES: usize = 20;
+
+/// The Wayland context types the GPU device offers, as microvm.nix configures it.
+const GPU_CONTEXT_TYPES: &str = "virgl:virgl2:cross-domain";
+
+/// Single-valued `crosvm run` options (argh `Option` fields, refused when given twice), with
+/// their short aliases and the spec option the runner sets them from.
+const SINGLE_FLAGS: &[(&str, Option<&str>, &str)] = &[
+    ("--cpus", Some("-c"), "microvm.vcpu"),
+    ("--mem", Some("-m"), "microvm.mem"),
+    ("--initrd", Some("-i"), "microvm.initrdPath"),
+    ("--socket", Some("-s"), "microvm.socket"),
+    ("--pivot-root", None, "microvm.crosvm.pivotRoot"),
+    ("--vsock", None, "microvm.vsock.cid"),
+    ("--init-mem", None, "microvm.initialBalloonMem"),
+    ("--hugepages", None, "microvm.hugepageMem"),
+    ("--no-balloon", None, "microvm.balloon"),
+    ("--balloon-page-reporting", None, "microvm.balloon"),
+];
+
+/// A string value in crosvm's `key=value` grammar (`serde_keyvalue::key_values::any_string`):
+/// bare unless it is empty or holds a character that ends or quotes a bare value.
+pub fn kv_string(value: &str) -> String {
+    if !value.is_empty() && !value.contains([',', '"', '\'', '[', ']']) {
+        value.to_owned()
+    } else {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// A path as an argh argument: one starting with `-` would be taken for a flag.
+pub fn argv_path(path: &str) -> String {
+    if path.starts_with('-') {
+        format!("./{path}")
+    } else {
+        path.to_owned()
+    }
+}
+
+fn bool_str(value: bool) -> String {
+    if value { "true" } else { "false" }.to_owned()
+}
+
+fn multi_queue(spec: &RunnerSpec) -> bool {
+    spec.vcpu > 1
+}
+
+fn can_power_off(spec: &RunnerSpec) -> bool {
+    spec.system == System::X86_64Linux
+}
+
+fn kernel_params(spec: &RunnerSpec) -> String {
+    // crosvm's serial port is a 16550 UART (ttyS0) on x86_64 and aarch64 alike.
+    let mut line = "console=ttyS0 reboot=k panic=1".to_owned();
+    for param in &spec.kernel_params {
+        line.push(' ');
+        line.push_str(param);
+    }
+    line
+}
+
+/// `crosvm.extraArgs` flag in its long form, or None for a value.
+fn extra_flag(arg: &str) -> Option<&str> {
+    if arg.len() < 2 || !arg.starts_with('-') {
+        return None;
+    }
+    let flag = arg.split_once('=').map_or(arg, |(flag, _)| flag);
+    Some(
+        SINGLE_FLAGS
+            .iter()
+            .find(|(_, short, _)| *short == Some(flag))
+            .map_or(flag, |(long, _, _)| long),
+    )
+}
+
+/// The runner's own part of the command line, before `crosvm.extraArgs`, the initrd and the
+/// kernel.
+struct Command {
+    args: Vec<Word>,
+    requirements: Vec<Requirement>,
+    macvtap_fds: Vec<MacvtapFds>,
+    steps: Vec<Step>,
+}
+
+fn command(spec: &RunnerSpec) -> Command {
+    let mut args: Vec<Word> = Vec::new();
+    let mut push = |flag: &str, value: Option<String>| {
+        args.push(Word::from(flag));
+        if let Some(value) = value {
+            args.push(Word::from(value));
+        }
+    };
+    let mut requirements = vec![Requirement {
+        path: "/dev/kvm".to_owned(),
+        read_write: true,
+        message: "microvm-run: crosvm needs read-write access to /dev/kvm. Enable virtualisation and give the runner's user access (the kvm group).".to_owned(),
+    }];
+    let mut steps = Vec::new();
+
+    push("--cpus", Some(format!("num-cores={}", spec.vcpu)));
+    push("--mem", Some(format!("size={}", spec.mem)));
+    if spec.hugepage_mem {
+        // crosvm advises transparent huge pages (madvise); hugetlbfs is not involved.
+        push("--hugepages", None);
+    }
+    push(
+        "--serial",
+        Some("type=stdout,console=true,stdin=true".to_owned()),
+    );
+    push("-p", Some(kernel_params(spec)));
+    if spec.balloon {
+        push("--balloon-page-reporting", None);
+        if spec.initial_balloon_mem > 0 {
+            let outside = spec.mem.saturating_sub(spec.initial_balloon_mem);
+            push("--init-mem", Some(outside.to_string()));
+        }
+    } else {
+        push("--no-balloon", None);
+    }
+    if let Some(socket) = &spec.socket {
+        // crosvm binds the socket and fails when a file is in the way (a crashed run's).
+        steps.push(Step::Remove {
+            path: socket.clone(),
+        });
+        push("-s", Some(argv_path(socket)));
+    }
+    if let Some(pivot_root) = &spec.crosvm.pivot_root {
+        steps.push(Step::MakeDir {
+            path: pivot_root.clone(),
+        });
+        push("--pivot-root", Some(argv_path(pivot_root)));
+    }
+
+    if let Some(store) = &spec.store_disk {
+        push(
+            "--block",
+            Some(kv("", [("path", kv_string(store)), ("ro", bool_str(true))])),
+        );
+    }
+    for volume in &spec.volumes {
+        let mut pairs = vec![
+            ("path", kv_string(&volume.image)),
+            ("ro", bool_str(volume.read_only)),
+        ];
+        if volume.direct {
+            pairs.push(("direct", bool_str(true)));
+        }
+        if let Some(serial) = &volume.serial {
+            pairs.push(("id", kv_string(serial)));
+        }
+        push("--block", Some(kv("", pairs)));
+    }
+
+    for share in &spec.shares {
+        match share.proto {
+            ShareProto::Virtiofs => push(
+                "--vhost-user",
+                Some(kv(
+                    "fs",
+                    [(
+                        "socket",
+                        kv_string(share.socket.as_deref().unwrap_or_default()),
+                    )],
+                )),
+            ),
+            // Fields separated by ':'; check() refuses sources and tags that hold one.
+            ShareProto::NineP => push(
+                "--shared-dir",
+                Some(format!(
+                    "{}:{}:type=p9",
+                    argv_path(&share.source),
+                    share.tag
+                )),
+            ),
+        }
+    }
+
+    let mut macvtap_fds = Vec::new();
+    let mut next_fd = 3;
+    for interface in &spec.interfaces {
+        let mut pairs = Vec::new();
+        match interface.kind {
+            InterfaceType::Tap => {
+                pairs.push(("tap-name", kv_string(&interface.id)));
+                pairs.push(("mac", interface.mac.clone()));
+                if multi_queue(spec) {
+                    pairs.push(("vq-pairs", spec.vcpu.to_string()));
+                }
+            }
+            InterfaceType::Macvtap => {
+                macvtap_fds.push(MacvtapFds {
+                    interface: interface.id.clone(),
+                    fds: vec![next_fd],
+                });
+                pairs.push(("tap-fd", next_fd.to_string()));
+                pairs.push(("mac", interface.mac.clone()));
+                next_fd += 1;
+            }
+            // Refused by the capability table.
+            InterfaceType::User | InterfaceType::Bridge => continue,
+        }
+        push("--net", Some(kv("", pairs)));
+    }
+    if spec.tap_interfaces().next().is_some() {
+        requirements.push(Requirement {
+            path: "/dev/net/tun".to_owned(),
+            read_write: true,
+            message: "microvm-run: /dev/net/tun is missing or not accessible, but microvm.interfaces has a tap interface. Load the tun module and give the runner's user access.".to_owned(),
+        });
+    }
+
+    if let Some(cid) = spec.vsock.cid {
+        requirements.push(Requirement {
+            path: "/dev/vhost-vsock".to_owned(),
+            read_write: true,
+            message: "microvm-run: /dev/vhost-vsock is missing or not accessible, but microvm.vsock.cid is set. Load the vhost_vsock module, or set vsock.cid = null.".to_owned(),
+        });
+        push("--vsock", Some(format!("cid={cid}")));
+    }
+    for device in spec.devices.iter().filter(|d| d.bus == DeviceBus::Pci) {
+        push(
+            "--vfio",
+            Some(kv(
+                &kv_string(&format!("/sys/bus/pci/devices/{}", device.path)),
+                [("iommu", "viommu".to_owned())],
+            )),
+        );
+    }
+
+    if spec.graphics.enable
+        && let Some(socket) = &spec.graphics.socket
+    {
+        let crosvm = spec.tools.get(Tool::Crosvm).unwrap_or_default();
+        let params = json!({
+            "context-types": GPU_CONTEXT_TYPES,
+            "displays": [{ "hidden": true }],
+            "egl": true,
+            "vulkan": true,
+        });
+        // The device binds the socket and fails on a leftover one; the wait for the socket
+        // must not see the old one either.
+        steps.push(Step::Remove {
+            path: socket.clone(),
+        });
+        steps.push(Step::Background {
+            argv: vec![
+                Word::from(crosvm),
+                Word::from("device"),
+                Word::from("gpu"),
+                Word::from("--socket-path"),
+                Word::from(argv_path(socket)),
+                Word::from("--wayland-sock"),
+                Word(vec![
+                    Part::Var("XDG_RUNTIME_DIR".to_owned()),
+                    Part::Lit("/".to_owned()),
+                    Part::Var("WAYLAND_DISPLAY".to_owned()),
+                ]),
+                Word::from("--params"),
+                Word::from(params.to_string()),
+            ],
+            socket: socket.clone(),
+        });
+        push(
+            "--vhost-user",
+            Some(kv("gpu", [("socket", kv_string(socket))])),
+        );
+    }
+
+    Command {
+        args,
+        requirements,
+        macvtap_fds,
+        steps,
+    }
+}
+
 impl Backend for Crosvm {
     fn check(&self, spec: &RunnerSpec) -> Vec<Diagnostic> {
-        vec![super::not_rendered(spec)]
+        let hv = Hypervisor::Crosvm;
+        let mut findings = Vec::new();
+
+        let own: Vec<String> = command(spec)
+            .args
+            .iter()
+            .filter_map(Word::literal)
+            .filter_map(|w| extra_flag(&w).map(str::to_owned))
+            .collect();
+        for (i, arg) in spec.crosvm.extra_args.iter().enumerate() {
+            let Some(flag) = extra_flag(arg) else {
+                continue;
+            };
+            let Some((_, _, option)) = SINGLE_FLAGS.iter().find(|(long, _, _)| *long == flag)
+            else {
+                continue;
+            };
+            if own.iter().any(|w| w == flag) {
+                findings.push(
+                    Diagnostic::error(
+                        "microvm::crosvm::extra_args",
+                        format!("crosvm.extraArgs sets {flag}, which the runner sets from {option}"),
+                    )
+                    .at(path!["crosvm", "extraArgs", i])
+                    .help(format!(
+                        "crosvm takes {flag} once: remove it from extraArgs and set {option} instead"
+                    )),
+                );
+            }
+        }
+
+        if spec.balloon && !spec.deflate_on_oom {
+            findings.push(
+                Diagnostic::error(
+                    "microvm::crosvm::deflate_on_oom",
+                    "crosvm's balloon always lets the guest deflate it when memory runs out",
+                )
+                .at(path!["deflateOnOOM"])
+                .help("set deflateOnOOM = true (crosvm has no switch for it), or use hypervisor = \"qemu\" or \"cloud-hypervisor\""),
+            );
+        }
+
+        if spec.graphics.enable && spec.graphics.socket.is_none() {
+            findings.push(
+                Diagnostic::error(
+                    "microvm::crosvm::graphics_socket",
+                    "crosvm needs graphics.socket for graphics",
+                )
+                .at(path!["graphics", "socket"])
+                .help("set graphics.socket to a path for the vhost-user GPU socket, such as \"<hostName>-gpu.sock\""),
+            );
+        }
+
+        for (i, volume) in spec.volumes.iter().enumerate() {
+            if let Some(serial) = &volume.serial
+                && serial.len() > MAX_DISK_ID_BYTES
+            {
+                findings.push(
+                    Diagnostic::error(
+                        "microvm::crosvm::serial_too_long",
+                        format!(
+                            "disk serial {serial:?} is {} bytes; crosvm's disk id holds {MAX_DISK_ID_BYTES}",
+                            serial.len()
+                        ),
+                    )
+                    .at(path!["volumes", i, "serial"])
+                    .help(format!("shorten the serial to {MAX_DISK_ID_BYTES} bytes")),
+                );
+            }
+        }
+
+        for (i, share) in spec.shares.iter().enumerate() {
+            if share.proto != ShareProto::NineP {
+                continue;
+            }
+            for (field, value) in [("source", &share.source), ("tag", &share.tag)] {
+                refuse_chars(
+                    &mut findings,
+                    hv,
+                    value,
+                    path!["shares", i, field],
+                    "--shared-dir SOURCE:TAG:…",
+                    &[':', ','],
+                );
+            }
+        }
+        findings
     }
 
-    fn tools(&self, _: &RunnerSpec) -> Vec<(Tool, String)> {
-        Vec::new()
+    fn tools(&self, spec: &RunnerSpec) -> Vec<(Tool, String)> {
+        let mut tools = vec![(Tool::Crosvm, "hypervisor = \"crosvm\" runs it".to_owned())];
+        if self.shutdown_template(spec).is_some() {
+            tools.push((
+                Tool::Sleep,
+                "microvm-shutdown waits for the VM with it".to_owned(),
+            ));
+        }
+        if self.balloon_template(spec).is_some() {
+            tools.push((
+                Tool::Sleep,
+                "microvm-balloon waits for the guest with it".to_owned(),
+            ));
+        }
+        tools
     }
 
-    fn launch(&self, _: &RunnerSpec) -> Launch {
-        super::empty_launch(Tool::Crosvm)
+    fn launch(&self, spec: &RunnerSpec) -> Launch {
+        let Command {
+            mut args,
+            requirements,
+            macvtap_fds,
+            steps,
+        } = command(spec);
+        args.insert(0, Word::from("run"));
+        args.extend(spec.crosvm.extra_args.iter().cloned().map(Word::from));
+        args.push(Word::from("--initrd"));
+        args.push(Word::from(argv_path(&spec.initrd_path)));
+        // The kernel is the one positional argument; it comes last.
+        args.push(Word::from(argv_path(&spec.kernel)));
+        Launch {
+            program: Tool::Crosvm,
+            host_os: None,
+            args,
+            requirements,
+            macvtap_fds,
+            steps,
+        }
     }
 
-    fn tap_multi_queue(&self, _: &RunnerSpec) -> bool {
-        false
+    fn tap_multi_queue(&self, spec: &RunnerSpec) -> bool {
+        multi_queue(spec)
     }
 
-    fn shutdown_template(&self, _: &RunnerSpec) -> Option<&'static str> {
-        None
+    fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
+        (spec.socket.is_some() && can_power_off(spec)).then_some(SHUTDOWN_TEMPLATE)
     }
 
-    fn balloon_template(&self, _: &RunnerSpec) -> Option<&'static str> {
-        None
+    fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
+        (spec.socket.is_some() && spec.balloon).then_some(BALLOON_TEMPLATE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_quoted_only_when_the_grammar_needs_it() {
+        assert_eq!(kv_string("/var/lib/vm.img"), "/var/lib/vm.img");
+        assert_eq!(kv_string("a=b:c"), "a=b:c");
+        assert_eq!(kv_string("a,b"), "\"a,b\"");
+        assert_eq!(kv_string("say \"hi\" \\o/"), "\"say \\\"hi\\\" \\\\o/\"");
+        assert_eq!(kv_string("[x]"), "\"[x]\"");
+        assert_eq!(kv_string(""), "\"\"");
+    }
+
+    #[test]
+    fn paths_never_look_like_flags() {
+        assert_eq!(argv_path("-vm.sock"), "./-vm.sock");
+        assert_eq!(argv_path("vm.sock"), "vm.sock");
+        assert_eq!(argv_path("/abs/-x"), "/abs/-x");
+    }
+
+    #[test]
+    fn extra_flags_are_compared_in_their_long_form() {
+        assert_eq!(extra_flag("-c"), Some("--cpus"));
+        assert_eq!(extra_flag("--mem=size=2"), Some("--mem"));
+        assert_eq!(extra_flag("-s=x"), Some("--socket"));
+        assert_eq!(extra_flag("--gpu"), Some("--gpu"));
+        assert_eq!(extra_flag("value"), None);
+        assert_eq!(extra_flag("-"), None);
     }
 }

@@ -1,0 +1,31 @@
+{% include "common/header.sh" %}
+# Presses the guest's ACPI power button (crosvm powerbtn) and waits until crosvm has exited.
+# crosvm unlinks its control socket as it shuts down (the listener is dropped when its control
+# loop returns), so the socket's disappearance is the sign that the VMM is gone.
+
+{% include "common/shutdown-options.sh" %}
+socket={{ socket }}
+case $socket in -*) socket=./$socket ;; esac
+if [ ! -S "$socket" ]; then
+  echo "microvm-shutdown: no control socket at $socket; the VM is not running" >&2
+  exit 0
+fi
+if ! {{ tools.crosvm }} powerbtn "$socket"; then
+  if [ ! -S "$socket" ]; then
+    echo "microvm-shutdown: the VM has powered off" >&2
+    exit 0
+  fi
+  echo "microvm-shutdown: crosvm did not take the power button; if no crosvm is running, $socket is left over from a crash" >&2
+  exit 1
+fi
+echo "microvm-shutdown: pressed the power button; waiting up to ${timeout}s for the guest" >&2
+
+deadline=$((SECONDS + timeout))
+while [ -S "$socket" ]; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "microvm-shutdown: the guest is still running after ${timeout}s" >&2
+    exit 1
+  fi
+  {{ tools.sleep }} 0.5
+done
+echo "microvm-shutdown: the VM has powered off" >&2
