@@ -123,6 +123,8 @@ let
       kvmtool.lkvm = bin cfg.kvmtool.package "lkvm";
       stratovirt = {
         stratovirt = bin cfg.stratovirt.package "stratovirt";
+        # stratovirt's stdio console refuses a stdin that is not a terminal (as under systemd).
+        unbuffer = bin vmPkgs.expect "unbuffer";
       }
       // withSocket socat;
       alioth.alioth = bin cfg.alioth.package "alioth";

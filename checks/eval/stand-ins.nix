@@ -107,6 +107,7 @@ let
     "dosfstools"
     "e2fsprogs"
     "erofs-utils"
+    "expect"
     "firecracker"
     "iproute2"
     "kmod"

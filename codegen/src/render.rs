@@ -46,6 +46,7 @@ templates! {
     CLOUD_HYPERVISOR_BALLOON = "balloon/cloud-hypervisor.sh";
     CROSVM_SHUTDOWN = "shutdown/crosvm.sh";
     CROSVM_BALLOON = "balloon/crosvm.sh";
+    STRATOVIRT_BALLOON = "balloon/stratovirt.sh";
     FIRECRACKER_SHUTDOWN = "shutdown/firecracker.sh";
     FIRECRACKER_BALLOON = "balloon/firecracker.sh";
     KVMTOOL_BALLOON = "balloon/kvmtool.sh";

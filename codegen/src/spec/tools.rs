@@ -71,6 +71,8 @@ tools! {
     socat => Socat, "socat";
     /// Talks to HTTP control sockets (cloud-hypervisor, firecracker, vfkit).
     curl => Curl, "curl";
+    /// expect's `unbuffer`: runs stratovirt on a pseudo-terminal, which its stdio console needs.
+    unbuffer => Unbuffer, "unbuffer";
     /// iproute2's `ip`, for taps and macvtaps.
     ip => Ip, "ip";
     mkdir => Mkdir, "mkdir";
