@@ -26,6 +26,9 @@ let
         filter (s: s.readOnly) (shares "9p")
       );
       "share.virtiofs" = map (s: ''share "${s.tag}" (proto = "virtiofs")'') (shares "virtiofs");
+      "share.virtiofs.readOnly" = map (s: ''share "${s.tag}" (proto = "virtiofs", readOnly = true)'') (
+        filter (s: s.readOnly) (shares "virtiofs")
+      );
       "interface.user" = map describeInterface (interfaces "user");
       "interface.tap" = map describeInterface (interfaces "tap");
       "interface.macvtap" = map describeInterface (interfaces "macvtap");

@@ -80,7 +80,12 @@ pub fn feature_uses(spec: &RunnerSpec) -> Vec<(&'static str, JsonPath)> {
                     uses.push(("share.9p.readOnly", path!["shares", i, "readOnly"]));
                 }
             }
-            ShareProto::Virtiofs => uses.push(("share.virtiofs", path!["shares", i, "proto"])),
+            ShareProto::Virtiofs => {
+                uses.push(("share.virtiofs", path!["shares", i, "proto"]));
+                if share.read_only {
+                    uses.push(("share.virtiofs.readOnly", path!["shares", i, "readOnly"]));
+                }
+            }
         }
     }
     for (i, interface) in spec.interfaces.iter().enumerate() {

@@ -50,6 +50,7 @@ fn enabling_patch(feature: &str) -> Value {
         "share.9p" => share("9p", false),
         "share.9p.readOnly" => share("9p", true),
         "share.virtiofs" => share("virtiofs", false),
+        "share.virtiofs.readOnly" => share("virtiofs", true),
         "interface.user" => interface("user"),
         "interface.tap" => interface("tap"),
         "interface.macvtap" => interface("macvtap"),

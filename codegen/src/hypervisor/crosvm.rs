@@ -58,7 +58,6 @@ const SINGLE_FLAGS: &[(&str, Option<&str>, &str)] = &[
     ("--pivot-root", None, "microvm.crosvm.pivotRoot"),
     ("--vsock", None, "microvm.vsock.cid"),
     ("--init-mem", None, "microvm.initialBalloonMem"),
-    ("--hugepages", None, "microvm.hugepageMem"),
     ("--no-balloon", None, "microvm.balloon"),
     ("--balloon-page-reporting", None, "microvm.balloon"),
 ];
@@ -144,10 +143,6 @@ fn command(spec: &RunnerSpec) -> Command {
 
     push("--cpus", Some(format!("num-cores={}", spec.vcpu)));
     push("--mem", Some(format!("size={}", spec.mem)));
-    if spec.hugepage_mem {
-        // crosvm advises transparent huge pages (madvise); hugetlbfs is not involved.
-        push("--hugepages", None);
-    }
     push(
         "--serial",
         Some("type=stdout,console=true,stdin=true".to_owned()),

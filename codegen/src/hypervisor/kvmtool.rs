@@ -292,6 +292,14 @@ impl Backend for Kvmtool {
             let mac = format!("guest_mac={}", interface.mac);
             let word = match interface.kind {
                 InterfaceType::User => Word::from(format!("mode=user,{mac}")),
+                InterfaceType::Tap if interface.tap.vhost => {
+                    requirements.push(Requirement {
+                        path: "/dev/vhost-net".to_owned(),
+                        read_write: true,
+                        message: format!("microvm-run: /dev/vhost-net is missing or not accessible, but microvm.interfaces[{i}].tap.vhost = true asks for vhost-net. Load the vhost_net module, or set tap.vhost = false."),
+                    });
+                    Word::from(format!("mode=tap,tapif={},vhost=1,{mac}", interface.id))
+                }
                 InterfaceType::Tap => Word::from(format!("mode=tap,tapif={},{mac}", interface.id)),
                 InterfaceType::Macvtap => {
                     let var = macvtap_var(i);

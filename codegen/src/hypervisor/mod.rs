@@ -143,32 +143,6 @@ pub fn backend(hypervisor: Hypervisor) -> &'static dyn Backend {
     }
 }
 
-/// The refusal of a hypervisor whose renderer has not landed: better than a runner that
-/// cannot work.
-pub fn not_rendered(spec: &RunnerSpec) -> Diagnostic {
-    Diagnostic::error(
-        "microvm::hypervisor::not_rendered",
-        format!(
-            "this generator cannot render {} runners yet",
-            spec.hypervisor
-        ),
-    )
-    .at(crate::path!["hypervisor"])
-    .help("use hypervisor = \"qemu\" or \"cloud-hypervisor\"")
-}
-
-/// A launch with no arguments, for backends that refuse every spec.
-pub fn empty_launch(program: Tool) -> Launch {
-    Launch {
-        program,
-        host_os: None,
-        args: Vec::new(),
-        requirements: Vec::new(),
-        macvtap_fds: Vec::new(),
-        steps: Vec::new(),
-    }
-}
-
 /// Escapes a value for qemu's `key=value,…` option syntax, where a literal comma is doubled.
 pub fn qemu_opt(value: &str) -> String {
     value.replace(',', ",,")

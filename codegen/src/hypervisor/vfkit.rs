@@ -205,16 +205,6 @@ impl Backend for Vfkit {
                     DEVICE_SYNTAX,
                 );
             }
-            if share.read_only {
-                findings.push(
-                    Diagnostic::error(
-                        "microvm::vfkit::read_only_share",
-                        "vfkit cannot share a directory read-only",
-                    )
-                    .at(path!["shares", i, "readOnly"])
-                    .help("vfkit's virtio-fs device has no read-only option: set readOnly = false and mount the share read-only in the guest, or use a read-only volume"),
-                );
-            }
             if spec.vfkit.rosetta.enable && share.tag == ROSETTA_TAG {
                 findings.push(
                     Diagnostic::error(
