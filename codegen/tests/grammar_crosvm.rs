@@ -417,7 +417,10 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
 
     assert_eq!(run.one("--cpus")["num-cores"], spec.vcpu.to_string());
     assert_eq!(run.one("--mem")["size"], spec.mem.to_string());
-    assert!(!run.has("--hugepages"), "THP only: the table refuses hugepageMem for crosvm");
+    assert!(
+        !run.has("--hugepages"),
+        "THP only: the table refuses hugepageMem for crosvm"
+    );
     let serial = run.one("--serial");
     assert_eq!(
         (
@@ -848,4 +851,17 @@ fn balloon_refuses_sizes_it_cannot_set() {
         assert_eq!(code, 2, "{bad}");
         assert!(argv.is_empty());
     }
+}
+
+#[test]
+fn the_kernel_stays_last_after_run_time_arguments() {
+    // extraArgsScript's words are appended at run time; crosvm's kernel positional must still
+    // close the command line.
+    let (spec, tree) = common::ok_fixture("crosvm-every-feature.json");
+    let microvm_codegen::runner::Entry::File { contents, .. } = &tree["bin/microvm-run"] else {
+        panic!("no microvm-run");
+    };
+    let tail: Vec<&str> = contents.trim_end().lines().rev().take(2).collect();
+    assert_eq!(tail[1].trim(), "\"${extra_args[@]}\" \\");
+    assert_eq!(tail[0].trim(), spec.kernel);
 }

@@ -114,4 +114,5 @@ extra_args=()
 
 exec {% if procname %}-a {{ procname }} {% endif %}{{ launch.program }} \
   {{ launch.args | argv(multiline=true) }} \
-  "${extra_args[@]}"
+  "${extra_args[@]}"{% if launch.after_extra_args %} \
+  {{ launch.after_extra_args | argv }}{% endif %}

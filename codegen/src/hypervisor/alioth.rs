@@ -237,6 +237,7 @@ impl Backend for Alioth {
         Launch {
             program: Tool::Alioth,
             host_os: None,
+            after_extra_args: Vec::new(),
             args,
             requirements,
             macvtap_fds: Vec::new(),

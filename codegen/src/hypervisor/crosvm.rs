@@ -433,11 +433,12 @@ impl Backend for Crosvm {
         args.extend(spec.crosvm.extra_args.iter().cloned().map(Word::from));
         args.push(Word::from("--initrd"));
         args.push(Word::from(argv_path(&spec.initrd_path)));
-        // The kernel is the one positional argument; it comes last.
-        args.push(Word::from(argv_path(&spec.kernel)));
         Launch {
             program: Tool::Crosvm,
             host_os: None,
+            // The kernel is the one positional argument: it comes last, after the arguments
+            // extraArgsScript adds at run time too.
+            after_extra_args: vec![Word::from(argv_path(&spec.kernel))],
             args,
             requirements,
             macvtap_fds,

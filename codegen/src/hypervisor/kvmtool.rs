@@ -340,6 +340,7 @@ impl Backend for Kvmtool {
         Launch {
             program: Tool::Lkvm,
             host_os: None,
+            after_extra_args: Vec::new(),
             args,
             requirements,
             macvtap_fds: Vec::new(),

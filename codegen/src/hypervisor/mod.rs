@@ -106,6 +106,8 @@ pub struct Launch {
     /// start elsewhere with a message (a bash `$OSTYPE` prefix such as "darwin").
     pub host_os: Option<String>,
     pub args: Vec<Word>,
+    /// Words after the run-time `extraArgsScript` arguments (a trailing positional argument).
+    pub after_extra_args: Vec<Word>,
     pub requirements: Vec<Requirement>,
     pub macvtap_fds: Vec<MacvtapFds>,
     pub steps: Vec<Step>,

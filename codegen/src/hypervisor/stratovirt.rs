@@ -494,6 +494,7 @@ impl Backend for Stratovirt {
         Launch {
             program: Tool::Unbuffer,
             host_os: None,
+            after_extra_args: Vec::new(),
             args,
             requirements,
             macvtap_fds,

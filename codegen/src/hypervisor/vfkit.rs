@@ -353,6 +353,7 @@ impl Backend for Vfkit {
         Launch {
             program: Tool::Vfkit,
             host_os: Some("darwin".to_owned()),
+            after_extra_args: Vec::new(),
             args,
             requirements: Vec::new(),
             macvtap_fds: Vec::new(),

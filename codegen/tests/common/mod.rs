@@ -85,7 +85,8 @@ pub fn require(program: &str, package: &str) {
 }
 
 /// The hypervisor command line `bin/microvm-run` execs, read back from the generated script:
-/// the program and its arguments, without `exec -a NAME` and the run-time `extra_args`.
+/// the program and its arguments, without `exec -a NAME` and the run-time `extra_args` (wherever
+/// they go: before a trailing positional argument, for crosvm).
 pub fn exec_argv(tree: &Tree) -> Vec<String> {
     let Some(Entry::File { contents, .. }) = tree.get("bin/microvm-run") else {
         panic!("no bin/microvm-run");
@@ -111,7 +112,11 @@ pub fn exec_argv(tree: &Tree) -> Vec<String> {
     if words[0] == "-a" {
         words.drain(..2);
     }
-    assert_eq!(words.pop().as_deref(), Some("${extra_args[@]}"));
+    let runtime = words
+        .iter()
+        .position(|w| w == "${extra_args[@]}")
+        .expect("microvm-run passes the run-time arguments");
+    words.remove(runtime);
     words
 }
 

@@ -480,6 +480,7 @@ impl Backend for Firecracker {
         Launch {
             program: Tool::Firecracker,
             host_os: None,
+            after_extra_args: Vec::new(),
             args,
             requirements,
             macvtap_fds: Vec::new(),
