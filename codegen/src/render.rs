@@ -41,12 +41,12 @@ templates! {
     SHUTDOWN_OPTIONS = "common/shutdown-options.sh";
     BALLOON_OPTIONS = "common/balloon-options.sh";
     QEMU_SHUTDOWN = "shutdown/qemu.sh";
-    QEMU_BALLOON = "balloon/qemu.sh";
+    /// qemu and stratovirt: QMP `balloon`.
+    QMP_BALLOON = "balloon/qmp.sh";
     CLOUD_HYPERVISOR_SHUTDOWN = "shutdown/cloud-hypervisor.sh";
     CLOUD_HYPERVISOR_BALLOON = "balloon/cloud-hypervisor.sh";
     CROSVM_SHUTDOWN = "shutdown/crosvm.sh";
     CROSVM_BALLOON = "balloon/crosvm.sh";
-    STRATOVIRT_BALLOON = "balloon/stratovirt.sh";
     FIRECRACKER_SHUTDOWN = "shutdown/firecracker.sh";
     FIRECRACKER_BALLOON = "balloon/firecracker.sh";
     KVMTOOL_BALLOON = "balloon/kvmtool.sh";

@@ -18,7 +18,7 @@ pub struct Qemu;
 pub const MICROVM_MMIO_TRANSPORTS: usize = 24;
 
 pub const SHUTDOWN_TEMPLATE: &str = "shutdown/qemu.sh";
-pub const BALLOON_TEMPLATE: &str = "balloon/qemu.sh";
+pub const BALLOON_TEMPLATE: &str = crate::render::QMP_BALLOON;
 
 /// The machine type: the spec's, or the default for the guest and its features.
 pub fn machine(spec: &RunnerSpec) -> String {

@@ -45,7 +45,7 @@ use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Too
 
 pub struct Stratovirt;
 
-pub const BALLOON_TEMPLATE: &str = "balloon/stratovirt.sh";
+pub const BALLOON_TEMPLATE: &str = crate::render::QMP_BALLOON;
 
 /// Block device slots of the microvm machine (`MMIO_REPLACEABLE_BLK_NR`).
 pub const MAX_BLOCK_DEVICES: usize = 4;

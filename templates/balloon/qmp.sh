@@ -1,5 +1,6 @@
 {% include "common/header.sh" %}
-# Sets the size of the guest's memory balloon over QMP and waits for the guest to follow.
+# Sets the size of the guest's memory balloon over QMP and waits for the guest to follow. QMP's
+# `balloon` (qemu's and stratovirt's) takes the memory the guest keeps, in bytes.
 
 {% include "common/balloon-options.sh" %}
 target=$(((mem_mib - size_mib) * 1024 * 1024))
@@ -11,7 +12,7 @@ if [ ! -S "$socket" ]; then
 fi
 
 trap '' PIPE
-coproc qmp { exec {{ tools.socat }} - UNIX-CONNECT:{{ socket }}; }
+coproc qmp { exec {{ tools.socat }} - UNIX-CONNECT:"$socket"; }
 exec {to_qmp}>&"${qmp[1]}" {from_qmp}<&"${qmp[0]}"
 
 # Sends one command and waits for its answer; events in between only update $actual.
@@ -25,10 +26,10 @@ qmp() {
     fi
     case $line in
       *'"return"'*) return 0 ;;
-      *'"error"'*) echo "microvm-balloon: qemu refused: $line" >&2; return 1 ;;
+      *'"error"'*) echo "microvm-balloon:" {{ hypervisor }} "refused: $line" >&2; return 1 ;;
     esac
   done
-  echo "microvm-balloon: no answer from qemu" >&2
+  echo "microvm-balloon: no answer from" {{ hypervisor }} >&2
   return 1
 }
 
