@@ -114,49 +114,7 @@ impl Backend for CloudHypervisor {
                 &[',', '"', '[', ']'],
             );
         }
-        if let Some(store) = &spec.store_disk {
-            refuse_chars(
-                &mut findings,
-                hv,
-                store,
-                path!["storeDisk"],
-                "--disk",
-                SYNTAX,
-            );
-        }
-        for (i, volume) in spec.volumes.iter().enumerate() {
-            refuse_chars(
-                &mut findings,
-                hv,
-                &volume.image,
-                path!["volumes", i, "image"],
-                "--disk",
-                SYNTAX,
-            );
-            if let Some(serial) = &volume.serial {
-                refuse_chars(
-                    &mut findings,
-                    hv,
-                    serial,
-                    path!["volumes", i, "serial"],
-                    "--disk",
-                    SYNTAX,
-                );
-                if serial.len() > 20 {
-                    findings.push(
-                        Diagnostic::error(
-                            "microvm::cloud_hypervisor::serial_too_long",
-                            format!(
-                                "disk serial {serial:?} is {} bytes; virtio-blk ids hold 20",
-                                serial.len()
-                            ),
-                        )
-                        .at(path!["volumes", i, "serial"])
-                        .help("shorten the serial to 20 bytes"),
-                    );
-                }
-            }
-        }
+        super::check_disks(&mut findings, spec, "--disk", "--disk", SYNTAX);
         for (i, share) in spec.shares.iter().enumerate() {
             if share.proto == ShareProto::Virtiofs {
                 refuse_chars(

@@ -198,3 +198,63 @@ pub fn refuse_chars(
         );
     }
 }
+
+/// virtio-blk carries a disk id (serial) of at most 20 bytes (VIRTIO_BLK_ID_BYTES).
+pub const MAX_DISK_SERIAL_BYTES: usize = 20;
+
+/// The disk values of a `key=value,…` grammar: the store disk and volume images (`disk_flag`)
+/// and volume serials (`serial_flag`) keep out the grammar's `syntax` characters, and serials
+/// fit virtio-blk's 20 bytes.
+pub fn check_disks(
+    findings: &mut Vec<Diagnostic>,
+    spec: &RunnerSpec,
+    disk_flag: &str,
+    serial_flag: &str,
+    syntax: &[char],
+) {
+    let hv = spec.hypervisor;
+    if let Some(store) = &spec.store_disk {
+        refuse_chars(
+            findings,
+            hv,
+            store,
+            crate::path!["storeDisk"],
+            disk_flag,
+            syntax,
+        );
+    }
+    for (i, volume) in spec.volumes.iter().enumerate() {
+        refuse_chars(
+            findings,
+            hv,
+            &volume.image,
+            crate::path!["volumes", i, "image"],
+            disk_flag,
+            syntax,
+        );
+        let Some(serial) = &volume.serial else {
+            continue;
+        };
+        refuse_chars(
+            findings,
+            hv,
+            serial,
+            crate::path!["volumes", i, "serial"],
+            serial_flag,
+            syntax,
+        );
+        if serial.len() > MAX_DISK_SERIAL_BYTES {
+            findings.push(
+                Diagnostic::error(
+                    format!("microvm::{}::serial_too_long", hv.name().replace('-', "_")),
+                    format!(
+                        "disk serial {serial:?} is {} bytes; virtio-blk ids hold {MAX_DISK_SERIAL_BYTES}",
+                        serial.len()
+                    ),
+                )
+                .at(crate::path!["volumes", i, "serial"])
+                .help(format!("shorten the serial to {MAX_DISK_SERIAL_BYTES} bytes")),
+            );
+        }
+    }
+}

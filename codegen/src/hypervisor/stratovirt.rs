@@ -59,8 +59,6 @@ pub const MAX_VCPUS: u32 = 254;
 pub const MEM_RANGE_MIB: (u64, u64) = (128, 512 * 1024);
 /// The vhost-user-fs tag must be shorter than its 36-byte field (`valid_tag`).
 pub const MAX_TAG_BYTES: usize = 35;
-/// virtio-blk serial (`MAX_SERIAL_NUM_LEN`).
-pub const MAX_SERIAL_BYTES: usize = 20;
 
 /// Characters `str_slip_to_clap` splits values at.
 const SYNTAX: &[char] = &[',', '='];
@@ -198,49 +196,13 @@ impl Backend for Stratovirt {
             );
         }
 
-        if let Some(store) = &spec.store_disk {
-            refuse_chars(
-                &mut findings,
-                hv,
-                store,
-                path!["storeDisk"],
-                "-drive",
-                SYNTAX,
-            );
-        }
-        for (i, volume) in spec.volumes.iter().enumerate() {
-            refuse_chars(
-                &mut findings,
-                hv,
-                &volume.image,
-                path!["volumes", i, "image"],
-                "-drive",
-                SYNTAX,
-            );
-            if let Some(serial) = &volume.serial {
-                refuse_chars(
-                    &mut findings,
-                    hv,
-                    serial,
-                    path!["volumes", i, "serial"],
-                    "-device virtio-blk-device",
-                    SYNTAX,
-                );
-                if serial.len() > MAX_SERIAL_BYTES {
-                    findings.push(
-                        Diagnostic::error(
-                            "microvm::stratovirt::serial_too_long",
-                            format!(
-                                "disk serial {serial:?} is {} bytes; stratovirt takes {MAX_SERIAL_BYTES}",
-                                serial.len()
-                            ),
-                        )
-                        .at(path!["volumes", i, "serial"])
-                        .help(format!("shorten the serial to {MAX_SERIAL_BYTES} bytes")),
-                    );
-                }
-            }
-        }
+        super::check_disks(
+            &mut findings,
+            spec,
+            "-drive",
+            "-device virtio-blk-device",
+            SYNTAX,
+        );
         for (i, share) in spec.shares.iter().enumerate() {
             if share.proto != ShareProto::Virtiofs {
                 continue;
