@@ -468,20 +468,7 @@ fn host_path_create_run_shutdown_and_tap_teardown() {
         "tools": { "bash": host_tool("bash"), "ln": host_tool("ln"), "rm": host_tool("rm"),
                    "mkdir": host_tool("mkdir"), "chown": host_tool("chown"), "readlink": host_tool("readlink"), "microvm": env!("CARGO_BIN_EXE_microvm") }
     });
-    std::fs::write(tmp.path().join("host.json"), host_spec.to_string()).unwrap();
-    let package = tmp.path().join("host");
-    let output = Command::new(env!("CARGO_BIN_EXE_microvm-codegen"))
-        .args(["host", "--spec"])
-        .arg(tmp.path().join("host.json"))
-        .arg("--out")
-        .arg(&package)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let package = common::generate_host(&host_spec, tmp.path());
     let libexec = |script: &str| package.join("libexec/microvm").join(script);
 
     let microvm = |args: &[&str]| {

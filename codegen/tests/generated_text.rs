@@ -64,22 +64,7 @@ fn host_with_installed_runner(dir: &std::path::Path) -> std::path::PathBuf {
         "tools": { "bash": "/bin/bash", "ln": "/bin/ln", "rm": "/bin/rm", "mkdir": "/bin/mkdir",
                    "chown": "/bin/chown", "readlink": "/bin/readlink", "microvm": env!("CARGO_BIN_EXE_microvm") }
     });
-    let spec_path = dir.join("host.json");
-    std::fs::write(&spec_path, host_spec.to_string()).unwrap();
-    let package = dir.join("host");
-    let output = Command::new(env!("CARGO_BIN_EXE_microvm-codegen"))
-        .args(["host", "--spec"])
-        .arg(&spec_path)
-        .arg("--out")
-        .arg(&package)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    package
+    common::generate_host(&host_spec, dir)
 }
 
 #[test]

@@ -12,25 +12,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// Writes the evaluated host spec and generates the host package from it.
+/// Generates the host package of an evaluated host spec.
 fn generate(spec: &Value, dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let spec_path = dir.join("host-spec.json");
-    std::fs::write(&spec_path, spec.to_string()).unwrap();
-    let package = dir.join("host");
-    let output = Command::new(env!("CARGO_BIN_EXE_microvm-codegen"))
-        .args(["host", "--spec"])
-        .arg(&spec_path)
-        .arg("--out")
-        .arg(&package)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the evaluated host spec is refused:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    package
+    common::generate_host(spec, dir)
 }
 
 fn read(package: &Path, file: &str) -> String {

@@ -157,3 +157,25 @@ pub fn split_kv(text: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Writes a host spec into `dir` and runs `microvm-codegen host` on it, as the host module's
+/// derivation does: the package (`dir/host`), or a panic with the report.
+pub fn generate_host(spec: &serde_json::Value, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let spec_path = dir.join("host-spec.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let package = dir.join("host");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_microvm-codegen"))
+        .args(["host", "--spec"])
+        .arg(&spec_path)
+        .arg("--out")
+        .arg(&package)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "microvm-codegen host refused the spec:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    package
+}
