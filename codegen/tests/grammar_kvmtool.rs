@@ -231,7 +231,10 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
             InterfaceType::Tap => {
                 assert_eq!(net["mode"], "tap");
                 assert_eq!(net["tapif"], interface.id);
-                assert_eq!(net.get("vhost").map(String::as_str), interface.tap.vhost.then_some("1"));
+                assert_eq!(
+                    net.get("vhost").map(String::as_str),
+                    interface.tap.vhost.then_some("1")
+                );
             }
             InterfaceType::Macvtap => {
                 assert_eq!(net["mode"], "tap");

@@ -25,7 +25,6 @@ const HYPERVISORS: [&str; 8] = [
     "vfkit",
 ];
 
-
 enum Verdict {
     Accepted,
     Refused(String),
