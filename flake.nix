@@ -66,6 +66,26 @@
         // {
           microvm-codegen = pkgs.callPackage ./lib/microvm-codegen.nix { };
           default = self.packages.${system}.microvm-codegen;
+          # The options reference (doc/options.md and .json), read from the modules' option
+          # declarations by the generator at build time.
+          options-doc =
+            pkgs.runCommand "microvm-options-doc"
+              {
+                nativeBuildInputs = [ self.packages.${system}.microvm-codegen ];
+                src = lib.fileset.toSource {
+                  root = ./.;
+                  fileset = lib.fileset.unions [
+                    ./nixos-modules
+                    ./lib
+                  ];
+                };
+              }
+              ''
+                cd "$src"
+                mkdir -p "$out"
+                microvm-codegen options --format markdown nixos-modules > "$out/options.md"
+                microvm-codegen options --format json nixos-modules > "$out/options.json"
+              '';
         }
       );
 

@@ -9,8 +9,8 @@ rustPlatform.buildRustPackage {
   pname = "microvm-codegen";
   version = (lib.importTOML ../codegen/Cargo.toml).package.version;
 
-  # Only what the crate compiles from: the workspace, the crate, its embedded templates and the
-  # capability table it includes.
+  # Only what the crate compiles from: the workspace, the crate, its embedded templates, the
+  # capability table and the options reference (`lint` checks against it) it includes.
   src = lib.fileset.toSource {
     inherit root;
     fileset = lib.fileset.unions [
@@ -19,6 +19,7 @@ rustPlatform.buildRustPackage {
       ../codegen
       ../templates
       ./capabilities.json
+      ../doc/options.json
     ];
   };
 

@@ -90,6 +90,34 @@ enum Command {
         #[arg(long, value_enum, default_value_t = TableFormat::Markdown)]
         format: TableFormat,
     },
+    /// Print the reference of every microvm.* option, read from the NixOS modules' option
+    /// declarations (doc/options.md and doc/options.json are its output).
+    Options {
+        /// markdown: for people; json: the option tree `lint` checks against.
+        #[arg(long, value_enum, default_value_t = TableFormat::Markdown)]
+        format: TableFormat,
+        /// Module files, or directories whose .nix files are read.
+        #[arg(value_name = "PATH", default_value = "nixos-modules")]
+        paths: Vec<PathBuf>,
+    },
+    /// Check the microvm.* settings in Nix files (flakes, NixOS modules) without evaluating
+    /// them: unknown, removed and renamed options, literal values of the wrong type or outside
+    /// an enum, capability conflicts and duplicate tags or ids, each at its line.
+    ///
+    /// Values that are not literals are skipped, never guessed. Exit status: 0 no errors
+    /// (warnings allowed), 1 an error was found, 2 usage or I/O error.
+    Lint {
+        /// Nix files, or directories whose .nix files are linted.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+        /// human: reports with the offending lines; json: an array of findings for editors.
+        #[arg(long, value_enum, default_value_t = crate::lint::Format::Human)]
+        format: crate::lint::Format,
+        /// Read the known options from these module files or directories instead of the
+        /// reference built into this program.
+        #[arg(long = "options", value_name = "PATH")]
+        options: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -183,6 +211,14 @@ pub fn run(cli: Cli) -> ExitCode {
                 TableFormat::Json => print!("{}", crate::capabilities::CAPABILITY_TABLE_JSON),
             }
             ExitCode::SUCCESS
+        }
+        Command::Lint {
+            files,
+            format,
+            options,
+        } => crate::lint::command(&files, format, &options),
+        Command::Options { format, paths } => {
+            crate::options::command(&paths, matches!(format, TableFormat::Json))
         }
         Command::Validate { spec } => match checked_spec(&spec) {
             Ok((spec, _)) => {

@@ -1,0 +1,504 @@
+//! Checks that combine the settings of one VM: capability conflicts between literals, with the
+//! generator's own capability table and `feature_uses`, and duplicate tags and ids.
+//!
+//! The literal settings are put together into a runner spec (placeholders where a required
+//! field is not known, fields the spec cannot take left out), so the features a VM uses are
+//! found exactly as the generator finds them. A feature whose evidence is not a literal — the
+//! field itself is unknown or a placeholder, or a sibling choice field (an enum or a boolean)
+//! is unknown and some value of it would not use the feature — is not reported.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use super::known::Known;
+use super::walk::{Facts, Scope};
+use super::{Finding, Severity, codes};
+use crate::capabilities::{self, table};
+use crate::json_path::{JsonPath, Segment};
+use crate::nix_syntax::Span;
+use crate::options::OptionType;
+use crate::options::spec::{resolve, runner_spec_fields, runner_spec_schema};
+use crate::path;
+use crate::spec::{Hypervisor, RunnerSpec};
+
+/// Fields whose values must differ between the elements of a list: (list, field,
+/// "two … {value}", "give each its own …").
+const UNIQUE: &[(&[&str], &str, &str, &str)] = &[
+    (&["microvm", "shares"], "tag", "shares use the tag", "tag"),
+    (
+        &["microvm", "interfaces"],
+        "id",
+        "interfaces use the id",
+        "id",
+    ),
+    (
+        &["microvm", "interfaces"],
+        "mac",
+        "interfaces use the MAC address",
+        "MAC address",
+    ),
+    (
+        &["microvm", "volumes"],
+        "image",
+        "volumes use the image",
+        "image file",
+    ),
+    (
+        &["microvm", "devices"],
+        "path",
+        "devices pass through",
+        "device",
+    ),
+    (
+        &["microvm", "qemu", "pcieRootPorts"],
+        "id",
+        "PCIe root ports use the id",
+        "id",
+    ),
+];
+
+pub fn check(_known: &Known, file: usize, scopes: &[Scope]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let spec = SpecContext {
+        fields: runner_spec_fields(),
+        schema: runner_spec_schema(),
+    };
+    for scope in scopes {
+        findings.extend(capability_conflicts(file, &scope.facts, &spec));
+        findings.extend(duplicates(file, &scope.facts));
+    }
+    for (index, _) in scopes.iter().enumerate() {
+        findings.extend(duplicate_cids(file, scopes, index));
+    }
+    findings
+}
+
+struct SpecContext {
+    fields: BTreeSet<String>,
+    schema: Value,
+}
+
+fn is_usable(facts: &Facts, path: &JsonPath) -> bool {
+    !facts.unknown.contains_key(path) && !facts.conflicted.contains(path)
+}
+
+/// The plain literal string or integer at a path.
+fn literal<'f>(facts: &'f Facts, path: &JsonPath) -> Option<(&'f Value, &'f Span)> {
+    if !is_usable(facts, path) {
+        return None;
+    }
+    facts.values.get(path).map(|(v, s)| (v, s))
+}
+
+/// The span written for a path or its nearest ancestor.
+fn span_for(facts: &Facts, path: &JsonPath) -> Option<Span> {
+    let mut current = Some(path.clone());
+    while let Some(p) = current {
+        if let Some((_, span)) = facts.values.get(&p) {
+            return Some(span.clone());
+        }
+        if let Some(span) = facts.spans.get(&p) {
+            return Some(span.clone());
+        }
+        current = p.parent();
+    }
+    None
+}
+
+/// `shares.*.proto` for `$.microvm.shares[3].proto` (without the leading `microvm`).
+fn field_name(segments: &[Segment]) -> String {
+    segments
+        .iter()
+        .map(|s| match s {
+            Segment::Key(k) => k.clone(),
+            Segment::Index(_) => "*".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Whether the spec has a field at (or above, for maps) this relative path.
+fn in_spec(fields: &BTreeSet<String>, relative: &[Segment]) -> bool {
+    (1..=relative.len()).any(|n| fields.contains(&field_name(&relative[..n])))
+}
+
+fn insert(root: &mut Value, segments: &[Segment], value: Value) {
+    let Some((first, rest)) = segments.split_first() else {
+        *root = value;
+        return;
+    };
+    let slot = match first {
+        Segment::Key(key) => {
+            if !root.is_object() {
+                *root = Value::Object(Map::new());
+            }
+            let Value::Object(map) = root else { return };
+            map.entry(key.clone()).or_insert(Value::Null)
+        }
+        Segment::Index(index) => {
+            if !root.is_array() {
+                *root = Value::Array(Vec::new());
+            }
+            let Value::Array(items) = root else { return };
+            while items.len() <= *index {
+                items.push(Value::Object(Map::new()));
+            }
+            &mut items[*index]
+        }
+    };
+    insert(slot, rest, value);
+}
+
+fn remove(root: &mut Value, segments: &[Segment]) {
+    let Some((last, parent)) = segments.split_last() else {
+        return;
+    };
+    let mut node = root;
+    for segment in parent {
+        node = match (segment, node) {
+            (Segment::Key(k), Value::Object(map)) => match map.get_mut(k) {
+                Some(next) => next,
+                None => return,
+            },
+            (Segment::Index(i), Value::Array(items)) => match items.get_mut(*i) {
+                Some(next) => next,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+    if let (Segment::Key(k), Value::Object(map)) = (last, node) {
+        map.remove(k);
+    }
+}
+
+/// The relative path of `$.microvm.…`.
+fn relative(path: &JsonPath) -> Option<&[Segment]> {
+    match path.0.split_first() {
+        Some((Segment::Key(first), rest)) if first == "microvm" => Some(rest),
+        _ => None,
+    }
+}
+
+fn absolute(relative: &JsonPath) -> JsonPath {
+    let mut segments = vec![Segment::Key("microvm".to_owned())];
+    segments.extend(relative.0.iter().cloned());
+    JsonPath(segments)
+}
+
+impl SpecContext {
+    /// The literal settings as spec JSON, with one path replaced by `alternative`.
+    fn json(&self, facts: &Facts, alternative: Option<(&JsonPath, &Value)>) -> Value {
+        let mut root = Value::Object(Map::new());
+        for (path, len) in &facts.list_len {
+            if let Some(rel) = relative(path)
+                && is_usable(facts, path)
+                && in_spec(&self.fields, rel)
+                && *len > 0
+            {
+                let mut element = rel.to_vec();
+                element.push(Segment::Index(len - 1));
+                insert(&mut root, &element, Value::Object(Map::new()));
+            }
+        }
+        for (path, (value, _)) in &facts.values {
+            if let Some(rel) = relative(path)
+                && is_usable(facts, path)
+                && in_spec(&self.fields, rel)
+            {
+                insert(&mut root, rel, value.clone());
+            }
+        }
+        if let Some((path, value)) = alternative
+            && let Some(rel) = relative(path)
+        {
+            insert(&mut root, rel, value.clone());
+        }
+        root
+    }
+
+    /// Deserializes spec JSON, filling required fields with placeholders and dropping fields
+    /// the spec cannot take. Returns the spec and the paths that are not the user's literals.
+    fn spec(&self, mut json: Value) -> Option<(RunnerSpec, BTreeSet<JsonPath>)> {
+        let mut not_literal = BTreeSet::new();
+        for _ in 0..64 {
+            fill_required(
+                &mut json,
+                &self.schema,
+                &self.schema,
+                &JsonPath::root(),
+                &mut not_literal,
+            );
+            let error = match serde_path_to_error::deserialize::<_, RunnerSpec>(&json) {
+                Ok(spec) => return Some((spec, not_literal)),
+                Err(error) => error,
+            };
+            let mut segments = Vec::new();
+            for segment in error.path().iter() {
+                match segment {
+                    serde_path_to_error::Segment::Map { key } => {
+                        segments.push(Segment::Key(key.clone()));
+                    }
+                    serde_path_to_error::Segment::Seq { index } => {
+                        segments.push(Segment::Index(*index));
+                    }
+                    _ => break,
+                }
+            }
+            // A bad list element takes the whole list with it: indices must not shift.
+            if matches!(segments.last(), Some(Segment::Index(_)))
+                && let Some(position) = segments.iter().rposition(|s| matches!(s, Segment::Key(_)))
+            {
+                segments.truncate(position + 1);
+            }
+            if segments.is_empty() {
+                return None;
+            }
+            remove(&mut json, &segments);
+            not_literal.insert(JsonPath(segments));
+        }
+        None
+    }
+}
+
+fn placeholder(root: &Value, schema: &Value) -> Value {
+    let schema = resolve(root, schema);
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|v| v.first())
+    {
+        return first.clone();
+    }
+    if let Some(constant) = schema.get("const") {
+        return constant.clone();
+    }
+    if let Some(first) = schema
+        .get("oneOf")
+        .and_then(Value::as_array)
+        .and_then(|v| v.first())
+    {
+        return placeholder(root, first);
+    }
+    let ty = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(types)) => types
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
+        _ => "null",
+    };
+    match ty {
+        "string" => Value::from("/placeholder"),
+        "integer" | "number" => Value::from(1),
+        "boolean" => Value::Bool(false),
+        "array" => Value::Array(Vec::new()),
+        "object" => Value::Object(Map::new()),
+        _ => Value::Null,
+    }
+}
+
+fn fill_required(
+    value: &mut Value,
+    root: &Value,
+    schema: &Value,
+    path: &JsonPath,
+    filled: &mut BTreeSet<JsonPath>,
+) {
+    let schema = resolve(root, schema);
+    match value {
+        Value::Object(map) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            if let (Some(required), Some(properties)) =
+                (schema.get("required").and_then(Value::as_array), properties)
+            {
+                for name in required.iter().filter_map(Value::as_str) {
+                    if !map.contains_key(name)
+                        && let Some(property) = properties.get(name)
+                    {
+                        map.insert(name.to_owned(), placeholder(root, property));
+                        filled.insert(path.key(name));
+                    }
+                }
+            }
+            if let Some(properties) = properties {
+                for (name, child) in map.iter_mut() {
+                    if let Some(property) = properties.get(name) {
+                        fill_required(child, root, property, &path.key(name), filled);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    fill_required(item, root, item_schema, &path.index(i), filled);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The values an unknown choice field could take, when there are few.
+fn alternatives(ty: &OptionType) -> Vec<Value> {
+    match ty {
+        OptionType::Bool => vec![Value::Bool(false), Value::Bool(true)],
+        OptionType::Enum {
+            values: Some(values),
+            ..
+        } => values.iter().map(|v| Value::from(v.as_str())).collect(),
+        OptionType::NullOr { of } => {
+            let mut values = alternatives(of);
+            if !values.is_empty() {
+                values.push(Value::Null);
+            }
+            values
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn capability_conflicts(file: usize, facts: &Facts, context: &SpecContext) -> Vec<Finding> {
+    let hypervisor_path = path!["microvm", "hypervisor"];
+    let Some((Value::String(name), hypervisor_span)) = literal(facts, &hypervisor_path) else {
+        return Vec::new();
+    };
+    let Some(hypervisor) = Hypervisor::from_name(name) else {
+        return Vec::new();
+    };
+    let Some((spec, not_literal)) = context.spec(context.json(facts, None)) else {
+        return Vec::new();
+    };
+    let mut findings = Vec::new();
+    for (id, use_path) in capabilities::feature_uses(&spec) {
+        let Some(feature) = table().features.get(id) else {
+            continue;
+        };
+        if feature.supports(hypervisor) {
+            continue;
+        }
+        if let Some(required) = &feature.requires
+            && !capabilities::supports(hypervisor, required)
+        {
+            continue;
+        }
+        let full = absolute(&use_path);
+        if not_literal.contains(&use_path) || !is_usable(facts, &full) {
+            continue;
+        }
+        // A sibling choice that is not a literal: report only if every value it could take
+        // still uses the feature.
+        let parent = full.parent();
+        let undecided = facts
+            .unknown
+            .iter()
+            .filter(|(path, _)| path.parent() == parent);
+        let mut certain = true;
+        'siblings: for (path, ty) in undecided {
+            for alternative in alternatives(ty) {
+                let uses = context
+                    .spec(context.json(facts, Some((path, &alternative))))
+                    .map(|(spec, _)| capabilities::feature_uses(&spec))
+                    .unwrap_or_default();
+                if !uses.iter().any(|(i, p)| *i == id && *p == use_path) {
+                    certain = false;
+                    break 'siblings;
+                }
+            }
+        }
+        if !certain {
+            continue;
+        }
+        let Some(span) = span_for(facts, &full) else {
+            continue;
+        };
+        let mut related = Vec::new();
+        if hypervisor_span.start >= span.end || hypervisor_span.end <= span.start {
+            related.push((
+                hypervisor_span.clone(),
+                format!("the hypervisor is {hypervisor}"),
+            ));
+        }
+        findings.push(Finding {
+            code: format!("microvm::capability::{}", id.replace('.', "_")),
+            severity: Severity::Error,
+            message: format!("{hypervisor} does not support {}", feature.title),
+            file,
+            span,
+            label: Some(format!("{} ({})", feature.option, feature.condition)),
+            related,
+            help: feature.hint(hypervisor).map(str::to_owned),
+        });
+    }
+    findings
+}
+
+fn duplicates(file: usize, facts: &Facts) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (list, field, what, noun) in UNIQUE {
+        let list_path = JsonPath(list.iter().map(|k| Segment::Key((*k).to_owned())).collect());
+        let Some(len) = facts.list_len.get(&list_path) else {
+            continue;
+        };
+        let mut seen: BTreeMap<String, Span> = BTreeMap::new();
+        for i in 0..*len {
+            let path = list_path.index(i).key(field);
+            let Some((Value::String(value), span)) = literal(facts, &path) else {
+                continue;
+            };
+            let normalised = if *field == "mac" {
+                value.to_lowercase()
+            } else {
+                value.clone()
+            };
+            match seen.get(&normalised) {
+                Some(first) => findings.push(Finding {
+                    code: codes::DUPLICATE.to_owned(),
+                    severity: Severity::Error,
+                    message: format!("two {what} {value:?}"),
+                    file,
+                    span: span.clone(),
+                    label: Some("used again here".to_owned()),
+                    related: vec![(first.clone(), "first used here".to_owned())],
+                    help: Some(format!("give each its own {noun}")),
+                }),
+                None => {
+                    seen.insert(normalised, span.clone());
+                }
+            }
+        }
+    }
+    findings
+}
+
+/// The guests of one host's `microvm.vms` need distinct vsock context ids.
+fn duplicate_cids(file: usize, scopes: &[Scope], host: usize) -> Vec<Finding> {
+    let cid_path = path!["microvm", "vsock", "cid"];
+    let mut seen: BTreeMap<i64, Span> = BTreeMap::new();
+    let mut findings = Vec::new();
+    for scope in scopes.iter().filter(|s| s.parent == Some(host)) {
+        let Some((Value::Number(cid), span)) = literal(&scope.facts, &cid_path) else {
+            continue;
+        };
+        let Some(cid) = cid.as_i64() else { continue };
+        match seen.get(&cid) {
+            Some(first) => findings.push(Finding {
+                code: codes::DUPLICATE.to_owned(),
+                severity: Severity::Error,
+                message: format!("two VMs use the vsock cid {cid}"),
+                file,
+                span: span.clone(),
+                label: Some("used again here".to_owned()),
+                related: vec![(first.clone(), "first used here".to_owned())],
+                help: Some("give every VM on a host its own microvm.vsock.cid".to_owned()),
+            }),
+            None => {
+                seen.insert(cid, span.clone());
+            }
+        }
+    }
+    findings
+}

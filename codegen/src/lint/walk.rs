@@ -1,0 +1,1277 @@
+//! Finds module positions and the `microvm.*` settings in them, checks each setting against
+//! the option it sets, and records the literal values for the checks that combine settings.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::Value;
+
+use super::known::{Known, Node};
+use super::{Finding, Severity, codes};
+use crate::json_path::{JsonPath, Segment};
+use crate::nix_syntax::{BinOp, Entry, Expr, ExprKind, Key, Param, Span, Text};
+use crate::options::OptionType;
+use crate::suggest;
+
+/// How a definition applies: under `mkIf` (or an `if`), or at a priority another module's
+/// plain definition overrides (`mkDefault`, `mkOverride 1000`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub conditional: bool,
+    pub weak: bool,
+}
+
+impl Flags {
+    fn plain(self) -> bool {
+        !self.conditional && !self.weak
+    }
+}
+
+/// The literal values one VM's configuration sets, by path (`$.microvm.shares[0].proto`).
+#[derive(Debug, Default)]
+pub struct Facts {
+    pub values: BTreeMap<JsonPath, (Value, Span)>,
+    /// Paths set to different values by two definitions.
+    pub conflicted: BTreeSet<JsonPath>,
+    /// Paths whose value is not a literal, or only conditionally or weakly defined, with the
+    /// option's type.
+    pub unknown: BTreeMap<JsonPath, OptionType>,
+    /// Where list elements and lists are written, for pointing at them.
+    pub spans: BTreeMap<JsonPath, Span>,
+    /// Literal elements of each list of submodules.
+    pub list_len: BTreeMap<JsonPath, usize>,
+}
+
+/// The settings of one VM: a file that is a module, one `modules` list, or one
+/// `microvm.vms.<name>`.
+#[derive(Debug, Default)]
+pub struct Scope {
+    /// The scope whose `microvm.vms` declares this one.
+    pub parent: Option<usize>,
+    pub facts: Facts,
+}
+
+pub struct Walker<'a> {
+    known: &'a Known,
+    file: usize,
+    findings: Vec<Finding>,
+    scopes: Vec<Scope>,
+    vm_scopes: HashMap<(usize, JsonPath), usize>,
+    /// Checking against one alternative of `oneOf`: findings are collected, nothing recorded.
+    trial: bool,
+    /// How deeply the walk is nested now, across all its recursive steps.
+    nesting: usize,
+}
+
+/// Beyond this nesting (of sets, lists, modules, wrappers together) the walk stops: no real
+/// configuration comes close, and the stack stays bounded.
+const MAX_NESTING: usize = 400;
+
+/// Nesting the walk follows; the syntax tree is cut off at its own limit anyway.
+const MAX_DEPTH: usize = crate::nix_syntax::MAX_DEPTH + 8;
+
+/// What a value is, as far as the syntax tells.
+enum Lit<'e> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float,
+    /// `None`: made with `${…}`.
+    Str(Option<&'e str>),
+    Path,
+    List,
+    Set,
+    Lambda,
+    Unknown,
+}
+
+impl Lit<'_> {
+    fn describe(&self) -> &'static str {
+        match self {
+            Lit::Null => "null",
+            Lit::Bool(_) => "a boolean",
+            Lit::Int(_) => "an integer",
+            Lit::Float => "a float",
+            Lit::Str(_) => "a string",
+            Lit::Path => "a path",
+            Lit::List => "a list",
+            Lit::Set => "an attribute set",
+            Lit::Lambda => "a function",
+            Lit::Unknown => "a value",
+        }
+    }
+}
+
+fn classify(expr: &Expr) -> Lit<'_> {
+    match &expr.kind {
+        ExprKind::Ident(name) => match name.as_str() {
+            "null" => Lit::Null,
+            "true" => Lit::Bool(true),
+            "false" => Lit::Bool(false),
+            _ => Lit::Unknown,
+        },
+        ExprKind::Int(i) => Lit::Int(*i),
+        ExprKind::Float(_) => Lit::Float,
+        ExprKind::Negate(inner) => match inner.kind {
+            ExprKind::Int(i) => Lit::Int(-i),
+            ExprKind::Float(_) => Lit::Float,
+            _ => Lit::Unknown,
+        },
+        ExprKind::Str(Text::Literal(s)) => Lit::Str(Some(s)),
+        ExprKind::Str(Text::Interpolated(_)) => Lit::Str(None),
+        ExprKind::Path(_) => Lit::Path,
+        ExprKind::List(_) => Lit::List,
+        ExprKind::AttrSet { .. } => Lit::Set,
+        ExprKind::Lambda { .. } => Lit::Lambda,
+        ExprKind::BinOp {
+            op: BinOp::Concat,
+            lhs,
+            rhs,
+        } if matches!(lhs.kind, ExprKind::List(_)) || matches!(rhs.kind, ExprKind::List(_)) => {
+            Lit::List
+        }
+        ExprKind::BinOp {
+            op: BinOp::Update,
+            lhs,
+            rhs,
+        } if matches!(lhs.kind, ExprKind::AttrSet { .. })
+            || matches!(rhs.kind, ExprKind::AttrSet { .. }) =>
+        {
+            Lit::Set
+        }
+        _ => Lit::Unknown,
+    }
+}
+
+/// The last part of a function's dotted name, when the function is named: `lib.mkIf` → `mkIf`.
+fn function_name(expr: &Expr) -> Option<(String, Vec<&Expr>)> {
+    let (function, args) = expr.call()?;
+    let name = function.dotted_name()?;
+    let last = name.rsplit('.').next().unwrap_or(&name).to_owned();
+    Some((last, args))
+}
+
+/// The definitions a value stands for, through `mkIf`, `mkMerge`, `mkDefault`, `mkForce`,
+/// `mkOverride`, `mkBefore`/`mkAfter`/`mkOrder`, `if … then … else`, `let` and `with`.
+fn definitions<'e>(expr: &'e Expr, flags: Flags, out: &mut Vec<(&'e Expr, Flags)>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    let d = depth + 1;
+    match &expr.kind {
+        ExprKind::LetIn { body, .. } | ExprKind::With { body, .. } => {
+            definitions(body, flags, out, d);
+        }
+        ExprKind::If {
+            then, otherwise, ..
+        } => {
+            let conditional = Flags {
+                conditional: true,
+                ..flags
+            };
+            definitions(then, conditional, out, d);
+            definitions(otherwise, conditional, out, d);
+        }
+        ExprKind::Apply { .. } => match function_name(expr) {
+            Some((name, args)) => match (name.as_str(), args.as_slice()) {
+                ("mkIf", [_, value]) => definitions(
+                    value,
+                    Flags {
+                        conditional: true,
+                        ..flags
+                    },
+                    out,
+                    d,
+                ),
+                ("mkDefault" | "mkOptionDefault", [value]) => definitions(
+                    value,
+                    Flags {
+                        weak: true,
+                        ..flags
+                    },
+                    out,
+                    d,
+                ),
+                ("mkOverride", [priority, value]) => {
+                    // mkForce is mkOverride 50; plain definitions have priority 100.
+                    let strong = matches!(priority.kind, ExprKind::Int(p) if p <= 100);
+                    let weak = flags.weak || !strong;
+                    definitions(value, Flags { weak, ..flags }, out, d);
+                }
+                ("mkForce" | "mkVMOverride" | "mkBefore" | "mkAfter", [value])
+                | ("mkOrder", [_, value]) => definitions(value, flags, out, d),
+                ("mkMerge", [list]) => match &list.kind {
+                    ExprKind::List(items) => {
+                        for item in items {
+                            definitions(item, flags, out, d);
+                        }
+                    }
+                    _ => out.push((list, flags)),
+                },
+                _ => out.push((expr, flags)),
+            },
+            None => out.push((expr, flags)),
+        },
+        _ => out.push((expr, flags)),
+    }
+}
+
+/// `{ config, lib, pkgs, ... }:` and `{ foo, ... }:` look like modules; `{ self, nixpkgs }:`
+/// and `inputs@{ self, ... }:` (flake outputs) and `name: …` do not.
+fn is_module_param(param: &Param) -> bool {
+    match param {
+        Param::Ident(_) => false,
+        Param::Pattern {
+            names, ellipsis, ..
+        } => {
+            let module_args = ["config", "lib", "pkgs", "options", "modulesPath"];
+            !names.iter().any(|n| n == "self")
+                && (*ellipsis || names.iter().any(|n| module_args.contains(&n.as_str())))
+        }
+    }
+}
+
+fn first_key(keys: &[Key]) -> Option<&str> {
+    keys.first().and_then(|k| k.name.as_deref())
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(known: &'a Known, file: usize) -> Walker<'a> {
+        Walker {
+            known,
+            file,
+            findings: Vec::new(),
+            scopes: Vec::new(),
+            vm_scopes: HashMap::new(),
+            trial: false,
+            nesting: 0,
+        }
+    }
+
+    pub fn finish(self) -> (Vec<Finding>, Vec<Scope>) {
+        (self.findings, self.scopes)
+    }
+
+    /// Runs one recursive step, unless the walk is nested too deeply already.
+    fn nested(&mut self, step: impl FnOnce(&mut Self)) {
+        if self.nesting < MAX_NESTING {
+            self.nesting += 1;
+            step(self);
+            self.nesting -= 1;
+        }
+    }
+
+    fn new_scope(&mut self, parent: Option<usize>) -> usize {
+        self.scopes.push(Scope {
+            parent,
+            facts: Facts::default(),
+        });
+        self.scopes.len() - 1
+    }
+
+    fn push(&mut self, finding: Finding) {
+        self.findings.push(finding);
+    }
+
+    fn finding(
+        &self,
+        code: &str,
+        severity: Severity,
+        message: String,
+        span: Span,
+        label: impl Into<Option<String>>,
+        help: impl Into<Option<String>>,
+    ) -> Finding {
+        Finding {
+            code: code.to_owned(),
+            severity,
+            message,
+            file: self.file,
+            span,
+            label: label.into(),
+            related: Vec::new(),
+            help: help.into(),
+        }
+    }
+
+    // ---- finding module positions ----------------------------------------------------
+
+    /// The whole file: a module itself (a module function, or a set that is not a flake), or
+    /// something with modules inside.
+    pub fn file_root(&mut self, root: &Expr) {
+        let mut expr = root;
+        loop {
+            match &expr.kind {
+                ExprKind::LetIn { entries, body } => {
+                    for entry in entries {
+                        if let Entry::Binding(b) = entry {
+                            self.walk(&b.value, 1);
+                        }
+                    }
+                    expr = body;
+                }
+                ExprKind::With { body, .. } => expr = body,
+                _ => break,
+            }
+        }
+        let is_module = match &expr.kind {
+            ExprKind::Lambda { param, .. } => is_module_param(param),
+            ExprKind::AttrSet { entries, .. } => !entries.iter().any(|e| {
+                matches!(e, Entry::Binding(b) if matches!(first_key(&b.path), Some("outputs" | "inputs")))
+            }),
+            _ => false,
+        };
+        if is_module {
+            let scope = self.new_scope(None);
+            self.module(expr, scope, 1);
+        } else {
+            self.walk(expr, 1);
+        }
+    }
+
+    /// Outside any module: looks for module positions.
+    fn walk(&mut self, expr: &Expr, depth: usize) {
+        self.nested(|w| w.walk_inner(expr, depth));
+    }
+
+    fn walk_inner(&mut self, expr: &Expr, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        let d = depth + 1;
+        match &expr.kind {
+            ExprKind::Lambda { param, .. } if is_module_param(param) => {
+                let scope = self.new_scope(None);
+                self.module(expr, scope, d);
+            }
+            ExprKind::AttrSet { entries, .. } => {
+                for entry in entries {
+                    match entry {
+                        Entry::Binding(b) => {
+                            let names: Vec<Option<&str>> =
+                                b.path.iter().map(|k| k.name.as_deref()).collect();
+                            match names.as_slice() {
+                                [Some("modules")] => {
+                                    let scope = self.new_scope(None);
+                                    self.modules_list(&b.value, scope, d);
+                                }
+                                [Some("nixosModules")] => match &b.value.kind {
+                                    ExprKind::AttrSet { entries, .. } => {
+                                        for entry in entries {
+                                            if let Entry::Binding(m) = entry {
+                                                self.module_value(&m.value, d);
+                                            }
+                                        }
+                                    }
+                                    _ => self.module_value(&b.value, d),
+                                },
+                                [Some("nixosModule")] | [Some("nixosModules"), _] => {
+                                    self.module_value(&b.value, d);
+                                }
+                                _ => self.walk(&b.value, d),
+                            }
+                        }
+                        Entry::Inherit(inherit) => {
+                            if let Some(from) = &inherit.from {
+                                self.walk(from, d);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                for child in expr.children() {
+                    self.walk(child, d);
+                }
+            }
+        }
+    }
+
+    /// A value that is a module when it is written out here (a set or a function).
+    fn module_value(&mut self, expr: &Expr, depth: usize) {
+        if matches!(
+            expr.kind,
+            ExprKind::AttrSet { .. } | ExprKind::Lambda { .. } | ExprKind::LetIn { .. }
+        ) {
+            let scope = self.new_scope(None);
+            self.module(expr, scope, depth);
+        } else {
+            self.walk(expr, depth);
+        }
+    }
+
+    fn modules_list(&mut self, expr: &Expr, scope: usize, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match &expr.kind {
+            ExprKind::List(items) => {
+                for item in items {
+                    match item.kind {
+                        ExprKind::AttrSet { .. }
+                        | ExprKind::Lambda { .. }
+                        | ExprKind::LetIn { .. }
+                        | ExprKind::With { .. } => self.module(item, scope, depth + 1),
+                        _ => self.walk(item, depth + 1),
+                    }
+                }
+            }
+            ExprKind::BinOp {
+                op: BinOp::Concat,
+                lhs,
+                rhs,
+            } => {
+                self.modules_list(lhs, scope, depth + 1);
+                self.modules_list(rhs, scope, depth + 1);
+            }
+            _ => self.walk(expr, depth + 1),
+        }
+    }
+
+    /// A module: its `microvm.*` settings belong to `scope`.
+    fn module(&mut self, expr: &Expr, scope: usize, depth: usize) {
+        self.nested(|w| w.module_inner(expr, scope, depth));
+    }
+
+    fn module_inner(&mut self, expr: &Expr, scope: usize, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        let d = depth + 1;
+        match &expr.kind {
+            ExprKind::Lambda { body, .. } => self.module(body, scope, d),
+            ExprKind::LetIn { entries, body } => {
+                for entry in entries {
+                    if let Entry::Binding(b) = entry {
+                        self.walk(&b.value, d);
+                    }
+                }
+                self.module(body, scope, d);
+            }
+            ExprKind::With { body, .. } => self.module(body, scope, d),
+            ExprKind::AttrSet { entries, .. } => {
+                for entry in entries {
+                    let Entry::Binding(b) = entry else { continue };
+                    match first_key(&b.path) {
+                        Some("imports") if b.path.len() == 1 => {
+                            self.modules_list(&b.value, scope, d);
+                        }
+                        Some("config") if b.path.len() == 1 => {
+                            self.config(&b.value, scope, Flags::default(), d);
+                        }
+                        Some("config") => {
+                            if first_key(&b.path[1..]) == Some("microvm") {
+                                self.setting(&b.path[1..], &b.value, scope, Flags::default());
+                            } else {
+                                self.walk(&b.value, d);
+                            }
+                        }
+                        Some("microvm") => {
+                            self.setting(&b.path, &b.value, scope, Flags::default());
+                        }
+                        Some(
+                            "options" | "_module" | "meta" | "disabledModules" | "key" | "_file"
+                            | "freeformType",
+                        ) => {}
+                        _ => self.walk(&b.value, d),
+                    }
+                }
+            }
+            _ => self.walk(expr, d),
+        }
+    }
+
+    /// The value of a module's `config`.
+    fn config(&mut self, expr: &Expr, scope: usize, flags: Flags, depth: usize) {
+        let mut defs = Vec::new();
+        definitions(expr, flags, &mut defs, depth);
+        for (def, flags) in defs {
+            match &def.kind {
+                ExprKind::AttrSet { entries, .. } => {
+                    for entry in entries {
+                        let Entry::Binding(b) = entry else { continue };
+                        if first_key(&b.path) == Some("microvm") {
+                            self.setting(&b.path, &b.value, scope, flags);
+                        } else {
+                            self.walk(&b.value, depth + 1);
+                        }
+                    }
+                }
+                _ => self.walk(def, depth + 1),
+            }
+        }
+    }
+
+    // ---- checking settings -------------------------------------------------------------
+
+    /// `microvm.a.b = value;` in a module of `scope`.
+    fn setting(&mut self, keys: &[Key], value: &Expr, scope: usize, flags: Flags) {
+        let known = self.known;
+        self.keys(
+            keys,
+            value,
+            &known.root,
+            &mut Vec::new(),
+            &JsonPath::root(),
+            flags,
+            scope,
+            false,
+        );
+    }
+
+    /// Follows an attribute path from `node`; `loc` is the option path so far.
+    #[allow(clippy::too_many_arguments)]
+    fn keys(
+        &mut self,
+        keys: &[Key],
+        value: &Expr,
+        node: &'a Node,
+        loc: &mut Vec<String>,
+        path: &JsonPath,
+        flags: Flags,
+        scope: usize,
+        freeform: bool,
+    ) {
+        self.nested(|w| w.keys_inner(keys, value, node, loc, path, flags, scope, freeform));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn keys_inner(
+        &mut self,
+        keys: &[Key],
+        value: &Expr,
+        node: &'a Node,
+        loc: &mut Vec<String>,
+        path: &JsonPath,
+        flags: Flags,
+        scope: usize,
+        freeform: bool,
+    ) {
+        let known = self.known;
+        let mut node = node;
+        let mut path = path.clone();
+        for (i, key) in keys.iter().enumerate() {
+            let Some(name) = key.name.as_deref() else {
+                return;
+            };
+            loc.push(name.to_owned());
+            path = path.key(name);
+            if let Some(removed) = known.removed(loc) {
+                let message = format!("`{}` was removed", removed.name);
+                let finding = self.finding(
+                    codes::REMOVED_OPTION,
+                    Severity::Error,
+                    message,
+                    key.span.clone(),
+                    "removed".to_owned(),
+                    removed.message.trim().to_owned(),
+                );
+                self.push(finding);
+                return;
+            }
+            if let Some(renamed) = known.renamed(loc) {
+                use crate::options::RenameKind;
+                let (message, help) = match renamed.kind {
+                    RenameKind::Alias => return,
+                    RenameKind::Renamed => (
+                        format!("`{}` was renamed to `{}`", renamed.name, renamed.to),
+                        format!("write `{}`; the old name still works for now", renamed.to),
+                    ),
+                    RenameKind::Changed => (
+                        format!("`{}` was replaced by `{}`", renamed.name, renamed.to),
+                        format!("set `{}` instead", renamed.to),
+                    ),
+                };
+                let finding = self.finding(
+                    codes::RENAMED_OPTION,
+                    Severity::Warning,
+                    message,
+                    key.span.clone(),
+                    "renamed".to_owned(),
+                    help,
+                );
+                self.push(finding);
+                return;
+            }
+            let Some(child) = node.get(name) else {
+                if !freeform {
+                    self.unknown_option(key, loc, node);
+                }
+                return;
+            };
+            node = child;
+            if let Some(decl) = known.decl(child) {
+                if decl.read_only {
+                    let finding = self.finding(
+                        codes::READ_ONLY,
+                        Severity::Error,
+                        format!("`{}` is read-only", decl.name),
+                        key.span.clone(),
+                        "set here".to_owned(),
+                        "the module sets it; read it (`config.".to_owned()
+                            + &decl.name
+                            + "`) instead of setting it",
+                    );
+                    self.push(finding);
+                    return;
+                }
+                let name = decl.name.clone();
+                self.option_keys(
+                    &keys[i + 1..],
+                    value,
+                    &decl.ty,
+                    child,
+                    &name,
+                    loc,
+                    &path,
+                    flags,
+                    scope,
+                );
+                return;
+            }
+        }
+        // A set of options (`microvm`, `microvm.graphics`): its value is a set of settings.
+        let mut defs = Vec::new();
+        definitions(value, flags, &mut defs, 0);
+        for (def, flags) in defs {
+            match classify(def) {
+                Lit::Set => self.set_entries(def, node, loc, &path, flags, scope, false),
+                Lit::Unknown => {}
+                other => {
+                    let message = format!(
+                        "`{}` is a set of options, not {}",
+                        loc.join("."),
+                        other.describe()
+                    );
+                    let finding = self.finding(
+                        codes::WRONG_TYPE,
+                        Severity::Error,
+                        message,
+                        def.span.clone(),
+                        other.describe().to_owned(),
+                        None,
+                    );
+                    self.push(finding);
+                }
+            }
+        }
+    }
+
+    /// The bindings of a set literal (also through `//`), each followed from `node`.
+    #[allow(clippy::too_many_arguments)]
+    fn set_entries(
+        &mut self,
+        expr: &Expr,
+        node: &'a Node,
+        loc: &[String],
+        path: &JsonPath,
+        flags: Flags,
+        scope: usize,
+        freeform: bool,
+    ) {
+        match &expr.kind {
+            ExprKind::AttrSet { entries, .. } => {
+                for entry in entries {
+                    match entry {
+                        Entry::Binding(b) => {
+                            let mut loc = loc.to_vec();
+                            self.keys(
+                                &b.path, &b.value, node, &mut loc, path, flags, scope, freeform,
+                            );
+                        }
+                        // `inherit x;` sets `x` to a variable: the name is checked, the value
+                        // is not known.
+                        Entry::Inherit(inherit) => {
+                            for key in &inherit.names {
+                                let unknown = Expr {
+                                    span: key.span.clone(),
+                                    kind: ExprKind::Other,
+                                };
+                                let mut loc = loc.to_vec();
+                                self.keys(
+                                    std::slice::from_ref(key),
+                                    &unknown,
+                                    node,
+                                    &mut loc,
+                                    path,
+                                    flags,
+                                    scope,
+                                    freeform,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            ExprKind::BinOp {
+                op: BinOp::Update,
+                lhs,
+                rhs,
+            } => {
+                self.set_entries(lhs, node, loc, path, flags, scope, freeform);
+                self.set_entries(rhs, node, loc, path, flags, scope, freeform);
+            }
+            _ => {}
+        }
+    }
+
+    fn unknown_option(&mut self, key: &Key, loc: &[String], parent: &Node) {
+        let name = loc.join(".");
+        let prefix = loc[..loc.len() - 1].join(".");
+        let wrong = loc.last().map(String::as_str).unwrap_or("");
+        let candidates = parent.names();
+        let finding = match suggest::closest(wrong, candidates.iter().copied()) {
+            Some(close) => self.finding(
+                codes::UNKNOWN_OPTION,
+                Severity::Error,
+                format!("unknown option `{name}`"),
+                key.span.clone(),
+                "no such option".to_owned(),
+                format!("did you mean `{prefix}.{close}`?"),
+            ),
+            None if loc.len() == 1 => return,
+            None => self.finding(
+                codes::UNKNOWN_OPTION,
+                Severity::Warning,
+                format!("`{name}` is not a microvm-codegen option"),
+                key.span.clone(),
+                "not declared by microvm-codegen's modules".to_owned(),
+                "if one of your own modules declares it, ignore this (options declared in the \
+                 linted files are known); the options are listed in doc/options.md"
+                    .to_owned(),
+            ),
+        };
+        self.push(finding);
+    }
+
+    /// The rest of an attribute path below an option: into its submodule or attribute set.
+    #[allow(clippy::too_many_arguments)]
+    fn option_keys(
+        &mut self,
+        rest: &[Key],
+        value: &Expr,
+        ty: &OptionType,
+        node: &'a Node,
+        name: &str,
+        loc: &mut Vec<String>,
+        path: &JsonPath,
+        flags: Flags,
+        scope: usize,
+    ) {
+        let Some((first, more)) = rest.split_first() else {
+            self.value(value, ty, node, name, loc, path, flags, scope, 0);
+            return;
+        };
+        let Some(key) = first.name.as_deref() else {
+            return;
+        };
+        match ty.non_null() {
+            OptionType::Submodule { freeform } => {
+                self.keys(rest, value, node, loc, path, flags, scope, *freeform);
+            }
+            OptionType::AttrsOf { of } => {
+                let element = node.any_name().unwrap_or(node);
+                let mut loc = loc.clone();
+                loc.push(key.to_owned());
+                let element_name = format!("{name}.<name>");
+                self.option_keys(
+                    more,
+                    value,
+                    of,
+                    element,
+                    &element_name,
+                    &mut loc,
+                    &path.key(key),
+                    flags,
+                    scope,
+                );
+            }
+            // `vms.<name>.config.microvm.mem = …`: a setting in that guest's module.
+            OptionType::Module => {
+                if key == "microvm" && !self.trial {
+                    let vm = self.vm_scope(scope, path);
+                    self.setting(rest, value, vm, Flags::default());
+                }
+            }
+            OptionType::Attrs | OptionType::Other { .. } => {}
+            other => {
+                let message = format!(
+                    "`{name}` is {}; it has no attribute `{key}`",
+                    other.describe()
+                );
+                let finding = self.finding(
+                    codes::WRONG_TYPE,
+                    Severity::Error,
+                    message,
+                    first.span.clone(),
+                    "no such attribute".to_owned(),
+                    None,
+                );
+                self.push(finding);
+            }
+        }
+    }
+
+    /// Records a literal value; one that is conditional or weak only makes the path unknown.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        scope: usize,
+        path: &JsonPath,
+        value: Value,
+        span: &Span,
+        flags: Flags,
+        ty: &OptionType,
+    ) {
+        if self.trial {
+            return;
+        }
+        let facts = &mut self.scopes[scope].facts;
+        if !flags.plain() {
+            facts.unknown.insert(path.clone(), ty.clone());
+            return;
+        }
+        match facts.values.get(path) {
+            Some((existing, _)) if *existing != value => {
+                facts.conflicted.insert(path.clone());
+            }
+            Some(_) => {}
+            None => {
+                facts.values.insert(path.clone(), (value, span.clone()));
+            }
+        }
+    }
+
+    fn unknown(&mut self, scope: usize, path: &JsonPath, ty: &OptionType) {
+        if !self.trial {
+            self.scopes[scope]
+                .facts
+                .unknown
+                .insert(path.clone(), ty.clone());
+        }
+    }
+
+    fn wrong_type(&mut self, expr: &Expr, lit: &Lit, ty: &OptionType, name: &str) {
+        let help = match (lit, ty.non_null()) {
+            (Lit::Str(Some(s)), OptionType::Int { .. }) if s.trim().parse::<i64>().is_ok() => {
+                Some(format!("write the number without quotes: {}", s.trim()))
+            }
+            (Lit::Str(Some(s)), OptionType::Bool) if matches!(*s, "true" | "false") => {
+                Some(format!("write {s} without quotes"))
+            }
+            (Lit::Int(i), OptionType::Str { .. } | OptionType::Enum { .. }) => {
+                Some(format!("quote it: \"{i}\""))
+            }
+            (Lit::Path, OptionType::Str { .. }) => {
+                Some("a path literal is not a string; use toString or a string".to_owned())
+            }
+            (Lit::Set, OptionType::ListOf { .. }) => Some("put it in a list: [ { … } ]".to_owned()),
+            _ => None,
+        };
+        let message = format!("`{name}` is {}, not {}", ty.describe(), lit.describe());
+        let finding = self.finding(
+            codes::WRONG_TYPE,
+            Severity::Error,
+            message,
+            expr.span.clone(),
+            lit.describe().to_owned(),
+            help,
+        );
+        self.push(finding);
+    }
+
+    /// Checks a value (every definition it stands for) against an option's type.
+    #[allow(clippy::too_many_arguments)]
+    fn value(
+        &mut self,
+        expr: &Expr,
+        ty: &OptionType,
+        node: &'a Node,
+        name: &str,
+        loc: &[String],
+        path: &JsonPath,
+        flags: Flags,
+        scope: usize,
+        depth: usize,
+    ) {
+        self.nested(|w| w.value_inner(expr, ty, node, name, loc, path, flags, scope, depth));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn value_inner(
+        &mut self,
+        expr: &Expr,
+        ty: &OptionType,
+        node: &'a Node,
+        name: &str,
+        loc: &[String],
+        path: &JsonPath,
+        flags: Flags,
+        scope: usize,
+        depth: usize,
+    ) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        let mut defs = Vec::new();
+        definitions(expr, flags, &mut defs, depth);
+        for (def, flags) in defs {
+            self.definition(def, ty, node, name, loc, path, flags, scope, depth + 1);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn definition(
+        &mut self,
+        expr: &Expr,
+        ty: &OptionType,
+        node: &'a Node,
+        name: &str,
+        loc: &[String],
+        path: &JsonPath,
+        flags: Flags,
+        scope: usize,
+        depth: usize,
+    ) {
+        let lit = classify(expr);
+        if matches!(lit, Lit::Unknown) {
+            self.unknown(scope, path, ty);
+            return;
+        }
+        let span = &expr.span;
+        match ty {
+            OptionType::NullOr { of } => {
+                if matches!(lit, Lit::Null) {
+                    self.record(scope, path, Value::Null, span, flags, ty);
+                } else {
+                    self.definition(expr, of, node, name, loc, path, flags, scope, depth);
+                }
+            }
+            OptionType::Bool => match lit {
+                Lit::Bool(b) => self.record(scope, path, Value::Bool(b), span, flags, ty),
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::Int { min, max, .. } => match lit {
+                Lit::Int(i) => {
+                    if min.is_some_and(|m| i < m) || max.is_some_and(|m| i > m) {
+                        let finding = self.finding(
+                            codes::OUT_OF_RANGE,
+                            Severity::Error,
+                            format!("`{name}` must be {}; {i} is not", ty.describe()),
+                            span.clone(),
+                            "out of range".to_owned(),
+                            None,
+                        );
+                        self.push(finding);
+                    } else {
+                        self.record(scope, path, Value::from(i), span, flags, ty);
+                    }
+                }
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::Float => match lit {
+                Lit::Float => self.unknown(scope, path, ty),
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::Number => match lit {
+                Lit::Float => self.unknown(scope, path, ty),
+                Lit::Int(i) => self.record(scope, path, Value::from(i), span, flags, ty),
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::Str {
+                non_empty,
+                single_line,
+                ..
+            } => match lit {
+                Lit::Str(Some(s)) => {
+                    let problem = if *non_empty && s.trim().is_empty() {
+                        Some("must not be empty")
+                    } else if *single_line && s.contains('\n') {
+                        Some("must be one line")
+                    } else {
+                        None
+                    };
+                    match problem {
+                        Some(problem) => {
+                            let finding = self.finding(
+                                codes::WRONG_TYPE,
+                                Severity::Error,
+                                format!("`{name}` {problem}"),
+                                span.clone(),
+                                "this string".to_owned(),
+                                None,
+                            );
+                            self.push(finding);
+                        }
+                        None => self.record(scope, path, Value::from(s), span, flags, ty),
+                    }
+                }
+                Lit::Str(None) => self.unknown(scope, path, ty),
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::Path => match lit {
+                Lit::Str(Some(s)) if !s.starts_with('/') => {
+                    let finding = self.finding(
+                        codes::WRONG_TYPE,
+                        Severity::Error,
+                        format!("`{name}` must be an absolute path; {s:?} is not"),
+                        span.clone(),
+                        "relative".to_owned(),
+                        "start it with /".to_owned(),
+                    );
+                    self.push(finding);
+                }
+                Lit::Str(Some(s)) => self.record(scope, path, Value::from(s), span, flags, ty),
+                Lit::Str(None) | Lit::Path => self.unknown(scope, path, ty),
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::Package => match lit {
+                Lit::Str(Some(s)) if !s.starts_with("/nix/store/") => {
+                    self.wrong_type(expr, &lit, ty, name);
+                }
+                Lit::Str(_) | Lit::Set | Lit::Path => self.unknown(scope, path, ty),
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::Enum { values, .. } => match (lit, values) {
+                (Lit::Str(Some(s)), Some(values)) => {
+                    if values.iter().any(|v| v == s) {
+                        self.record(scope, path, Value::from(s), span, flags, ty);
+                    } else {
+                        let candidates: Vec<&str> = values.iter().map(String::as_str).collect();
+                        let listed = candidates
+                            .iter()
+                            .map(|v| format!("{v:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let help = match suggest::closest(s, candidates.iter().copied()) {
+                            Some(close) => format!("did you mean {close:?}? (one of {listed})"),
+                            None => format!("one of {listed}"),
+                        };
+                        let finding = self.finding(
+                            codes::ENUM_VALUE,
+                            Severity::Error,
+                            format!("{s:?} is not a value of `{name}`"),
+                            span.clone(),
+                            "no such value".to_owned(),
+                            help,
+                        );
+                        self.push(finding);
+                    }
+                }
+                (Lit::Str(_), _) => self.unknown(scope, path, ty),
+                (lit @ (Lit::Bool(_) | Lit::List | Lit::Set | Lit::Path | Lit::Lambda), _)
+                | (lit @ Lit::Int(_), Some(_)) => self.wrong_type(expr, &lit, ty, name),
+                _ => self.unknown(scope, path, ty),
+            },
+            OptionType::ListOf { of } => match lit {
+                Lit::List => self.list(expr, of, node, name, loc, path, flags, scope, depth),
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::AttrsOf { of } => match lit {
+                Lit::Set => self.attrs(expr, of, node, name, loc, path, flags, scope, depth),
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::Submodule { freeform } => match lit {
+                Lit::Set => {
+                    if !self.trial {
+                        self.scopes[scope]
+                            .facts
+                            .spans
+                            .insert(path.clone(), span.clone());
+                    }
+                    self.set_entries(expr, node, loc, path, flags, scope, *freeform);
+                }
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::Module => match lit {
+                Lit::Set | Lit::Lambda => {
+                    if !self.trial {
+                        let vm = self.vm_scope(scope, path);
+                        self.module(expr, vm, depth + 1);
+                    }
+                }
+                Lit::Path => {}
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::OneOf { of } => {
+                let fits = of.iter().any(|alternative| {
+                    let saved = std::mem::take(&mut self.findings);
+                    let trial = std::mem::replace(&mut self.trial, true);
+                    self.definition(
+                        expr,
+                        alternative,
+                        node,
+                        name,
+                        loc,
+                        path,
+                        flags,
+                        scope,
+                        depth,
+                    );
+                    let ok = !self.findings.iter().any(Finding::is_error);
+                    self.findings = saved;
+                    self.trial = trial;
+                    ok
+                });
+                if fits {
+                    self.unknown(scope, path, ty);
+                } else {
+                    self.wrong_type(expr, &lit, ty, name);
+                }
+            }
+            OptionType::Attrs => match lit {
+                Lit::Set => self.unknown(scope, path, ty),
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::FunctionTo { .. } => match lit {
+                Lit::Lambda => {}
+                _ => self.wrong_type(expr, &lit, ty, name),
+            },
+            OptionType::Other { .. } => self.unknown(scope, path, ty),
+        }
+    }
+
+    /// The elements of a list literal (also either side of `++`).
+    #[allow(clippy::too_many_arguments)]
+    fn list(
+        &mut self,
+        expr: &Expr,
+        of: &OptionType,
+        node: &'a Node,
+        name: &str,
+        loc: &[String],
+        path: &JsonPath,
+        flags: Flags,
+        scope: usize,
+        depth: usize,
+    ) {
+        match &expr.kind {
+            ExprKind::List(items) => {
+                let element = node.element().unwrap_or(node);
+                let element_name = format!("{name}.*");
+                let mut element_loc = loc.to_vec();
+                element_loc.push("*".to_owned());
+                for item in items {
+                    let item_path = if flags.plain()
+                        && !self.trial
+                        && !matches!(classify(item), Lit::Unknown)
+                    {
+                        let facts = &mut self.scopes[scope].facts;
+                        let len = facts.list_len.entry(path.clone()).or_insert(0);
+                        *len += 1;
+                        let item_path = path.index(*len - 1);
+                        facts.spans.insert(item_path.clone(), item.span.clone());
+                        facts.spans.entry(path.clone()).or_insert(expr.span.clone());
+                        item_path
+                    } else {
+                        // Not recorded: any index outside what is recorded will do.
+                        path.index(usize::MAX)
+                    };
+                    self.value(
+                        item,
+                        of,
+                        element,
+                        &element_name,
+                        &element_loc,
+                        &item_path,
+                        flags,
+                        scope,
+                        depth + 1,
+                    );
+                }
+            }
+            ExprKind::BinOp {
+                op: BinOp::Concat,
+                lhs,
+                rhs,
+            } => {
+                for side in [lhs, rhs] {
+                    if matches!(side.kind, ExprKind::List(_) | ExprKind::BinOp { .. }) {
+                        self.list(side, of, node, name, loc, path, flags, scope, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The attributes of a set literal for an `attrsOf` option.
+    #[allow(clippy::too_many_arguments)]
+    fn attrs(
+        &mut self,
+        expr: &Expr,
+        of: &OptionType,
+        node: &'a Node,
+        name: &str,
+        loc: &[String],
+        path: &JsonPath,
+        flags: Flags,
+        scope: usize,
+        depth: usize,
+    ) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        let element = node.any_name().unwrap_or(node);
+        let element_name = format!("{name}.<name>");
+        match &expr.kind {
+            ExprKind::AttrSet { entries, .. } => {
+                for entry in entries {
+                    match entry {
+                        Entry::Binding(b) => {
+                            let Some(key) = b.path.first().and_then(|k| k.name.as_deref()) else {
+                                continue;
+                            };
+                            let mut loc = loc.to_vec();
+                            loc.push(key.to_owned());
+                            self.option_keys(
+                                &b.path[1..],
+                                &b.value,
+                                of,
+                                element,
+                                &element_name,
+                                &mut loc,
+                                &path.key(key),
+                                flags,
+                                scope,
+                            );
+                        }
+                        Entry::Inherit(inherit) => {
+                            for key in inherit.names.iter().filter_map(|k| k.name.as_deref()) {
+                                self.unknown(scope, &path.key(key), of);
+                            }
+                        }
+                    }
+                }
+            }
+            ExprKind::BinOp {
+                op: BinOp::Update,
+                lhs,
+                rhs,
+            } => {
+                for side in [lhs, rhs] {
+                    if matches!(side.kind, ExprKind::AttrSet { .. } | ExprKind::BinOp { .. }) {
+                        self.attrs(side, of, node, name, loc, path, flags, scope, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The scope of the guest a `deferredModule` option (`microvm.vms.<name>.config`,
+    /// `extraModules`) configures: one per element of the enclosing attribute set.
+    fn vm_scope(&mut self, parent: usize, path: &JsonPath) -> usize {
+        let mut owner = path.0.clone();
+        while matches!(owner.last(), Some(Segment::Index(_))) {
+            owner.pop();
+        }
+        owner.pop();
+        let key = (parent, JsonPath(owner));
+        if let Some(&scope) = self.vm_scopes.get(&key) {
+            return scope;
+        }
+        let scope = self.new_scope(Some(parent));
+        self.vm_scopes.insert(key, scope);
+        scope
+    }
+}

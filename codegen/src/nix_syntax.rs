@@ -1,0 +1,721 @@
+//! The one place that knows rnix and rowan: parses Nix source and lowers rnix's lossless tree
+//! into a small owned syntax tree with byte spans. `options` and `lint` work on that tree only,
+//! so a change of rnix or rowan (rnix 0.15 just moved to rowan 0.17) stays in this file.
+
+use std::ops::Range;
+
+use rnix::ast::{self, AstToken, HasEntry};
+use rowan::ast::AstNode;
+
+/// A byte range in the parsed text.
+pub type Span = Range<usize>;
+
+/// Deeper nesting than this is not lowered (it becomes [`ExprKind::Other`]): nobody writes
+/// it, and it keeps every recursive walk over the tree far from the stack's end.
+pub const MAX_DEPTH: usize = 200;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expr {
+    pub span: Span,
+    pub kind: ExprKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExprKind {
+    AttrSet {
+        rec: bool,
+        entries: Vec<Entry>,
+    },
+    LetIn {
+        entries: Vec<Entry>,
+        body: Box<Expr>,
+    },
+    With {
+        namespace: Box<Expr>,
+        body: Box<Expr>,
+    },
+    Lambda {
+        param: Param,
+        body: Box<Expr>,
+    },
+    Apply {
+        function: Box<Expr>,
+        argument: Box<Expr>,
+    },
+    /// `expr.a.b or default`.
+    Select {
+        expr: Box<Expr>,
+        path: Vec<Key>,
+        default: Option<Box<Expr>>,
+    },
+    Ident(String),
+    Str(Text),
+    /// A path literal (`./vm.nix`, `/etc/x`, `<nixpkgs>`, `~/x`).
+    Path(Text),
+    Int(i64),
+    Float(f64),
+    Uri(String),
+    List(Vec<Expr>),
+    BinOp {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    /// `-x`.
+    Negate(Box<Expr>),
+    /// `!x`.
+    Not(Box<Expr>),
+    If {
+        condition: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
+    Assert {
+        condition: Box<Expr>,
+        body: Box<Expr>,
+    },
+    /// `x ? a.b`.
+    HasAttr {
+        expr: Box<Expr>,
+        path: Vec<Key>,
+    },
+    /// Anything else: `__curPos`, legacy `let { }`, nesting beyond [`MAX_DEPTH`].
+    Other,
+}
+
+/// The text of a string or path: known, or made at evaluation time by `${…}` (then kept with
+/// the interpolations as written, for documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    Literal(String),
+    Interpolated(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    /// `++`
+    Concat,
+    /// `//`
+    Update,
+    /// `+`
+    Add,
+    /// Every other operator: comparisons, logic, arithmetic, pipes.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    Binding(Binding),
+    Inherit(Inherit),
+}
+
+/// `a.b.c = value;`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub path: Vec<Key>,
+    pub value: Expr,
+    pub span: Span,
+}
+
+/// `inherit (from) a b;`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inherit {
+    pub from: Option<Expr>,
+    pub names: Vec<Key>,
+    pub span: Span,
+}
+
+/// One attribute name; `name` is `None` when it is computed (`${x}`, `"${x}"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    pub name: Option<String>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    /// `x: …`
+    Ident(String),
+    /// `{ a, b ? …, ... } @ bind: …`
+    Pattern {
+        names: Vec<String>,
+        ellipsis: bool,
+        bind: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub message: String,
+    pub span: Span,
+}
+
+/// A parsed file: the tree when the text is valid Nix, otherwise the errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub root: Option<Expr>,
+    pub errors: Vec<SyntaxError>,
+}
+
+/// Parses Nix source. Text with syntax errors gives the errors and no tree: Nix would not
+/// evaluate it either, and rnix's accessors assume a well-formed tree.
+///
+/// Sources longer than `u32::MAX` bytes are refused as a syntax error (rowan's offsets are
+/// 32-bit).
+pub fn parse(text: &str) -> Parsed {
+    if u32::try_from(text.len()).is_err() {
+        return Parsed {
+            root: None,
+            errors: vec![SyntaxError {
+                message: "the file is larger than 4 GiB".to_owned(),
+                span: 0..0,
+            }],
+        };
+    }
+    let parse = rnix::Root::parse(text);
+    if !parse.errors().is_empty() {
+        let errors = parse
+            .errors()
+            .iter()
+            .map(|e| lower_error(e, text.len()))
+            .collect();
+        return Parsed { root: None, errors };
+    }
+    let root = parse.tree().expr().map(|e| lower_expr(e, 0));
+    Parsed {
+        root,
+        errors: Vec::new(),
+    }
+}
+
+fn span_of(node: &rnix::SyntaxNode) -> Span {
+    let range = node.text_range();
+    usize::from(range.start())..usize::from(range.end())
+}
+
+fn lower_error(error: &rnix::ParseError, len: usize) -> SyntaxError {
+    use rnix::ParseError as E;
+    let range = |r: &rnix::TextRange| usize::from(r.start())..usize::from(r.end());
+    let (message, span) = match error {
+        E::Unexpected(r) => ("unexpected input".to_owned(), range(r)),
+        E::UnexpectedExtra(r) => ("unexpected input after the expression".to_owned(), range(r)),
+        // A long list of what would fit helps nobody.
+        E::UnexpectedWanted(got, r, wanted) if wanted.len() > 3 => {
+            (format!("unexpected {}", kind_name(*got)), range(r))
+        }
+        E::UnexpectedWanted(got, r, wanted) => (
+            format!(
+                "unexpected {}, expected {}",
+                kind_name(*got),
+                wanted
+                    .iter()
+                    .map(|k| kind_name(*k))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            range(r),
+        ),
+        E::UnexpectedDoubleBind(r) => ("a pattern is bound twice".to_owned(), range(r)),
+        E::UnexpectedEOF => ("unexpected end of file".to_owned(), len..len),
+        E::UnexpectedEOFWanted(wanted) => (
+            format!(
+                "unexpected end of file, expected {}",
+                wanted
+                    .iter()
+                    .map(|k| kind_name(*k))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            len..len,
+        ),
+        E::DuplicatedArgs(r, name) => (format!("argument `{name}` is declared twice"), range(r)),
+        E::RecursionLimitExceeded => ("the expression is nested too deeply".to_owned(), 0..0),
+        _ => (error.to_string(), 0..0),
+    };
+    SyntaxError { message, span }
+}
+
+/// `TOKEN_SEMICOLON` → `` `;` ``, `TOKEN_IDENT` → `identifier`.
+fn kind_name(kind: rnix::SyntaxKind) -> String {
+    use rnix::SyntaxKind as K;
+    let symbol = match kind {
+        K::TOKEN_SEMICOLON => ";",
+        K::TOKEN_COLON => ":",
+        K::TOKEN_COMMA => ",",
+        K::TOKEN_DOT => ".",
+        K::TOKEN_ASSIGN => "=",
+        K::TOKEN_L_BRACE => "{",
+        K::TOKEN_R_BRACE => "}",
+        K::TOKEN_L_BRACK => "[",
+        K::TOKEN_R_BRACK => "]",
+        K::TOKEN_L_PAREN => "(",
+        K::TOKEN_R_PAREN => ")",
+        K::TOKEN_STRING_START | K::TOKEN_STRING_END => "\"",
+        K::TOKEN_IN => "in",
+        K::TOKEN_THEN => "then",
+        K::TOKEN_ELSE => "else",
+        K::TOKEN_IDENT => return "an identifier".to_owned(),
+        _ => {
+            let debug = format!("{kind:?}");
+            return debug
+                .trim_start_matches("TOKEN_")
+                .trim_start_matches("NODE_")
+                .to_lowercase()
+                .replace('_', " ");
+        }
+    };
+    format!("`{symbol}`")
+}
+
+fn boxed(expr: Option<ast::Expr>, depth: usize, fallback: &Span) -> Box<Expr> {
+    Box::new(match expr {
+        Some(e) => lower_expr(e, depth),
+        None => Expr {
+            span: fallback.clone(),
+            kind: ExprKind::Other,
+        },
+    })
+}
+
+fn lower_expr(expr: ast::Expr, depth: usize) -> Expr {
+    let span = span_of(expr.syntax());
+    if depth > MAX_DEPTH {
+        return Expr {
+            span,
+            kind: ExprKind::Other,
+        };
+    }
+    let d = depth + 1;
+    let kind = match expr {
+        ast::Expr::Paren(p) => match p.expr() {
+            Some(inner) => return lower_expr(inner, d),
+            None => ExprKind::Other,
+        },
+        ast::Expr::Root(r) => match r.expr() {
+            Some(inner) => return lower_expr(inner, d),
+            None => ExprKind::Other,
+        },
+        ast::Expr::AttrSet(set) => ExprKind::AttrSet {
+            rec: set.rec_token().is_some(),
+            entries: lower_entries(set.entries(), d),
+        },
+        ast::Expr::LetIn(let_in) => ExprKind::LetIn {
+            entries: lower_entries(let_in.entries(), d),
+            body: boxed(let_in.body(), d, &span),
+        },
+        ast::Expr::With(with) => ExprKind::With {
+            namespace: boxed(with.namespace(), d, &span),
+            body: boxed(with.body(), d, &span),
+        },
+        ast::Expr::Lambda(lambda) => ExprKind::Lambda {
+            param: lower_param(lambda.param()),
+            body: boxed(lambda.body(), d, &span),
+        },
+        ast::Expr::Apply(apply) => ExprKind::Apply {
+            function: boxed(apply.lambda(), d, &span),
+            argument: boxed(apply.argument(), d, &span),
+        },
+        ast::Expr::Select(select) => ExprKind::Select {
+            expr: boxed(select.expr(), d, &span),
+            path: lower_attrpath(select.attrpath(), d),
+            default: select.default_expr().map(|e| Box::new(lower_expr(e, d))),
+        },
+        ast::Expr::Ident(ident) => ExprKind::Ident(ident.syntax().text().to_string()),
+        ast::Expr::Str(s) => ExprKind::Str(lower_str(&s)),
+        ast::Expr::PathAbs(_)
+        | ast::Expr::PathRel(_)
+        | ast::Expr::PathHome(_)
+        | ast::Expr::PathSearch(_) => {
+            let interpolated = expr
+                .syntax()
+                .children()
+                .any(|c| ast::Interpol::can_cast(c.kind()));
+            ExprKind::Path(if interpolated {
+                Text::Interpolated(expr.syntax().text().to_string())
+            } else {
+                Text::Literal(expr.syntax().text().to_string())
+            })
+        }
+        ast::Expr::Literal(literal) => match literal.kind() {
+            ast::LiteralKind::Integer(i) => match i.value() {
+                Ok(value) => ExprKind::Int(value),
+                Err(_) => ExprKind::Other,
+            },
+            ast::LiteralKind::Float(f) => match f.value() {
+                Ok(value) => ExprKind::Float(value),
+                Err(_) => ExprKind::Other,
+            },
+            ast::LiteralKind::Uri(u) => ExprKind::Uri(u.syntax().text().to_string()),
+        },
+        ast::Expr::List(list) => ExprKind::List(list.items().map(|e| lower_expr(e, d)).collect()),
+        ast::Expr::BinOp(bin) => ExprKind::BinOp {
+            op: match bin.operator() {
+                Some(ast::BinOpKind::Concat) => BinOp::Concat,
+                Some(ast::BinOpKind::Update) => BinOp::Update,
+                Some(ast::BinOpKind::Add) => BinOp::Add,
+                _ => BinOp::Other,
+            },
+            lhs: boxed(bin.lhs(), d, &span),
+            rhs: boxed(bin.rhs(), d, &span),
+        },
+        ast::Expr::UnaryOp(unary) => {
+            let inner = boxed(unary.expr(), d, &span);
+            match unary.operator() {
+                Some(ast::UnaryOpKind::Negate) => ExprKind::Negate(inner),
+                Some(ast::UnaryOpKind::Invert) => ExprKind::Not(inner),
+                None => ExprKind::Other,
+            }
+        }
+        ast::Expr::IfElse(if_else) => ExprKind::If {
+            condition: boxed(if_else.condition(), d, &span),
+            then: boxed(if_else.body(), d, &span),
+            otherwise: boxed(if_else.else_body(), d, &span),
+        },
+        ast::Expr::Assert(assert) => ExprKind::Assert {
+            condition: boxed(assert.condition(), d, &span),
+            body: boxed(assert.body(), d, &span),
+        },
+        ast::Expr::HasAttr(has) => ExprKind::HasAttr {
+            expr: boxed(has.expr(), d, &span),
+            path: lower_attrpath(has.attrpath(), d),
+        },
+        ast::Expr::Error(_) | ast::Expr::LegacyLet(_) | ast::Expr::CurPos(_) => ExprKind::Other,
+    };
+    Expr { span, kind }
+}
+
+fn lower_str(s: &ast::Str) -> Text {
+    let mut text = String::new();
+    let mut interpolated = false;
+    for part in s.normalized_parts() {
+        match part {
+            ast::InterpolPart::Literal(literal) => text.push_str(&literal),
+            ast::InterpolPart::Interpolation(interpol) => {
+                interpolated = true;
+                text.push_str(&interpol.syntax().text().to_string());
+            }
+        }
+    }
+    if interpolated {
+        Text::Interpolated(text)
+    } else {
+        Text::Literal(text)
+    }
+}
+
+fn lower_attr(attr: ast::Attr, depth: usize) -> Key {
+    let span = span_of(attr.syntax());
+    let name = match attr {
+        ast::Attr::Ident(ident) => Some(ident.syntax().text().to_string()),
+        ast::Attr::Str(s) => match lower_str(&s) {
+            Text::Literal(name) => Some(name),
+            Text::Interpolated(_) => None,
+        },
+        // `${"name"}` is a static name too.
+        ast::Attr::Dynamic(dynamic) => match dynamic.expr().map(|e| lower_expr(e, depth)) {
+            Some(Expr {
+                kind: ExprKind::Str(Text::Literal(name)),
+                ..
+            }) => Some(name),
+            _ => None,
+        },
+    };
+    Key { name, span }
+}
+
+fn lower_attrpath(path: Option<ast::Attrpath>, depth: usize) -> Vec<Key> {
+    path.map(|p| p.attrs().map(|a| lower_attr(a, depth)).collect())
+        .unwrap_or_default()
+}
+
+fn lower_entries(entries: impl Iterator<Item = ast::Entry>, depth: usize) -> Vec<Entry> {
+    entries
+        .map(|entry| match entry {
+            ast::Entry::AttrpathValue(binding) => {
+                let span = span_of(binding.syntax());
+                Entry::Binding(Binding {
+                    path: lower_attrpath(binding.attrpath(), depth),
+                    value: match binding.value() {
+                        Some(value) => lower_expr(value, depth),
+                        None => Expr {
+                            span: span.clone(),
+                            kind: ExprKind::Other,
+                        },
+                    },
+                    span,
+                })
+            }
+            ast::Entry::Inherit(inherit) => Entry::Inherit(Inherit {
+                from: inherit
+                    .from()
+                    .and_then(|f| f.expr())
+                    .map(|e| lower_expr(e, depth)),
+                names: inherit.attrs().map(|a| lower_attr(a, depth)).collect(),
+                span: span_of(inherit.syntax()),
+            }),
+        })
+        .collect()
+}
+
+fn lower_param(param: Option<ast::Param>) -> Param {
+    match param {
+        Some(ast::Param::IdentParam(ident)) => Param::Ident(
+            ident
+                .ident()
+                .map(|i| i.syntax().text().to_string())
+                .unwrap_or_default(),
+        ),
+        Some(ast::Param::Pattern(pattern)) => Param::Pattern {
+            names: pattern
+                .pat_entries()
+                .filter_map(|e| e.ident())
+                .map(|i| i.syntax().text().to_string())
+                .collect(),
+            ellipsis: pattern.ellipsis_token().is_some(),
+            bind: pattern
+                .pat_bind()
+                .and_then(|b| b.ident())
+                .map(|i| i.syntax().text().to_string()),
+        },
+        None => Param::Ident(String::new()),
+    }
+}
+
+impl Expr {
+    /// The identifier this expression is, if it is one.
+    pub fn ident(&self) -> Option<&str> {
+        match &self.kind {
+            ExprKind::Ident(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The dotted name of an identifier or a select without `or`: `lib.types.str`.
+    pub fn dotted_name(&self) -> Option<String> {
+        match &self.kind {
+            ExprKind::Ident(name) => Some(name.clone()),
+            ExprKind::Select {
+                expr,
+                path,
+                default: None,
+            } => {
+                let mut name = expr.dotted_name()?;
+                for key in path {
+                    name.push('.');
+                    name.push_str(key.name.as_deref()?);
+                }
+                Some(name)
+            }
+            _ => None,
+        }
+    }
+
+    /// A function application split into the function and its arguments: `f a b` → (`f`, [a, b]).
+    pub fn call(&self) -> Option<(&Expr, Vec<&Expr>)> {
+        let mut args = Vec::new();
+        let mut current = self;
+        while let ExprKind::Apply { function, argument } = &current.kind {
+            args.push(argument.as_ref());
+            current = function;
+        }
+        if args.is_empty() {
+            return None;
+        }
+        args.reverse();
+        Some((current, args))
+    }
+
+    /// The text of a string literal without interpolation.
+    pub fn str_literal(&self) -> Option<&str> {
+        match &self.kind {
+            ExprKind::Str(Text::Literal(text)) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+impl Expr {
+    /// The direct sub-expressions of an expression.
+    pub fn children(&self) -> Vec<&Expr> {
+        match &self.kind {
+            ExprKind::AttrSet { entries, .. } | ExprKind::LetIn { entries, .. } => {
+                let mut out: Vec<&Expr> = entries
+                    .iter()
+                    .filter_map(|e| match e {
+                        Entry::Binding(b) => Some(&b.value),
+                        Entry::Inherit(i) => i.from.as_ref(),
+                    })
+                    .collect();
+                if let ExprKind::LetIn { body, .. } = &self.kind {
+                    out.push(body);
+                }
+                out
+            }
+            ExprKind::With { namespace, body } => vec![namespace, body],
+            ExprKind::Lambda { body, .. } => vec![body],
+            ExprKind::Apply { function, argument } => vec![function, argument],
+            ExprKind::Select { expr, default, .. } => {
+                let mut out = vec![expr.as_ref()];
+                out.extend(default.as_deref());
+                out
+            }
+            ExprKind::List(items) => items.iter().collect(),
+            ExprKind::BinOp { lhs, rhs, .. } => vec![lhs, rhs],
+            ExprKind::Negate(inner) | ExprKind::Not(inner) => vec![inner],
+            ExprKind::If {
+                condition,
+                then,
+                otherwise,
+            } => vec![condition, then, otherwise],
+            ExprKind::Assert { condition, body } => vec![condition, body],
+            ExprKind::HasAttr { expr, .. } => vec![expr],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Key {
+    pub fn is(&self, name: &str) -> bool {
+        self.name.as_deref() == Some(name)
+    }
+}
+
+/// Stack for walks over syntax trees: deeply nested (or adversarial) files recurse deeply, and
+/// test harness threads have small stacks.
+const DEEP_STACK_BYTES: usize = 256 << 20;
+
+/// Runs `f` on a thread with a large stack (or on this one, if no thread can be had).
+pub fn with_deep_stack<T: Send>(f: impl Fn() -> T + Sync) -> T {
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .stack_size(DEEP_STACK_BYTES)
+            .spawn_scoped(scope, &f)
+        {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => f(),
+        }
+    })
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(text: &str) -> Expr {
+        let parsed = parse(text);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        parsed.root.expect("an expression")
+    }
+
+    #[test]
+    fn lowers_bindings_with_spans_and_static_keys() {
+        let text = r#"{ a.b = 1; "c" = "x"; ${"d"} = ./p; ${e} = 2.5; inherit (lib) f; }"#;
+        let ExprKind::AttrSet { rec, entries } = root(text).kind else {
+            panic!("not a set")
+        };
+        assert!(!rec);
+        let Entry::Binding(first) = &entries[0] else {
+            panic!()
+        };
+        let names: Vec<_> = first.path.iter().map(|k| k.name.clone()).collect();
+        assert_eq!(names, [Some("a".to_owned()), Some("b".to_owned())]);
+        assert_eq!(&text[first.value.span.clone()], "1");
+        assert_eq!(first.value.kind, ExprKind::Int(1));
+        let Entry::Binding(second) = &entries[1] else {
+            panic!()
+        };
+        assert!(second.path[0].is("c"));
+        assert_eq!(second.value.str_literal(), Some("x"));
+        let Entry::Binding(third) = &entries[2] else {
+            panic!()
+        };
+        assert!(third.path[0].is("d"));
+        assert_eq!(
+            third.value.kind,
+            ExprKind::Path(Text::Literal("./p".into()))
+        );
+        let Entry::Binding(fourth) = &entries[3] else {
+            panic!()
+        };
+        assert_eq!(fourth.path[0].name, None);
+        assert_eq!(fourth.value.kind, ExprKind::Float(2.5));
+        let Entry::Inherit(inherit) = &entries[4] else {
+            panic!()
+        };
+        assert_eq!(inherit.from.as_ref().and_then(Expr::ident), Some("lib"));
+        assert!(inherit.names[0].is("f"));
+    }
+
+    #[test]
+    fn strings_with_interpolation_are_not_literals() {
+        assert_eq!(
+            root(r#""a${b}""#).kind,
+            ExprKind::Str(Text::Interpolated("a${b}".into()))
+        );
+        assert_eq!(
+            root("''\n  two\n    lines\n''").str_literal(),
+            Some("two\n  lines\n")
+        );
+        assert_eq!(root(r#""\${x}""#).str_literal(), Some("${x}"));
+    }
+
+    #[test]
+    fn calls_and_dotted_names() {
+        let expr = root("lib.mkOverride 50 (x)");
+        let (function, args) = expr.call().unwrap();
+        assert_eq!(function.dotted_name().as_deref(), Some("lib.mkOverride"));
+        assert_eq!(args.len(), 2);
+        assert_eq!(args[1].ident(), Some("x"), "parentheses are dropped");
+        assert_eq!(
+            root("-3").kind,
+            ExprKind::Negate(Box::new(Expr {
+                span: 1..2,
+                kind: ExprKind::Int(3)
+            }))
+        );
+    }
+
+    #[test]
+    fn syntax_errors_give_no_tree() {
+        let parsed = parse("{ a = ; }");
+        assert!(parsed.root.is_none());
+        assert!(!parsed.errors.is_empty());
+        let parsed = parse("{ a = 1;");
+        assert!(
+            parsed
+                .errors
+                .iter()
+                .any(|e| e.message.contains("end of file"))
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_cut_off_not_overflowed() {
+        let text = format!("{}1{}", "[".repeat(400), "]".repeat(400));
+        let parsed = parse(&text);
+        // Either rnix refuses it, or the tree is lowered down to MAX_DEPTH.
+        assert!(parsed.root.is_some() || !parsed.errors.is_empty());
+        let chain = vec!["1"; 5000].join(" + ");
+        assert!(parse(&chain).root.is_some());
+    }
+
+    #[test]
+    fn line_and_column() {
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("é\nx", 1), (1, 1));
+    }
+}
