@@ -100,6 +100,7 @@ fn fixtures_cover_every_kind_of_finding() {
         ENUM_VALUE,
         OUT_OF_RANGE,
         DUPLICATE,
+        CONFLICT,
         "microvm::capability::share_9p",
         "microvm::capability::share_virtiofs",
         "microvm::capability::controlSocket",
@@ -176,6 +177,22 @@ fn exit_codes() {
         "I/O error"
     );
     assert_eq!(codegen(&["lint"]).status.code(), Some(2), "usage error");
+    // The options can be read from module files instead of the built-in reference.
+    let modules = common::repo_root()
+        .join("nixos-modules")
+        .display()
+        .to_string();
+    let with_modules = codegen(&[
+        "lint",
+        "--options",
+        &modules,
+        &fixture("err/unknown-option.nix"),
+    ]);
+    assert_eq!(with_modules.status.code(), Some(1));
+    assert_eq!(
+        with_modules.stdout,
+        codegen(&["lint", &fixture("err/unknown-option.nix")]).stdout
+    );
     // A directory is every .nix file below it.
     let all = codegen(&["lint", &fixture("err")]);
     assert_eq!(all.status.code(), Some(1));

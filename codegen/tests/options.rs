@@ -62,6 +62,36 @@ fn nix_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// One module knows the parser crates (DESIGN.md): the rest works on its syntax tree.
+#[test]
+fn only_nix_syntax_names_rnix_and_rowan() {
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let src = common::repo_root().join("codegen/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let wrapper = src.join("nix_syntax.rs");
+    assert!(files.contains(&wrapper));
+    for file in files.iter().filter(|f| **f != wrapper) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for name in ["rnix::", "rowan::", "use rnix", "use rowan"] {
+            assert!(
+                !text.contains(name),
+                "{} names {name}; only nix_syntax.rs may",
+                file.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn counting_finds_calls_not_mentions() {
     let text = "# a mkOption { in a comment\n\

@@ -83,6 +83,7 @@ pub mod codes {
     pub const ENUM_VALUE: &str = "microvm::lint::enum_value";
     pub const OUT_OF_RANGE: &str = "microvm::lint::out_of_range";
     pub const DUPLICATE: &str = "microvm::lint::duplicate";
+    pub const CONFLICT: &str = "microvm::lint::conflicting_definitions";
 }
 
 /// Lints `files` against the options of `reference` plus those the files declare themselves.
@@ -110,9 +111,12 @@ fn lint_here(files: &[SourceFile], reference: &OptionTree) -> Vec<Finding> {
             });
         }
         if let Some(root) = &result.root {
-            tree.extend(options::declarations_in(
-                &file.name, &file.path, &file.text, root,
-            ));
+            let mut own = options::declarations_in(&file.name, &file.path, &file.text, root);
+            // A module sets the read-only options it declares itself.
+            for option in &mut own.options {
+                option.read_only = false;
+            }
+            tree.extend(own);
         }
         parsed.push(result.root);
     }
@@ -122,7 +126,7 @@ fn lint_here(files: &[SourceFile], reference: &OptionTree) -> Vec<Finding> {
         let mut walker = walk::Walker::new(&known, index);
         walker.file_root(root);
         let (mut file_findings, scopes) = walker.finish();
-        file_findings.extend(scope::check(&known, index, &scopes));
+        file_findings.extend(scope::check(index, &scopes));
         findings.extend(file_findings);
     }
     findings.sort_by(|a, b| {

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use super::known::Known;
 use super::walk::{Facts, Scope};
 use super::{Finding, Severity, codes};
 use crate::capabilities::{self, table};
@@ -58,7 +57,7 @@ const UNIQUE: &[(&[&str], &str, &str, &str)] = &[
     ),
 ];
 
-pub fn check(_known: &Known, file: usize, scopes: &[Scope]) -> Vec<Finding> {
+pub fn check(file: usize, scopes: &[Scope]) -> Vec<Finding> {
     let mut findings = Vec::new();
     let spec = SpecContext {
         fields: runner_spec_fields(),
@@ -88,14 +87,14 @@ fn literal<'f>(facts: &'f Facts, path: &JsonPath) -> Option<(&'f Value, &'f Span
     if !is_usable(facts, path) {
         return None;
     }
-    facts.values.get(path).map(|(v, s)| (v, s))
+    facts.values.get(path).map(|(v, s, _)| (v, s))
 }
 
 /// The span written for a path or its nearest ancestor.
 fn span_for(facts: &Facts, path: &JsonPath) -> Option<Span> {
     let mut current = Some(path.clone());
     while let Some(p) = current {
-        if let Some((_, span)) = facts.values.get(&p) {
+        if let Some((_, span, _)) = facts.values.get(&p) {
             return Some(span.clone());
         }
         if let Some(span) = facts.spans.get(&p) {
@@ -202,7 +201,7 @@ impl SpecContext {
                 insert(&mut root, &element, Value::Object(Map::new()));
             }
         }
-        for (path, (value, _)) in &facts.values {
+        for (path, (value, _, _)) in &facts.values {
             if let Some(rel) = relative(path)
                 && is_usable(facts, path)
                 && in_spec(&self.fields, rel)

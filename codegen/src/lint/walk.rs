@@ -12,24 +12,45 @@ use crate::nix_syntax::{BinOp, Entry, Expr, ExprKind, Key, Param, Span, Text};
 use crate::options::OptionType;
 use crate::suggest;
 
-/// How a definition applies: under `mkIf` (or an `if`), or at a priority another module's
-/// plain definition overrides (`mkDefault`, `mkOverride 1000`).
+/// How a definition applies: under `mkIf` (or an `if`), and at which priority (`mkForce` is
+/// 50, a plain definition 100, `mkDefault` 1000; `None`: plain).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flags {
     pub conditional: bool,
-    pub weak: bool,
+    pub priority: Option<u32>,
 }
 
+/// The priority of a plain definition.
+const PLAIN_PRIORITY: u32 = 100;
+/// The priority of `mkOverride` with a priority that is not a literal: as weak as any.
+const UNKNOWN_PRIORITY: u32 = u32::MAX;
+
 impl Flags {
+    fn priority(self) -> u32 {
+        self.priority.unwrap_or(PLAIN_PRIORITY)
+    }
+
+    /// Whether the definition certainly applies unless something stronger overrides it.
     fn plain(self) -> bool {
-        !self.conditional && !self.weak
+        !self.conditional && self.priority() <= PLAIN_PRIORITY
+    }
+
+    /// The outermost priority wrapper wins.
+    fn at_priority(self, priority: u32) -> Flags {
+        Flags {
+            priority: Some(self.priority.unwrap_or(priority)),
+            ..self
+        }
     }
 }
 
 /// The literal values one VM's configuration sets, by path (`$.microvm.shares[0].proto`).
 #[derive(Debug, Default)]
 pub struct Facts {
-    pub values: BTreeMap<JsonPath, (Value, Span)>,
+    /// Plain (or stronger) literal values, with the priority they were defined at.
+    pub values: BTreeMap<JsonPath, (Value, Span, u32)>,
+    /// Paths with a weak definition (`mkDefault`), which some module may override.
+    pub weak: BTreeMap<JsonPath, OptionType>,
     /// Paths set to different values by two definitions.
     pub conflicted: BTreeSet<JsonPath>,
     /// Paths whose value is not a literal, or only conditionally or weakly defined, with the
@@ -182,23 +203,22 @@ fn definitions<'e>(expr: &'e Expr, flags: Flags, out: &mut Vec<(&'e Expr, Flags)
                     out,
                     d,
                 ),
-                ("mkDefault" | "mkOptionDefault", [value]) => definitions(
-                    value,
-                    Flags {
-                        weak: true,
-                        ..flags
-                    },
-                    out,
-                    d,
-                ),
-                ("mkOverride", [priority, value]) => {
-                    // mkForce is mkOverride 50; plain definitions have priority 100.
-                    let strong = matches!(priority.kind, ExprKind::Int(p) if p <= 100);
-                    let weak = flags.weak || !strong;
-                    definitions(value, Flags { weak, ..flags }, out, d);
+                ("mkDefault", [value]) => definitions(value, flags.at_priority(1000), out, d),
+                ("mkOptionDefault", [value]) => {
+                    definitions(value, flags.at_priority(1500), out, d);
                 }
-                ("mkForce" | "mkVMOverride" | "mkBefore" | "mkAfter", [value])
-                | ("mkOrder", [_, value]) => definitions(value, flags, out, d),
+                ("mkForce", [value]) => definitions(value, flags.at_priority(50), out, d),
+                ("mkVMOverride", [value]) => definitions(value, flags.at_priority(10), out, d),
+                ("mkOverride", [priority, value]) => {
+                    let priority = match priority.kind {
+                        ExprKind::Int(p) => u32::try_from(p).unwrap_or(UNKNOWN_PRIORITY),
+                        _ => UNKNOWN_PRIORITY,
+                    };
+                    definitions(value, flags.at_priority(priority), out, d);
+                }
+                ("mkBefore" | "mkAfter", [value]) | ("mkOrder", [_, value]) => {
+                    definitions(value, flags, out, d);
+                }
                 ("mkMerge", [list]) => match &list.kind {
                     ExprKind::List(items) => {
                         for item in items {
@@ -212,6 +232,16 @@ fn definitions<'e>(expr: &'e Expr, flags: Flags, out: &mut Vec<(&'e Expr, Flags)
             None => out.push((expr, flags)),
         },
         _ => out.push((expr, flags)),
+    }
+}
+
+/// Whether several definitions of a type are joined rather than in conflict.
+fn merges(ty: &OptionType) -> bool {
+    match ty.non_null() {
+        OptionType::Str { name, .. } => {
+            name == "lines" || name == "commas" || name.starts_with("separatedString")
+        }
+        _ => false,
     }
 }
 
@@ -247,7 +277,16 @@ impl<'a> Walker<'a> {
         }
     }
 
-    pub fn finish(self) -> (Vec<Finding>, Vec<Scope>) {
+    pub fn finish(mut self) -> (Vec<Finding>, Vec<Scope>) {
+        // A path only defined weakly may be overridden by a module not seen here.
+        for scope in &mut self.scopes {
+            let facts = &mut scope.facts;
+            for (path, ty) in std::mem::take(&mut facts.weak) {
+                if !facts.values.contains_key(&path) {
+                    facts.unknown.entry(path).or_insert(ty);
+                }
+            }
+        }
         (self.findings, self.scopes)
     }
 
@@ -811,7 +850,8 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Records a literal value; one that is conditional or weak only makes the path unknown.
+    /// Records a literal value. A conditional one makes the path unknown; a weak one makes it
+    /// unknown unless a plain one is recorded too; two plain ones that differ conflict.
     #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
@@ -821,24 +861,55 @@ impl<'a> Walker<'a> {
         span: &Span,
         flags: Flags,
         ty: &OptionType,
+        name: &str,
     ) {
         if self.trial {
             return;
         }
         let facts = &mut self.scopes[scope].facts;
-        if !flags.plain() {
+        if flags.conditional {
             facts.unknown.insert(path.clone(), ty.clone());
             return;
         }
-        match facts.values.get(path) {
-            Some((existing, _)) if *existing != value => {
-                facts.conflicted.insert(path.clone());
-            }
-            Some(_) => {}
-            None => {
-                facts.values.insert(path.clone(), (value, span.clone()));
-            }
+        if !flags.plain() {
+            facts.weak.insert(path.clone(), ty.clone());
+            return;
         }
+        let priority = flags.priority();
+        let first = match facts.values.get(path) {
+            Some((_, _, existing)) if *existing < priority => return,
+            Some((existing, first, existing_priority))
+                if *existing_priority == priority && *existing != value =>
+            {
+                first.clone()
+            }
+            Some((_, _, existing)) if *existing == priority => return,
+            _ => {
+                facts.conflicted.remove(path);
+                facts
+                    .values
+                    .insert(path.clone(), (value, span.clone(), priority));
+                return;
+            }
+        };
+        facts.conflicted.insert(path.clone());
+        if merges(ty) {
+            return;
+        }
+        let finding = Finding {
+            related: vec![(first, "and here".to_owned())],
+            ..self.finding(
+                codes::CONFLICT,
+                Severity::Error,
+                format!("`{name}` is defined twice, with different values"),
+                span.clone(),
+                "defined here".to_owned(),
+                "the module system refuses conflicting definitions: keep one, or give the \
+                 one that should win a higher priority (lib.mkForce)"
+                    .to_owned(),
+            )
+        };
+        self.push(finding);
     }
 
     fn unknown(&mut self, scope: usize, path: &JsonPath, ty: &OptionType) {
@@ -941,13 +1012,13 @@ impl<'a> Walker<'a> {
         match ty {
             OptionType::NullOr { of } => {
                 if matches!(lit, Lit::Null) {
-                    self.record(scope, path, Value::Null, span, flags, ty);
+                    self.record(scope, path, Value::Null, span, flags, ty, name);
                 } else {
                     self.definition(expr, of, node, name, loc, path, flags, scope, depth);
                 }
             }
             OptionType::Bool => match lit {
-                Lit::Bool(b) => self.record(scope, path, Value::Bool(b), span, flags, ty),
+                Lit::Bool(b) => self.record(scope, path, Value::Bool(b), span, flags, ty, name),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::Int { min, max, .. } => match lit {
@@ -963,7 +1034,7 @@ impl<'a> Walker<'a> {
                         );
                         self.push(finding);
                     } else {
-                        self.record(scope, path, Value::from(i), span, flags, ty);
+                        self.record(scope, path, Value::from(i), span, flags, ty, name);
                     }
                 }
                 _ => self.wrong_type(expr, &lit, ty, name),
@@ -974,7 +1045,7 @@ impl<'a> Walker<'a> {
             },
             OptionType::Number => match lit {
                 Lit::Float => self.unknown(scope, path, ty),
-                Lit::Int(i) => self.record(scope, path, Value::from(i), span, flags, ty),
+                Lit::Int(i) => self.record(scope, path, Value::from(i), span, flags, ty, name),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::Str {
@@ -1002,7 +1073,7 @@ impl<'a> Walker<'a> {
                             );
                             self.push(finding);
                         }
-                        None => self.record(scope, path, Value::from(s), span, flags, ty),
+                        None => self.record(scope, path, Value::from(s), span, flags, ty, name),
                     }
                 }
                 Lit::Str(None) => self.unknown(scope, path, ty),
@@ -1020,7 +1091,9 @@ impl<'a> Walker<'a> {
                     );
                     self.push(finding);
                 }
-                Lit::Str(Some(s)) => self.record(scope, path, Value::from(s), span, flags, ty),
+                Lit::Str(Some(s)) => {
+                    self.record(scope, path, Value::from(s), span, flags, ty, name);
+                }
                 Lit::Str(None) | Lit::Path => self.unknown(scope, path, ty),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
@@ -1034,7 +1107,7 @@ impl<'a> Walker<'a> {
             OptionType::Enum { values, .. } => match (lit, values) {
                 (Lit::Str(Some(s)), Some(values)) => {
                     if values.iter().any(|v| v == s) {
-                        self.record(scope, path, Value::from(s), span, flags, ty);
+                        self.record(scope, path, Value::from(s), span, flags, ty, name);
                     } else {
                         let candidates: Vec<&str> = values.iter().map(String::as_str).collect();
                         let listed = candidates
