@@ -62,6 +62,12 @@ in
       "microvm"
       "balloonMem"
     ] "It was replaced by the boolean option microvm.balloon.")
+    (lib.mkRemovedOptionModule [
+      "microvm"
+      "qemu"
+      "bios"
+      "enable"
+    ] "qemu always boots the kernel directly (-kernel); there is no firmware to enable.")
   ];
 
   options.microvm = {

@@ -74,6 +74,12 @@ impl Known {
         self.removed.iter().find(|r| r.loc == loc)
     }
 
+    /// A removed option below `loc` (`microvm.qemu.bios` for `microvm.qemu.bios.enable`): the
+    /// prefix of an option that is gone is not an unknown option, it is that option.
+    pub fn removed_below(&self, loc: &[String]) -> Option<&RemovedOption> {
+        self.removed.iter().find(|r| r.loc.starts_with(loc))
+    }
+
     pub fn renamed(&self, loc: &[String]) -> Option<&RenamedOption> {
         self.renamed.iter().find(|r| r.loc == loc)
     }

@@ -594,7 +594,14 @@ impl<'a> Walker<'a> {
             };
             loc.push(name.to_owned());
             path = path.key(name);
-            if let Some(removed) = known.removed(loc) {
+            let removed = known.removed(loc).or_else(|| {
+                // Only where no option of that name exists: a removed option's prefix.
+                node.get(name)
+                    .is_none()
+                    .then(|| known.removed_below(loc))
+                    .flatten()
+            });
+            if let Some(removed) = removed {
                 let message = format!("`{}` was removed", removed.name);
                 let finding = self.finding(
                     codes::REMOVED_OPTION,
