@@ -40,6 +40,7 @@ templates! {
     PCI_SETUP = "net/pci-setup.sh";
     SHUTDOWN_OPTIONS = "common/shutdown-options.sh";
     BALLOON_OPTIONS = "common/balloon-options.sh";
+    WAIT_UNTIL_GONE = "common/wait-until-gone.sh";
     QEMU_SHUTDOWN = "shutdown/qemu.sh";
     /// qemu and stratovirt: QMP `balloon`.
     QMP_BALLOON = "balloon/qmp.sh";

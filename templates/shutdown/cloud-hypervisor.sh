@@ -14,12 +14,5 @@ fi
 api -X PUT http://localhost/api/v1/vm.power-button
 echo "microvm-shutdown: pressed the power button; waiting up to ${timeout}s for the guest" >&2
 
-deadline=$((SECONDS + timeout))
-while api http://localhost/api/v1/vmm.ping >/dev/null 2>&1; do
-  if [ "$SECONDS" -ge "$deadline" ]; then
-    echo "microvm-shutdown: the guest is still running after ${timeout}s" >&2
-    exit 1
-  fi
-  {{ tools.sleep }} 0.5
-done
-echo "microvm-shutdown: the VM has powered off" >&2
+vm_running() { api http://localhost/api/v1/vmm.ping >/dev/null 2>&1; }
+{% include "common/wait-until-gone.sh" %}

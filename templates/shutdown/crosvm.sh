@@ -20,12 +20,5 @@ if ! {{ tools.crosvm }} powerbtn "$socket"; then
 fi
 echo "microvm-shutdown: pressed the power button; waiting up to ${timeout}s for the guest" >&2
 
-deadline=$((SECONDS + timeout))
-while [ -S "$socket" ]; do
-  if [ "$SECONDS" -ge "$deadline" ]; then
-    echo "microvm-shutdown: the guest is still running after ${timeout}s" >&2
-    exit 1
-  fi
-  {{ tools.sleep }} 0.5
-done
-echo "microvm-shutdown: the VM has powered off" >&2
+vm_running() { [ -S "$socket" ]; }
+{% include "common/wait-until-gone.sh" %}

@@ -16,12 +16,5 @@ api -X PUT -H 'Content-Type: application/json' \
   -d '{"action_type": "SendCtrlAltDel"}' http://localhost/actions
 echo "microvm-shutdown: sent Ctrl-Alt-Del; waiting up to ${timeout}s for the guest" >&2
 
-deadline=$((SECONDS + timeout))
-while api http://localhost/ >/dev/null 2>&1; do
-  if [ "$SECONDS" -ge "$deadline" ]; then
-    echo "microvm-shutdown: the guest is still running after ${timeout}s" >&2
-    exit 1
-  fi
-  {{ tools.sleep }} 0.5
-done
-echo "microvm-shutdown: the VM has powered off" >&2
+vm_running() { api http://localhost/ >/dev/null 2>&1; }
+{% include "common/wait-until-gone.sh" %}

@@ -18,12 +18,5 @@ if ! api -X POST -H 'Content-Type: application/json' -d '{"state":"Stop"}' http:
 fi
 echo "microvm-shutdown: asked the guest to stop; waiting up to ${timeout}s for it" >&2
 
-deadline=$((SECONDS + timeout))
-while api http://localhost/vm/state >/dev/null 2>&1; do
-  if [ "$SECONDS" -ge "$deadline" ]; then
-    echo "microvm-shutdown: the guest is still running after ${timeout}s" >&2
-    exit 1
-  fi
-  {{ tools.sleep }} 0.5
-done
-echo "microvm-shutdown: the VM has powered off" >&2
+vm_running() { api http://localhost/vm/state >/dev/null 2>&1; }
+{% include "common/wait-until-gone.sh" %}
