@@ -265,3 +265,31 @@ fn minimal_command_line_matches_the_grammar() {
     assert_eq!(flags["--disk"].len(), 1);
     assert!(!flags.contains_key("--net") && !flags.contains_key("--balloon"));
 }
+
+#[test]
+fn reference_quirks_stay_fixed() {
+    // microvm.nix always passed `--platform`, empty or not.
+    let (_, tree) = common::ok_fixture("cloud-hypervisor-minimal.json");
+    let flags = parse(&common::exec_argv(&tree)[1..]);
+    assert!(!flags.contains_key("--platform"));
+
+    // A user `--serial` replaced microvm.nix's default but also dropped the kernel's console
+    // parameter, whatever the serial went to. Here the user's flag replaces only ours.
+    let (mut spec, _) = common::ok_fixture("cloud-hypervisor-minimal.json");
+    spec.cloud_hypervisor.extra_args = vec!["--serial".into(), "file=serial.log".into()];
+    let flags = parse(&common::exec_argv(&common::build(&spec))[1..]);
+    assert_eq!(
+        flags["--serial"],
+        vec!["file=serial.log".to_owned()],
+        "only the user's"
+    );
+    assert!(flags["--cmdline"][0].starts_with("console=ttyS0 "));
+
+    // With memory hotplug, microvm.nix set `size` to the hotplug size; it is the boot memory.
+    let (spec, tree) = common::ok_fixture("cloud-hypervisor-every-feature.json");
+    let flags = parse(&common::exec_argv(&tree)[1..]);
+    assert_eq!(
+        kv_map(&flags["--memory"][0])["size"],
+        format!("{}M", spec.mem)
+    );
+}
