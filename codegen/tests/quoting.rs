@@ -86,9 +86,13 @@ fn fit(mut s: String, max: usize) -> String {
     if s.is_empty() { "x".to_owned() } else { s }
 }
 
-/// Like `nasty`, without `/` (file names, tags).
+/// Like `nasty`, a file name (tags, credential names): no `/`, and not `.` or `..`, which
+/// validation rightly refuses as names.
 fn nasty_name(max: usize) -> impl Strategy<Value = String> {
-    nasty(max).prop_map(|s| s.replace('/', "_"))
+    nasty(max).prop_map(|s| match s.replace('/', "_") {
+        dots if dots == "." || dots == ".." => format!("{dots}x"),
+        name => name,
+    })
 }
 
 #[derive(Debug, Clone)]
