@@ -12,6 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::split_kv;
+use microvm_codegen::runner::Entry;
 
 /// Allowed keys per flag (the subset of cloud-hypervisor's SYNTAX the runner may emit).
 fn keys(flag: &str) -> Option<&'static [&'static str]> {
@@ -167,6 +168,13 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
         "shared and mergeable exclude each other"
     );
     assert_eq!(memory["hugepages"], "on");
+    let Some(Entry::File { contents: run, .. }) = tree.get("bin/microvm-run") else {
+        panic!("no bin/microvm-run");
+    };
+    assert!(
+        !run.contains("/dev/hugepages"),
+        "cloud-hypervisor backs huge pages with a memfd, so the runner must not demand the mount"
+    );
     assert_eq!(memory["hotplug_method"], "virtio-mem");
     assert_eq!(memory["hotplug_size"], format!("{}M", spec.hotplug_mem));
     assert_eq!(

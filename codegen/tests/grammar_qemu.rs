@@ -11,6 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use microvm_codegen::runner::Entry;
 use microvm_codegen::spec::{ForwardFrom, InterfaceType, ShareProto};
 
 /// Flags that take no value.
@@ -341,4 +342,30 @@ fn tcg_when_a_cpu_is_set_and_the_microvm_machine_by_default() {
             .any(|d| d.starts_with("virtio-blk-device")),
         "virtio-mmio on microvm"
     );
+}
+
+/// The runner demands /dev/net/tun exactly when a tap interface is declared: a macvtap reaches
+/// qemu as an already open /dev/tapN descriptor.
+#[test]
+fn tun_is_required_by_tap_interfaces_only() {
+    let (every, _) = common::ok_fixture("qemu-every-feature.json");
+    let kinds: Vec<_> = every.interfaces.iter().map(|i| i.kind).collect();
+    assert!(kinds.contains(&InterfaceType::Tap) && kinds.contains(&InterfaceType::Macvtap));
+    for (keep, needs_tun) in [
+        (InterfaceType::Macvtap, false),
+        (InterfaceType::Tap, true),
+        (InterfaceType::User, false),
+    ] {
+        let mut spec = every.clone();
+        spec.interfaces.retain(|i| i.kind == keep);
+        let tree = common::build(&spec);
+        let Some(Entry::File { contents: run, .. }) = tree.get("bin/microvm-run") else {
+            panic!("no bin/microvm-run");
+        };
+        assert_eq!(
+            run.contains("/dev/net/tun"),
+            needs_tun,
+            "{keep:?} interfaces alone"
+        );
+    }
 }

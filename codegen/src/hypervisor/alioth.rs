@@ -214,11 +214,7 @@ impl Backend for Alioth {
             push(&mut args, "--net", word);
         }
         if spec.tap_interfaces().next().is_some() {
-            requirements.push(Requirement {
-                path: "/dev/net/tun".to_owned(),
-                read_write: true,
-                message: "microvm-run: /dev/net/tun is missing or not accessible, but microvm.interfaces has a tap interface. Load the tun module and give the runner's user access.".to_owned(),
-            });
+            requirements.push(Requirement::tun());
         }
 
         if let Some(cid) = spec.vsock.cid {
@@ -227,11 +223,7 @@ impl Backend for Alioth {
                 "--vsock",
                 kv("vhost", [("cid", cid.to_string())]),
             );
-            requirements.push(Requirement {
-                path: "/dev/vhost-vsock".to_owned(),
-                read_write: true,
-                message: "microvm-run: /dev/vhost-vsock is missing or not accessible, but microvm.vsock.cid asks for a vsock device. Load the vhost_vsock module and give the runner's user access.".to_owned(),
-            });
+            requirements.push(Requirement::vhost_vsock());
         }
 
         Launch {

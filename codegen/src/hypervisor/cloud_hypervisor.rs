@@ -177,12 +177,8 @@ impl Backend for CloudHypervisor {
             memory.push(("mergeable", "on".to_owned()));
         }
         if spec.hugepage_mem {
+            // A hugetlb memfd: no hugetlbfs mount is needed, only reserved pages.
             memory.push(("hugepages", "on".to_owned()));
-            requirements.push(Requirement {
-                path: "/dev/hugepages".to_owned(),
-                read_write: false,
-                message: "microvm-run: /dev/hugepages is missing, but microvm.hugepageMem = true asks for huge pages. Mount hugetlbfs there and reserve pages (vm.nr_hugepages), or set hugepageMem = false.".to_owned(),
-            });
         }
         if spec.hotplug_mem > 0 {
             memory.push(("hotplug_method", "virtio-mem".to_owned()));
@@ -287,11 +283,7 @@ impl Backend for CloudHypervisor {
             push("--net", kv("", pairs));
         }
         if spec.interfaces.iter().any(|i| i.kind == InterfaceType::Tap) {
-            requirements.push(Requirement {
-                path: "/dev/net/tun".to_owned(),
-                read_write: true,
-                message: "microvm-run: /dev/net/tun is missing or not accessible, but microvm.interfaces has a tap interface. Load the tun module and give the runner's user access.".to_owned(),
-            });
+            requirements.push(Requirement::tun());
         }
 
         if let Some(cid) = spec.vsock.cid {

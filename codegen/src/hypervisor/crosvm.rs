@@ -134,11 +134,7 @@ fn command(spec: &RunnerSpec) -> Command {
             args.push(Word::from(value));
         }
     };
-    let mut requirements = vec![Requirement {
-        path: "/dev/kvm".to_owned(),
-        read_write: true,
-        message: "microvm-run: crosvm needs read-write access to /dev/kvm. Enable virtualisation and give the runner's user access (the kvm group).".to_owned(),
-    }];
+    let mut requirements = vec![Requirement::kvm("crosvm")];
     let mut steps = Vec::new();
 
     push("--cpus", Some(format!("num-cores={}", spec.vcpu)));
@@ -242,19 +238,11 @@ fn command(spec: &RunnerSpec) -> Command {
         push("--net", Some(kv("", pairs)));
     }
     if spec.tap_interfaces().next().is_some() {
-        requirements.push(Requirement {
-            path: "/dev/net/tun".to_owned(),
-            read_write: true,
-            message: "microvm-run: /dev/net/tun is missing or not accessible, but microvm.interfaces has a tap interface. Load the tun module and give the runner's user access.".to_owned(),
-        });
+        requirements.push(Requirement::tun());
     }
 
     if let Some(cid) = spec.vsock.cid {
-        requirements.push(Requirement {
-            path: "/dev/vhost-vsock".to_owned(),
-            read_write: true,
-            message: "microvm-run: /dev/vhost-vsock is missing or not accessible, but microvm.vsock.cid is set. Load the vhost_vsock module, or set vsock.cid = null.".to_owned(),
-        });
+        requirements.push(Requirement::vhost_vsock());
         push("--vsock", Some(format!("cid={cid}")));
     }
     for device in spec.devices.iter().filter(|d| d.bus == DeviceBus::Pci) {

@@ -257,11 +257,7 @@ impl Backend for Kvmtool {
         }
         if spec.hugepage_mem {
             push(&mut args, "--hugetlbfs", Word::from("/dev/hugepages"));
-            requirements.push(Requirement {
-                path: "/dev/hugepages".to_owned(),
-                read_write: true,
-                message: "microvm-run: /dev/hugepages is missing or not writable, but microvm.hugepageMem = true asks for huge pages. Mount hugetlbfs there, reserve pages (vm.nr_hugepages) and let the runner's user create files in it, or set hugepageMem = false.".to_owned(),
-            });
+            requirements.push(Requirement::hugepages());
         }
         if let Some(store) = &spec.store_disk {
             push(&mut args, "--disk", Word::from(format!("{store},ro")));
@@ -293,11 +289,7 @@ impl Backend for Kvmtool {
             let word = match interface.kind {
                 InterfaceType::User => Word::from(format!("mode=user,{mac}")),
                 InterfaceType::Tap if interface.tap.vhost => {
-                    requirements.push(Requirement {
-                        path: "/dev/vhost-net".to_owned(),
-                        read_write: true,
-                        message: format!("microvm-run: /dev/vhost-net is missing or not accessible, but microvm.interfaces[{i}].tap.vhost = true asks for vhost-net. Load the vhost_net module, or set tap.vhost = false."),
-                    });
+                    requirements.push(Requirement::vhost_net(i));
                     Word::from(format!("mode=tap,tapif={},vhost=1,{mac}", interface.id))
                 }
                 InterfaceType::Tap => Word::from(format!("mode=tap,tapif={},{mac}", interface.id)),
@@ -319,19 +311,11 @@ impl Backend for Kvmtool {
             push(&mut args, "--network", word);
         }
         if spec.tap_interfaces().next().is_some() {
-            requirements.push(Requirement {
-                path: "/dev/net/tun".to_owned(),
-                read_write: true,
-                message: "microvm-run: /dev/net/tun is missing or not accessible, but microvm.interfaces has a tap interface. Load the tun module and give the runner's user access.".to_owned(),
-            });
+            requirements.push(Requirement::tun());
         }
         if let Some(cid) = spec.vsock.cid {
             push(&mut args, "--vsock", Word::from(cid.to_string()));
-            requirements.push(Requirement {
-                path: "/dev/vhost-vsock".to_owned(),
-                read_write: true,
-                message: "microvm-run: /dev/vhost-vsock is missing or not accessible, but microvm.vsock.cid asks for a vsock device. Load the vhost_vsock module and give the runner's user access.".to_owned(),
-            });
+            requirements.push(Requirement::vhost_vsock());
         }
         for device in spec.devices.iter().filter(|d| d.bus == DeviceBus::Pci) {
             push(&mut args, "--vfio-pci", Word::from(device.path.clone()));

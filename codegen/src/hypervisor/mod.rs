@@ -64,6 +64,67 @@ pub struct Requirement {
     pub message: String,
 }
 
+// The host files several hypervisors need, each stated once with the option that asks for it.
+impl Requirement {
+    fn new(path: &str, read_write: bool, message: String) -> Requirement {
+        Requirement {
+            path: path.to_owned(),
+            read_write,
+            message: format!("microvm-run: {message}"),
+        }
+    }
+
+    /// `/dev/kvm`, for a hypervisor that has no software CPU to fall back to.
+    pub fn kvm(hypervisor: &str) -> Requirement {
+        Requirement::new(
+            "/dev/kvm",
+            true,
+            format!(
+                "{hypervisor} needs read-write access to /dev/kvm. Enable virtualisation and give the runner's user access (the kvm group)."
+            ),
+        )
+    }
+
+    /// `/dev/net/tun`, which the hypervisor opens to attach a tap interface.
+    pub fn tun() -> Requirement {
+        Requirement::new(
+            "/dev/net/tun",
+            true,
+            "/dev/net/tun is missing or not accessible, but microvm.interfaces has a tap interface. Load the tun module and give the runner's user access.".to_owned(),
+        )
+    }
+
+    /// `/dev/vhost-net`, asked for by `interfaces[index].tap.vhost`.
+    pub fn vhost_net(index: usize) -> Requirement {
+        Requirement::new(
+            "/dev/vhost-net",
+            true,
+            format!(
+                "/dev/vhost-net is missing or not accessible, but microvm.interfaces[{index}].tap.vhost = true asks for vhost-net. Load the vhost_net module, or set tap.vhost = false."
+            ),
+        )
+    }
+
+    /// `/dev/vhost-vsock`, for a kernel-backed vsock device.
+    pub fn vhost_vsock() -> Requirement {
+        Requirement::new(
+            "/dev/vhost-vsock",
+            true,
+            "/dev/vhost-vsock is missing or not accessible, but microvm.vsock.cid is set. Load the vhost_vsock module and give the runner's user access, or set vsock.cid = null.".to_owned(),
+        )
+    }
+
+    /// `/dev/hugepages`, asked for by `hugepageMem`, for a hypervisor that creates its guest
+    /// memory file in that hugetlbfs mount.
+    pub fn hugepages() -> Requirement {
+        Requirement::new(
+            "/dev/hugepages",
+            true,
+            "/dev/hugepages is missing or not writable, but microvm.hugepageMem = true asks for huge pages. Mount hugetlbfs there, reserve pages (vm.nr_hugepages) and let the runner's user create files in it, or set hugepageMem = false.".to_owned(),
+        )
+    }
+}
+
 /// A macvtap device the runner opens before starting the hypervisor, once per queue, on
 /// fixed descriptor numbers the command line refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -161,14 +161,6 @@ impl Args {
     }
 }
 
-fn requirement(path: &str, read_write: bool, message: String) -> Requirement {
-    Requirement {
-        path: path.to_owned(),
-        read_write,
-        message,
-    }
-}
-
 impl Backend for Qemu {
     fn check(&self, spec: &RunnerSpec) -> Vec<Diagnostic> {
         let mut findings = Vec::new();
@@ -276,10 +268,10 @@ impl Backend for Qemu {
         a.push("-device", dev(spec, "virtio-rng"));
 
         if uses_kvm(spec) {
-            requirements.push(requirement(
+            requirements.push(Requirement::new(
                 "/dev/kvm",
                 true,
-                "microvm-run: qemu needs read-write access to /dev/kvm because microvm.cpu is null (use KVM). Enable virtualisation and join the kvm group, or set microvm.cpu to emulate a CPU.".to_owned(),
+                "qemu needs read-write access to /dev/kvm because microvm.cpu is null (use KVM). Enable virtualisation and join the kvm group, or set microvm.cpu to emulate a CPU.".to_owned(),
             ));
             a.push(
                 "-cpu",
@@ -312,11 +304,7 @@ impl Backend for Qemu {
         if needs_shared_memory(spec) || spec.hugepage_mem {
             let size = format!("{}M", spec.mem);
             let backend = if spec.hugepage_mem {
-                requirements.push(requirement(
-                    "/dev/hugepages",
-                    false,
-                    "microvm-run: /dev/hugepages is missing, but microvm.hugepageMem = true asks for huge pages. Mount hugetlbfs there and reserve pages (vm.nr_hugepages), or set hugepageMem = false.".to_owned(),
-                ));
+                requirements.push(Requirement::hugepages());
                 opts(
                     "memory-backend-file,id=mem",
                     [
@@ -451,16 +439,9 @@ impl Backend for Qemu {
         let multi_queue = tap_multi_queue(spec);
         let queues = if multi_queue { spec.vcpu } else { 1 };
         let mut next_fd = 3;
-        if spec
-            .interfaces
-            .iter()
-            .any(|i| matches!(i.kind, InterfaceType::Tap | InterfaceType::Macvtap))
-        {
-            requirements.push(requirement(
-                "/dev/net/tun",
-                true,
-                "microvm-run: /dev/net/tun is missing or not accessible, but microvm.interfaces has a tap or macvtap interface. Load the tun module and give the runner's user access.".to_owned(),
-            ));
+        // A macvtap interface arrives as an open /dev/tapN descriptor; only taps need tun.
+        if spec.tap_interfaces().next().is_some() {
+            requirements.push(Requirement::tun());
         }
         for (i, interface) in spec.interfaces.iter().enumerate() {
             let id = interface.id.clone();
@@ -539,13 +520,7 @@ impl Backend for Qemu {
             };
             if interface.tap.vhost {
                 netdev.push(("vhost", "on".to_owned()));
-                requirements.push(requirement(
-                    "/dev/vhost-net",
-                    true,
-                    format!(
-                        "microvm-run: /dev/vhost-net is missing or not accessible, but microvm.interfaces[{i}].tap.vhost = true asks for vhost-net (qemu would abort). Load the vhost_net module, or set tap.vhost = false."
-                    ),
-                ));
+                requirements.push(Requirement::vhost_net(i));
             }
             a.push("-netdev", opts(head, netdev));
             let mut device = vec![("netdev", id), ("mac", interface.mac.clone())];
@@ -565,11 +540,7 @@ impl Backend for Qemu {
         }
 
         if let Some(cid) = spec.vsock.cid {
-            requirements.push(requirement(
-                "/dev/vhost-vsock",
-                true,
-                "microvm-run: /dev/vhost-vsock is missing or not accessible, but microvm.vsock.cid is set. Load the vhost_vsock module, or set vsock.cid = null.".to_owned(),
-            ));
+            requirements.push(Requirement::vhost_vsock());
             a.push(
                 "-device",
                 format!("{},guest-cid={cid}", dev(spec, "vhost-vsock")),

@@ -271,11 +271,7 @@ impl Backend for Stratovirt {
             args.push(Word::from(flag));
             args.push(Word::from(value));
         };
-        let mut requirements = vec![Requirement {
-            path: "/dev/kvm".to_owned(),
-            read_write: true,
-            message: "microvm-run: stratovirt needs read-write access to /dev/kvm. Enable virtualisation and give the runner's user access (the kvm group).".to_owned(),
-        }];
+        let mut requirements = vec![Requirement::kvm("stratovirt")];
 
         push("-name", spec.host_name.clone());
         let mut machine: Vec<(&str, String)> = Vec::new();
@@ -287,11 +283,7 @@ impl Backend for Stratovirt {
         push("-smp", spec.vcpu.to_string());
         push("-m", format!("{}M", spec.mem));
         if spec.hugepage_mem {
-            requirements.push(Requirement {
-                path: "/dev/hugepages".to_owned(),
-                read_write: false,
-                message: "microvm-run: /dev/hugepages is missing, but microvm.hugepageMem = true asks for huge pages. Mount hugetlbfs there and reserve pages (vm.nr_hugepages), or set hugepageMem = false.".to_owned(),
-            });
+            requirements.push(Requirement::hugepages());
             push("-mem-path", "/dev/hugepages".to_owned());
         }
         push("-kernel", path_value(&spec.kernel));
@@ -418,19 +410,11 @@ impl Backend for Stratovirt {
             );
         }
         if spec.tap_interfaces().next().is_some() {
-            requirements.push(Requirement {
-                path: "/dev/net/tun".to_owned(),
-                read_write: true,
-                message: "microvm-run: /dev/net/tun is missing or not accessible, but microvm.interfaces has a tap interface. Load the tun module and give the runner's user access.".to_owned(),
-            });
+            requirements.push(Requirement::tun());
         }
 
         if let Some(cid) = spec.vsock.cid {
-            requirements.push(Requirement {
-                path: "/dev/vhost-vsock".to_owned(),
-                read_write: true,
-                message: "microvm-run: /dev/vhost-vsock is missing or not accessible, but microvm.vsock.cid is set. Load the vhost_vsock module, or set vsock.cid = null.".to_owned(),
-            });
+            requirements.push(Requirement::vhost_vsock());
             push(
                 "-device",
                 kv(

@@ -470,11 +470,7 @@ impl Backend for Firecracker {
             });
         }
         if spec.tap_interfaces().next().is_some() {
-            requirements.push(Requirement {
-                path: "/dev/net/tun".to_owned(),
-                read_write: true,
-                message: "microvm-run: /dev/net/tun is missing or not accessible, but microvm.interfaces has a tap interface. Load the tun module and give the runner's user access.".to_owned(),
-            });
+            requirements.push(Requirement::tun());
         }
         args.extend(spec.firecracker.extra_args.iter().cloned().map(Word::from));
         Launch {
