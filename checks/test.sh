@@ -21,7 +21,7 @@ say() { printf 'test.sh: %s\n' "$*" >&2; }
 
 # Debian packages the tiers use; installed when missing and we are root.
 packages=(shellcheck qemu-system-x86 busybox-static erofs-utils squashfs-tools e2fsprogs cpio
-	iproute2 kmod socat curl nix-bin libcap-ng-dev libseccomp-dev)
+	iproute2 kmod socat curl nix-bin libcap-ng-dev libseccomp-dev systemd)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg -s "$p" 2>/dev/null | grep -qx 'Status: install ok installed' || missing+=("$p")
@@ -63,18 +63,26 @@ else
 	fi
 fi
 
-# Tier 4 reads nixpkgs' lib from NIXPKGS_LIB; a copy fetched onto this machine is found too.
+# Tier 4 reads nixpkgs' lib from NIXPKGS_LIB. Unset, the revision pinned in checks/nixpkgs-lib.rev
+# is unpacked from a local mirror of nix-community/nixpkgs.lib, or downloaded from GitHub.
 if [[ -z ${NIXPKGS_LIB:-} ]]; then
-	mirror=/work/.mirror/nix-community+nixpkgs.lib/repo
-	if [[ -d $mirror ]]; then
-		dest=$repo/.cache/nixpkgs-lib
-		rev=$(git --git-dir="$mirror" rev-parse HEAD)
-		if [[ $(cat "$dest/.rev" 2>/dev/null) != "$rev" ]]; then
-			rm -rf "$dest"
-			mkdir -p "$dest"
-			git --git-dir="$mirror" archive HEAD lib | tar -x -C "$dest"
-			echo "$rev" >"$dest/.rev"
+	rev=$(<"$here/nixpkgs-lib.rev")
+	dest=$repo/.cache/nixpkgs-lib
+	if [[ $(cat "$dest/.rev" 2>/dev/null) != "$rev" ]]; then
+		rm -rf "$dest"
+		mkdir -p "$dest"
+		mirror=/work/.mirror/nix-community+nixpkgs.lib/repo
+		if git --git-dir="$mirror" cat-file -e "$rev^{commit}" 2>/dev/null; then
+			git --git-dir="$mirror" archive "$rev" lib | tar -x -C "$dest"
+		elif curl -fsSL --max-time 60 "https://github.com/nix-community/nixpkgs.lib/archive/$rev.tar.gz" |
+			tar -xz -C "$dest" --strip-components=1 2>/dev/null; then
+			:
+		else
+			say "nixpkgs.lib $rev is neither in a local mirror nor downloadable"
 		fi
+		[[ -f $dest/lib/default.nix ]] && echo "$rev" >"$dest/.rev"
+	fi
+	if [[ -f $dest/lib/default.nix ]]; then
 		export NIXPKGS_LIB=$dest/lib
 	fi
 fi
@@ -94,22 +102,37 @@ elif [[ -z $tier4 ]]; then
 	skipped "tiers 3+4 (Nix-evaluated VM boots)" "tier 4 cannot run here" 'binary(nix_e2e)'
 fi
 
+# Failures of the checks below are reported at the end, after every tier has run.
+failed=()
+
 # The sandbox rating of the generated microvm@ unit.
 if command -v systemd-analyze >/dev/null; then
-	"$here/unit-security.sh"
+	"$here/unit-security.sh" || failed+=("checks/unit-security.sh")
 else
 	skipped "unit sandbox rating" "systemd-analyze is not installed" 'none()'
 fi
 
 # The README's demo, exactly as a newcomer runs it.
 if [[ -n $boot_env ]]; then
-	"$here/demo.sh"
+	"$here/demo.sh" || failed+=("checks/demo.sh")
 else
 	echo "skipped: README demo: no boot environment"
 fi
 
 filter="all()"
 for s in "${skip[@]}"; do
-	filter="$filter - $s"
+	# Parenthesised: in nextest's filter language `-` binds tighter than `|`.
+	filter="$filter - ($s)"
 done
-cargo nextest run --workspace --no-fail-fast -E "$filter" "$@"
+# A skipped tier must not run after all: the filter has to leave every one of its tests out.
+for s in "${skip[@]}"; do
+	if cargo nextest list --workspace -T oneline -E "($filter) & ($s)" | grep -q .; then
+		say "the test filter still selects tests of a skipped tier ($s)"
+		exit 1
+	fi
+done
+cargo nextest run --workspace --no-fail-fast -E "$filter" "$@" || failed+=("cargo nextest run")
+if ((${#failed[@]})); then
+	say "failed: ${failed[*]}"
+	exit 1
+fi

@@ -83,10 +83,11 @@ pub fn spec(env: &BootEnv, name: &str, scenario: &str, params: &[String]) -> Val
         "sleep": host_tool("sleep"),
         "nproc": host_tool("nproc"),
         "mkfs.ext4": host_tool("mkfs.ext4"),
-        "systemd-notify": host_tool("systemd-notify"),
     });
     if !env.virtiofsd.is_empty() {
         tools["virtiofsd"] = json!(env.virtiofsd);
+        // Only virtiofsd-run reports readiness.
+        tools["systemd-notify"] = json!(host_tool("systemd-notify"));
     }
     json!({
         "specVersion": 1,
