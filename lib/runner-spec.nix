@@ -77,9 +77,6 @@ let
   socat.socat = bin vmPkgs.socat "socat";
   curl.curl = bin vmPkgs.curl "curl";
   withSocket = tools: optionalAttrs (cfg.socket != null) tools;
-  graphicsCrosvm = optionalAttrs cfg.graphics.enable {
-    crosvm = bin cfg.graphics.crosvmPackage "crosvm";
-  };
 
   # optimize.enable builds the smaller qemu NixOS tests use, unless graphics need the full one.
   qemuPackage =
@@ -101,37 +98,25 @@ let
       };
       cloud-hypervisor = {
         cloud-hypervisor = bin cfg.cloud-hypervisor.package "cloud-hypervisor";
-        ch-remote = bin cfg.cloud-hypervisor.package "ch-remote";
       }
-      // withSocket (curl // socat)
-      # readiness notification from the guest over vsock
-      // optionalAttrs (cfg.vsock.cid != null) (
-        socat
-        // {
-          systemd-notify = bin vmPkgs.systemd "systemd-notify";
-        }
-      )
-      // graphicsCrosvm;
+      // withSocket curl;
       firecracker = {
         firecracker = bin cfg.firecracker.package "firecracker";
       }
-      // withSocket (curl // socat);
-      crosvm = {
-        crosvm = bin cfg.crosvm.package "crosvm";
-      }
-      // withSocket socat;
+      // withSocket curl;
+      crosvm.crosvm = bin cfg.crosvm.package "crosvm";
       kvmtool.lkvm = bin cfg.kvmtool.package "lkvm";
       stratovirt = {
         stratovirt = bin cfg.stratovirt.package "stratovirt";
         # stratovirt's stdio console refuses a stdin that is not a terminal (as under systemd).
         unbuffer = bin vmPkgs.expect "unbuffer";
       }
-      // withSocket socat;
+      // optionalAttrs cfg.balloon (withSocket socat);
       alioth.alioth = bin cfg.alioth.package "alioth";
       vfkit = {
         vfkit = bin cfg.vfkit.package "vfkit";
       }
-      // withSocket (curl // socat);
+      // withSocket curl;
     }
     .${hypervisor};
 

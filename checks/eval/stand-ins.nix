@@ -100,7 +100,6 @@ let
     "bash"
     "btrfs-progs"
     "cloud-hypervisor"
-    "cloud-hypervisor-graphics"
     "coreutils"
     "crosvm"
     "curl"

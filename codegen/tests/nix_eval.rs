@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use microvm_codegen::diagnostic::SpecText;
-use microvm_codegen::{load, validate};
+use microvm_codegen::spec::Tool;
+use microvm_codegen::{load, runner, validate};
 use serde_json::{Value, json};
 
 const HYPERVISORS: [&str; 8] = [
@@ -352,6 +353,48 @@ fn nix_refuses_exactly_the_features_the_generator_refuses() {
             "{hypervisor}: Nix and the generator refuse different features"
         );
     }
+}
+
+/// Every program Nix puts in `tools` is a build input of the runner, so Nix gives none the
+/// generator does not run: the reverse of `validate`'s check that each one it runs is given.
+#[test]
+fn nix_gives_only_the_programs_the_generator_runs() {
+    // coreutils is one package, given whole so scripts always find theirs; chattr is used when
+    // given (no-copy-on-write volume images) and its absence is not an error.
+    const GIVEN_WHOLE: &[&str] = &[
+        "mkdir", "ln", "rm", "truncate", "chown", "sleep", "nproc", "chattr",
+    ];
+    let mut specs: Vec<(String, Value)> = Vec::new();
+    for (hypervisor, spec) in nix::eval("exampleSpecs").as_object().unwrap() {
+        specs.push((format!("example {hypervisor}"), spec.clone()));
+    }
+    for (hypervisor, entry) in nix::eval("capabilityCrossCheck").as_object().unwrap() {
+        specs.push((
+            format!("everyFeature on {hypervisor}"),
+            entry["spec"].clone(),
+        ));
+    }
+    let mut unused = Vec::new();
+    for (name, value) in &specs {
+        let text = serde_json::to_string_pretty(value).unwrap();
+        let spec = load::load(&SpecText::new(name.as_str(), text))
+            .unwrap_or_else(|e| panic!("{name}: the spec does not load: {e:?}"));
+        let runs: BTreeSet<&str> = runner::required_tools(&spec)
+            .into_iter()
+            .map(|(tool, _)| tool.name())
+            .collect();
+        for tool in Tool::ALL.iter().filter(|t| spec.tools.get(**t).is_some()) {
+            let name_of = tool.name();
+            if !runs.contains(name_of) && !GIVEN_WHOLE.contains(&name_of) {
+                unused.push(format!("{name}: {name_of}"));
+            }
+        }
+    }
+    assert!(
+        unused.is_empty(),
+        "lib/runner-spec.nix gives programs no generated script runs:\n{}",
+        unused.join("\n")
+    );
 }
 
 #[test]

@@ -240,7 +240,10 @@ const GUEST_ONLY: &[(&str, &str)] = &[
     ("stratovirt.package", "a path in tools"),
     ("vfkit.package", "a path in tools"),
     ("virtiofsd.package", "a path in tools"),
-    ("graphics.crosvmPackage", "a path in tools"),
+    (
+        "graphics.crosvmPackage",
+        "kept for microvm.nix compatibility, without effect",
+    ),
     ("vmHostPackages", "where the tools come from"),
     ("codegen.package", "the generator that reads the spec"),
     // What is built from the spec, and the spec itself.

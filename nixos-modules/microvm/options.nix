@@ -609,9 +609,8 @@ in
       type = types.bool;
       default = false;
       description = ''
-        Graphics: a qemu display (`graphics.backend`), or a virtio-gpu served by crosvm's GPU
-        device (cloud-hypervisor, crosvm). gtk and cocoa open a window and cannot run under
-        systemd; headless can.
+        Graphics: a qemu display (`graphics.backend`), crosvm's vhost-user GPU device (crosvm) or
+        vfkit's GUI. gtk and cocoa open a window and cannot run under systemd; headless can.
       '';
     };
 
@@ -619,7 +618,11 @@ in
       type = types.package;
       default = pkgs.crosvm;
       defaultText = literalExpression "pkgs.crosvm";
-      description = "crosvm whose GPU device serves cloud-hypervisor's and crosvm's graphics.";
+      description = ''
+        Accepted for microvm.nix compatibility, without effect: it served graphics on
+        cloud-hypervisor, which needs a GPU-enabled fork and is refused here. crosvm's own GPU
+        device runs `crosvm.package`.
+      '';
     };
 
     graphics.backend = mkOption {
@@ -637,7 +640,7 @@ in
       type = types.str;
       default = "${hostName}-gpu.sock";
       defaultText = literalExpression ''"''${config.networking.hostName}-gpu.sock"'';
-      description = "vhost-user socket of the GPU device (cloud-hypervisor, crosvm).";
+      description = "vhost-user socket of crosvm's GPU device.";
     };
 
     graphics.vulkan = mkOption {
@@ -766,16 +769,8 @@ in
 
     cloud-hypervisor.package = mkOption {
       type = types.package;
-      default =
-        if cfg.graphics.enable then
-          cfg.vmHostPackages.cloud-hypervisor-graphics
-        else
-          cfg.vmHostPackages.cloud-hypervisor;
-      defaultText = literalExpression ''
-        if config.microvm.graphics.enable
-        then config.microvm.vmHostPackages.cloud-hypervisor-graphics
-        else config.microvm.vmHostPackages.cloud-hypervisor
-      '';
+      default = cfg.vmHostPackages.cloud-hypervisor;
+      defaultText = literalExpression "config.microvm.vmHostPackages.cloud-hypervisor";
       description = "cloud-hypervisor build.";
     };
 

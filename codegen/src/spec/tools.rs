@@ -58,7 +58,6 @@ tools! {
     /// `qemu-system-<arch>`.
     qemu => Qemu, "qemu";
     cloud_hypervisor => CloudHypervisor, "cloud-hypervisor";
-    ch_remote => ChRemote, "ch-remote";
     firecracker => Firecracker, "firecracker";
     crosvm => Crosvm, "crosvm";
     /// kvmtool's `lkvm`.

@@ -29,7 +29,7 @@ pub fn nixpkgs_lib() -> PathBuf {
             panic!(
                 "skipped: NIXPKGS_LIB unset. The Nix evaluation tests need nixpkgs' lib: set NIXPKGS_LIB \
                  to the lib directory of a nixpkgs or nix-community/nixpkgs.lib checkout \
-                 (checks/test.sh finds one on this machine, or leaves this tier out and says so)"
+                 (checks/test.sh unpacks the revision pinned in checks/nixpkgs-lib.rev, or leaves this tier out and says so)"
             )
         }
     }
