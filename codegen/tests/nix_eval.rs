@@ -413,6 +413,11 @@ fn every_capability_table_feature_and_hypervisor_is_known_to_the_nix_side() {
     let all: BTreeSet<String> = HYPERVISORS.iter().map(|s| s.to_string()).collect();
     assert_eq!(table_hypervisors, all);
     assert_eq!(examples, all);
+    assert_eq!(
+        strings(&coverage["unusedByEveryFeature"]),
+        Vec::<String>::new(),
+        "checks/eval's everyFeature VM must use every feature, or the cross-check misses it"
+    );
 }
 
 #[test]
