@@ -350,6 +350,15 @@ in
 
   e2eSpec = e2e.microvm.runnerSpec.qemu;
 
+  # guest.enable = false leaves the guest's configuration alone; its runner is still declared.
+  guestDisabledSpec =
+    (guest [
+      {
+        networking.hostName = "noguest";
+        microvm.guest.enable = false;
+      }
+    ]).microvm.runnerSpec.qemu;
+
   # Per hypervisor: the features the Nix checks refuse for `everyFeature`, and its spec built
   # without those checks, for the generator to judge the same VM.
   capabilityCrossCheck = lib.genAttrs microvmLib.hypervisors (hypervisor: {

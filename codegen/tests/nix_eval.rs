@@ -420,6 +420,27 @@ fn every_capability_table_feature_and_hypervisor_is_known_to_the_nix_side() {
     );
 }
 
+/// `guest.enable = false` leaves the guest alone, yet its runners are still declared: the spec
+/// evaluates, boots the system's init and is accepted.
+#[test]
+fn a_vm_without_guest_integration_still_has_a_runner() {
+    let spec = nix::eval("guestDisabledSpec");
+    assert!(
+        strings(&spec["kernelParams"])
+            .iter()
+            .any(|p| p.starts_with("init=") && p.ends_with("/init")),
+        "the runner boots the system: {}",
+        spec["kernelParams"]
+    );
+    assert!(
+        spec["storeDisk"].is_string(),
+        "storeOnDisk is on by default"
+    );
+    if let Verdict::Refused(why) = validate_spec("noguest", &spec) {
+        panic!("refused: {why}");
+    }
+}
+
 #[test]
 fn the_template_flake_parses_and_its_vm_evaluates_to_an_accepted_spec() {
     nix::nixpkgs_lib();

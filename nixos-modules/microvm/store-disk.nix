@@ -51,14 +51,13 @@ in
   };
 
   config = lib.mkMerge [
-    (lib.mkIf (cfg.guest.enable && cfg.storeOnDisk) {
+    # The runners are declared without guest.enable too, and they boot from the store disk.
+    (lib.mkIf cfg.storeOnDisk {
       # The hardened profile forbids erofs (it blacklists the module); it is recognised by its
       # L1 data cache setting because reading the blacklist here would recurse.
       microvm.storeDiskType = lib.mkDefault (
         if config.security.virtualisation.flushL1DataCache == "always" then "squashfs" else "erofs"
       );
-
-      boot.initrd.availableKernelModules = [ cfg.storeDiskType ];
 
       microvm.storeDisk =
         buildPkgs.runCommand "microvm-store-disk.${cfg.storeDiskType}"
@@ -76,6 +75,10 @@ in
             done < ${contents}/store-paths
             ${format.command}
           '';
+    })
+
+    (lib.mkIf (cfg.guest.enable && cfg.storeOnDisk) {
+      boot.initrd.availableKernelModules = [ cfg.storeDiskType ];
     })
 
     (lib.mkIf (cfg.guest.enable && cfg.registerClosure && config.nix.enable) {
