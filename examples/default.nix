@@ -5,6 +5,8 @@
 # system: the guest's; hostSystem: the machine that runs the runner; module: the NixOS module.
 let
   hypervisors = import ../lib/hypervisors.nix;
+  capabilities = builtins.fromJSON (builtins.readFile ../lib/capabilities.json);
+  hasUserNetwork = hypervisor: builtins.elem hypervisor capabilities.features."interface.user".supported;
 
   example = hypervisor: {
     system = if hypervisor == "vfkit" then "aarch64-linux" else "x86_64-linux";
@@ -36,18 +38,11 @@ let
             };
           # The hypervisors with a user-mode network get one; the others would need a tap and
           # root on the host.
-          interfaces =
-            lib.optional
-              (builtins.elem hypervisor [
-                "qemu"
-                "kvmtool"
-                "vfkit"
-              ])
-              {
-                type = "user";
-                id = "usernet";
-                mac = "02:00:00:01:01:01";
-              };
+          interfaces = lib.optional (hasUserNetwork hypervisor) {
+            type = "user";
+            id = "usernet";
+            mac = "02:00:00:01:01:01";
+          };
           forwardPorts = lib.optional (hypervisor == "qemu") {
             from = "host";
             host.port = 2222;
