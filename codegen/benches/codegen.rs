@@ -3,32 +3,17 @@
 //! many runs and are printed as ratios measured in the same run, because these machines are
 //! noisy and absolute times do not compare across them.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+
+use common::time;
 
 use microvm_codegen::diagnostic::SpecText;
 use microvm_codegen::{load, output, render, runner, validate};
 use serde_json::json;
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn time(runs: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    median(
-        (0..runs)
-            .map(|_| {
-                let start = Instant::now();
-                f();
-                start.elapsed()
-            })
-            .collect(),
-    )
-}
 
 fn which(program: &str) -> String {
     ["/usr/bin", "/bin"]

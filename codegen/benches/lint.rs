@@ -3,30 +3,15 @@
 //! option, some with a capability conflict), in process and as a command. Prints only under
 //! `--bench`.
 
+mod common;
+
 use std::fmt::Write;
 use std::process::Command;
-use std::time::{Duration, Instant};
+
+use common::time;
 
 use microvm_codegen::lint::{self, SourceFile};
 use microvm_codegen::options;
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn time(runs: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    median(
-        (0..runs)
-            .map(|_| {
-                let start = Instant::now();
-                f();
-                start.elapsed()
-            })
-            .collect(),
-    )
-}
 
 /// A host with `n` declared VMs of about 50 lines each.
 fn host_config(lines_wanted: usize) -> String {
