@@ -1,7 +1,7 @@
 //! The `microvm` command, every verb, with recording stand-ins for nix, systemctl, journalctl
 //! and ssh first on PATH: each records its arguments (one call per line) and behaves just
 //! enough like the real program (nix build links a prebuilt runner; systemctl reports the unit
-//! state the test sets).
+//! state the test sets, and fails like systemd on a unit that is not loaded).
 
 mod common;
 
@@ -28,9 +28,29 @@ fi
         "systemctl",
         r#"#!/bin/bash
 printf '%s\n' "$*" >>"$RECORD/systemctl"
-case $1 in
+# Instances of the host package's templates always load; other units only when FAKE_UNITS
+# names them, as systemd answers for a unit without a unit file: exit 5, "not loaded".
+loaded() {
+  case $1 in *@*.service) return 0 ;; esac
+  [[ " ${FAKE_UNITS:-} " == *" $1 "* ]]
+}
+verb=$1
+case $verb in
   is-active) echo "${FAKE_ACTIVE:-inactive}"; [ "${FAKE_ACTIVE:-inactive}" = active ] ;;
   show) printf 'ActiveState=%s\nSubState=%s\nMainPID=%s\n' "${FAKE_ACTIVE:-inactive}" "${FAKE_SUB:-dead}" "${FAKE_PID:-0}" ;;
+  start | stop | restart | try-restart)
+    shift
+    for unit in "$@"; do
+      if ! loaded "$unit"; then
+        echo "Failed to $verb $unit: Unit $unit not loaded." >&2
+        exit 5
+      fi
+      if [[ " ${FAKE_FAILING:-} " == *" $unit "* ]]; then
+        echo "Job for $unit failed." >&2
+        exit 1
+      fi
+    done
+    ;;
 esac
 "#,
     ),
@@ -437,10 +457,8 @@ fn remove_needs_yes_and_keeps_volumes_unless_purged() {
 
     let removed = host.microvm(&["remove", "web", "--yes"], &[]);
     assert!(removed.status.success(), "{}", stderr(&removed));
-    assert_eq!(
-        host.calls("systemctl"),
-        vec!["stop microvm@web.service install-microvm-web.service"]
-    );
+    // Only the VM's unit: an imperative VM has no install unit, and naming it fails the stop.
+    assert_eq!(host.calls("systemctl"), vec!["stop microvm@web.service"]);
     assert_eq!(
         std::fs::read_to_string(dir.join("var.img")).unwrap(),
         "precious"
@@ -465,40 +483,47 @@ fn reconcile_stops_vms_removed_from_the_configuration() {
         std::fs::write(&path, json.to_string()).unwrap();
         path
     };
-    let first = write("first.json", &["a", "b"]);
+    let first = write("first.json", &["a", "b", "c"]);
     let second = write("second.json", &["a"]);
-    assert!(
-        host.microvm(&["reconcile", "--declared", first.to_str().unwrap()], &[])
-            .status
-            .success()
-    );
+    let reconcile = |declared: &Path, extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["reconcile", "--declared", declared.to_str().unwrap()];
+        args.extend(extra);
+        host.microvm(&args, env)
+    };
+    assert!(reconcile(&first, &[], &[]).status.success());
     assert!(
         host.calls("systemctl").is_empty(),
         "nothing was declared before"
     );
 
-    let dry = host.microvm(
-        &[
-            "reconcile",
-            "--declared",
-            second.to_str().unwrap(),
-            "--dry-run",
-        ],
-        &[],
-    );
+    let dry = reconcile(&second, &["--dry-run"], &[]);
     assert!(stdout(&dry).contains("would stop b"), "{}", stdout(&dry));
+    assert!(stdout(&dry).contains("would stop c"), "{}", stdout(&dry));
     assert!(host.calls("systemctl").is_empty());
 
-    let real = host.microvm(&["reconcile", "--declared", second.to_str().unwrap()], &[]);
-    assert!(real.status.success(), "{}", stderr(&real));
+    // b will not stop: c is stopped all the same, the command fails, and b stays on the record
+    // so the next reconcile tries it again.
+    let failing = reconcile(&second, &[], &[("FAKE_FAILING", "microvm@b.service")]);
+    assert_eq!(failing.status.code(), Some(1), "{}", stderr(&failing));
+    assert!(
+        stderr(&failing).contains("not stopped: b"),
+        "{}",
+        stderr(&failing)
+    );
     assert_eq!(
         host.calls("systemctl"),
-        vec!["stop microvm@b.service install-microvm-b.service"]
+        vec!["stop microvm@b.service", "stop microvm@c.service"],
+        "only the VM's unit: a removed VM's install unit is gone with the host's package"
     );
-    assert!(stdout(&real).contains("its state stays"));
-    let again = host.microvm(&["reconcile", "--declared", second.to_str().unwrap()], &[]);
+    assert!(stdout(&failing).contains("its state stays"));
+
+    let real = reconcile(&second, &[], &[]);
+    assert!(real.status.success(), "{}", stderr(&real));
+    assert_eq!(host.calls("systemctl")[2..], ["stop microvm@b.service"]);
+    let again = reconcile(&second, &[], &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
     assert!(stdout(&again).contains("no declared VM was removed"));
-    assert_eq!(host.calls("systemctl").len(), 1);
+    assert_eq!(host.calls("systemctl").len(), 3);
 }
 
 #[test]

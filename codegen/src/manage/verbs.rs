@@ -135,6 +135,14 @@ fn unit(name: &str) -> String {
     format!("microvm@{name}.service")
 }
 
+/// Stops a VM. Only its `microvm@` unit: the units around it (taps, virtiofsd, the install unit
+/// of a declared VM) are `PartOf=` it and stop with it, and naming one that has no unit file — an
+/// imperative VM's install unit, or a declared VM's once the host dropped it — would make
+/// systemctl fail with "not loaded".
+fn stop(name: &str) -> Result<(), Error> {
+    run_program("systemctl", &["stop", &unit(name)])
+}
+
 fn existing(context: &Context, name: &str) -> Result<VmDir, Error> {
     if !is_vm_name(name) {
         return Err(Error::BadName(name.to_owned()));
@@ -655,14 +663,7 @@ pub fn remove(context: &Context, name: &str, yes: bool, purge: bool) -> Result<(
             "microvm: warning: {name} is declared in the host configuration; the next switch installs it again unless you remove it there"
         );
     }
-    run_program(
-        "systemctl",
-        &[
-            "stop",
-            &unit(name),
-            &format!("install-microvm-{name}.service"),
-        ],
-    )?;
+    stop(name)?;
     let keep = if purge { Vec::new() } else { volumes };
     let kept = delete_except(&vm.dir, &keep, Path::new(""))?;
     if !kept {
@@ -721,6 +722,7 @@ pub fn reconcile(
     if removed.is_empty() {
         println!("microvm: reconcile: no declared VM was removed");
     }
+    let mut failed = Vec::new();
     for name in &removed {
         let dir = context.state_dir.join(name);
         if dry_run {
@@ -731,21 +733,29 @@ pub fn reconcile(
             "microvm: reconcile: stopping {name} (removed from the configuration); its state stays in {} until `microvm remove --yes {name}`",
             dir.display()
         );
-        run_program(
-            "systemctl",
-            &[
-                "stop",
-                &unit(name),
-                &format!("install-microvm-{name}.service"),
-            ],
-        )?;
+        // One VM that will not stop must not keep the others running.
+        if let Err(e) = stop(name) {
+            eprintln!("microvm: reconcile: {name}: {e}");
+            failed.push((*name).clone());
+        }
     }
-    if !dry_run {
-        fs::create_dir_all(&context.state_dir).map_err(io_error(&context.state_dir))?;
-        let temporary = record.with_extension("json.new");
-        let text = serde_json::to_string_pretty(&declared).expect("serializes") + "\n";
-        fs::write(&temporary, text).map_err(io_error(&temporary))?;
-        fs::rename(&temporary, &record).map_err(io_error(&record))?;
+    if dry_run {
+        return Ok(());
     }
-    Ok(())
+    // The record is written even when a stop failed, so the VMs that did stop are not stopped
+    // again; the ones that failed stay on it, so the next reconcile tries them again.
+    let mut record_list = declared;
+    record_list.vms.extend(failed.iter().cloned());
+    fs::create_dir_all(&context.state_dir).map_err(io_error(&context.state_dir))?;
+    let temporary = record.with_extension("json.new");
+    let text = serde_json::to_string_pretty(&record_list).expect("serializes") + "\n";
+    fs::write(&temporary, text).map_err(io_error(&temporary))?;
+    fs::rename(&temporary, &record).map_err(io_error(&record))?;
+    match failed.len() {
+        0 => Ok(()),
+        _ => Err(Error::Several(format!(
+            "not stopped: {}",
+            failed.join(", ")
+        ))),
+    }
 }
