@@ -444,7 +444,7 @@ fn remove_needs_yes_and_keeps_volumes_unless_purged() {
     let dir = host.install("web", &runner, None, false);
     // qemu-every-feature has the relative volume var.img and an absolute one elsewhere.
     std::fs::write(dir.join("var.img"), "precious").unwrap();
-    std::fs::write(dir.join("web.sock"), "").unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(dir.join("web.sock")).unwrap();
 
     let refused = host.microvm(&["remove", "web"], &[]);
     assert_eq!(refused.status.code(), Some(1));
@@ -472,6 +472,126 @@ fn remove_needs_yes_and_keeps_volumes_unless_purged() {
     let purged = host.microvm(&["remove", "web", "--yes", "--purge"], &[]);
     assert!(purged.status.success(), "{}", stderr(&purged));
     assert!(!dir.exists());
+}
+
+/// The path the command's own hints lead down: remove --yes keeps the image, create takes the
+/// directory over, and a second remove --yes still keeps the image.
+#[test]
+fn remove_twice_keeps_the_image_and_create_takes_the_directory_over() {
+    let host = Host::new();
+    let runner = host.runner("qemu-every-feature.json", "a");
+    let dir = host.install("web", &runner, None, false);
+    std::fs::write(dir.join("var.img"), "precious").unwrap();
+    std::fs::create_dir_all(dir.join("shares/empty")).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/notes"), "mine").unwrap();
+
+    let first = host.microvm(&["remove", "--yes", "web"], &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains("kept data/, var.img"),
+        "{}",
+        stdout(&first)
+    );
+    assert!(!dir.join("shares").exists(), "empty directories go");
+    assert!(!dir.join("current").exists());
+
+    let listed = host.microvm(&["list"], &[]);
+    assert!(stdout(&listed).contains("no VMs"), "{}", stdout(&listed));
+    let again = host.microvm(&["remove", "--yes", "web"], &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("var.img")).unwrap(),
+        "precious"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data/notes")).unwrap(),
+        "mine"
+    );
+
+    let created = host.microvm(
+        &["create", "web", "--runner", runner.to_str().unwrap()],
+        &[],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert!(
+        stdout(&created).contains("keeping what was already there"),
+        "{}",
+        stdout(&created)
+    );
+    assert_eq!(std::fs::read_link(dir.join("current")).unwrap(), runner);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("var.img")).unwrap(),
+        "precious"
+    );
+    assert!(!host.path("state/.web.creating").exists());
+    let taken = host.microvm(
+        &["create", "web", "--runner", runner.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(taken.status.code(), Some(1), "now it is a VM again");
+}
+
+/// The keep-list does not depend on the runner's spec: a runner from another generator
+/// version, or none at all behind `current`, loses nothing.
+#[test]
+fn remove_keeps_the_image_when_the_spec_is_unreadable() {
+    let host = Host::new();
+    let runner = host.runner("qemu-every-feature.json", "a");
+    std::fs::write(
+        runner.join("share/microvm/spec.json"),
+        r#"{"aFieldOfANewerVersion": true}"#,
+    )
+    .unwrap();
+    let dir = host.install("web", &runner, None, false);
+    std::fs::write(dir.join("var.img"), "precious").unwrap();
+    let dangling = host.install("gone", &host.path("nowhere"), None, false);
+    std::fs::write(dangling.join("var.img"), "precious too").unwrap();
+
+    let refused = host.microvm(&["remove", "web"], &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("keeps what else is there (var.img)"),
+        "{}",
+        stderr(&refused)
+    );
+    for name in ["web", "gone"] {
+        let removed = host.microvm(&["remove", "--yes", name], &[]);
+        assert!(removed.status.success(), "{}", stderr(&removed));
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("var.img")).unwrap(),
+        "precious"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dangling.join("var.img")).unwrap(),
+        "precious too"
+    );
+    assert!(!dir.join("current").exists() && !dangling.join("current").exists());
+}
+
+#[test]
+fn remove_deletes_nothing_through_a_linked_vm_directory() {
+    let host = Host::new();
+    let runner = host.runner("qemu-minimal.json", "a");
+    let elsewhere = host.path("elsewhere/web");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    symlink(&runner, elsewhere.join("current")).unwrap();
+    symlink(&elsewhere, host.path("state/web")).unwrap();
+    for args in [
+        &["remove", "--yes", "web"][..],
+        &["remove", "--yes", "--purge", "web"],
+    ] {
+        let refused = host.microvm(args, &[]);
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(
+            stderr(&refused).contains("is a symbolic link"),
+            "{}",
+            stderr(&refused)
+        );
+    }
+    assert!(elsewhere.join("current").exists());
+    assert!(host.calls("systemctl").is_empty());
 }
 
 #[test]

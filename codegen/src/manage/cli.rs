@@ -53,7 +53,9 @@ enum Command {
     ///
     /// Builds `FLAKE#nixosConfigurations.NAME.config.microvm.declaredRunner` (FLAKE defaults to
     /// git+file:///etc/nixos), installs it as STATE_DIR/NAME/current and records FLAKE for
-    /// later updates. Refuses a NAME that exists. Does not start the VM.
+    /// later updates. Refuses a NAME that has a runner installed; a directory without one (what
+    /// `remove --yes` leaves: volume images and the like) is taken over as it is. Does not start
+    /// the VM.
     #[command(short_flag = 'c')]
     Create {
         name: String,
@@ -111,12 +113,16 @@ enum Command {
         lines: u32,
     },
     /// Stop a VM and delete it (only with --yes; volume images only with --purge).
+    ///
+    /// --yes deletes what was made for the VM (its `current`, `booted`, `toplevel` and `flake`,
+    /// sockets) and keeps everything else in its directory: volume images, share sources, files
+    /// of your own. `create NAME` takes such a directory over.
     Remove {
         name: String,
-        /// Delete the state directory (volume images are kept unless --purge).
+        /// Delete the VM's runner links and sockets; keep the rest of its directory.
         #[arg(long)]
         yes: bool,
-        /// Also delete the volume images.
+        /// Delete its whole directory, volume images included.
         #[arg(long, requires = "yes")]
         purge: bool,
     },

@@ -5,7 +5,22 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::hypervisor::kvmtool::LKVM_DIR;
 use crate::spec::RunnerSpec;
+
+/// The entries of a VM's directory that `microvm`, the host's units and the runner make and
+/// can make again: what `microvm remove --yes` deletes, besides sockets. Anything else there
+/// (volume images, share sources, the user's own files) is only deleted with --purge.
+pub const MADE_FOR_THE_VM: &[&str] = &[
+    "current",
+    "booted",
+    "toplevel",
+    "flake",
+    // `microvm update` builds into it before it replaces `current`.
+    ".current.new",
+    // kvmtool's control socket and microvm-balloon's record of the balloon size.
+    LKVM_DIR,
+];
 
 pub struct VmDir {
     pub name: String,
@@ -22,6 +37,16 @@ impl VmDir {
 
     pub fn exists(&self) -> bool {
         fs::symlink_metadata(&self.dir).is_ok()
+    }
+
+    /// A runner is installed: `current` exists, as a link (even a dangling one).
+    pub fn installed(&self) -> bool {
+        fs::symlink_metadata(self.dir.join("current")).is_ok()
+    }
+
+    /// The VM's directory is a directory of its own, not a link to one.
+    pub fn is_real_dir(&self) -> bool {
+        fs::symlink_metadata(&self.dir).is_ok_and(|m| m.is_dir())
     }
 
     fn link(&self, name: &str) -> Option<PathBuf> {

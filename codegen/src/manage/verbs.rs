@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{FileTypeExt, symlink};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,8 +44,11 @@ pub enum Error {
     NeedsYes {
         dir: PathBuf,
         name: String,
-        volumes: Vec<String>,
+        /// What --yes keeps: everything not made for the VM.
+        kept: Vec<String>,
     },
+    #[error("{0} is a symbolic link, not a VM's own directory")]
+    NotADirectory(PathBuf),
     #[error("{program} failed ({status})")]
     Program { program: String, status: String },
     #[error("cannot run {program}: {source}")]
@@ -73,13 +76,16 @@ impl Error {
             Error::NoFlake { name, .. } => format!("it was installed from a prebuilt runner; recreate it with `microvm remove --yes {name}` and `microvm create -f FLAKE {name}`"),
             Error::NoVsock { .. } => "set microvm.vsock.cid and microvm.vsock.ssh.enable in the VM's configuration".to_owned(),
             Error::NotRunning { name } => format!("start it with `systemctl start microvm@{name}`"),
-            Error::NeedsYes { name, volumes, .. } => {
-                let mut hint = format!("`microvm remove --yes {name}` stops it and deletes its state directory");
-                if !volumes.is_empty() {
-                    hint.push_str(&format!(" but keeps its volume images ({}); add --purge to delete those too", volumes.join(", ")));
+            Error::NeedsYes { name, kept, .. } => {
+                let mut hint = format!("`microvm remove --yes {name}` stops it and deletes its installed runner and sockets");
+                if kept.is_empty() {
+                    hint.push_str(" and its directory");
+                } else {
+                    hint.push_str(&format!(" but keeps what else is there ({}); add --purge to delete those too", kept.join(", ")));
                 }
                 hint
             }
+            Error::NotADirectory(..) => "microvm deletes nothing through a link; remove the link, or what it points to, yourself".to_owned(),
             _ => return None,
         })
     }
@@ -215,13 +221,17 @@ pub fn create(
         return Err(Error::BadName(name.to_owned()));
     }
     let vm = VmDir::new(&context.state_dir, name);
-    // Checked before building: a long build for a name that is taken helps nobody.
-    if vm.exists() {
+    // A directory without a runner (what `remove --yes` leaves: volumes and the like) is taken
+    // over, keeping what is in it; one with a runner is a VM. Checked before building: a long
+    // build for a name that is taken helps nobody.
+    let taken = |vm: &VmDir| vm.exists() && (vm.installed() || !vm.is_real_dir());
+    if taken(&vm) {
         return Err(Error::Exists {
             name: name.to_owned(),
             dir: vm.dir,
         });
     }
+    let take_over = vm.exists();
     fs::create_dir_all(&context.state_dir).map_err(io_error(&context.state_dir))?;
     let staging = context.state_dir.join(format!(".{name}.creating"));
     if fs::symlink_metadata(&staging).is_ok() {
@@ -249,13 +259,25 @@ pub fn create(
                 fs::read_link(&current).unwrap_or(current.clone()),
             ));
         }
-        if vm.exists() {
+        if taken(&vm) || vm.exists() != take_over {
             return Err(Error::Exists {
                 name: name.to_owned(),
                 dir: vm.dir.clone(),
             });
         }
-        fs::rename(&staging, &vm.dir).map_err(io_error(&vm.dir))
+        if !take_over {
+            return fs::rename(&staging, &vm.dir).map_err(io_error(&vm.dir));
+        }
+        // `flake` first (or a stale one out of the way): `current` is what makes it a VM.
+        let flake = vm.dir.join("flake");
+        if staging.join("flake").exists() {
+            fs::rename(staging.join("flake"), &flake).map_err(io_error(&flake))?;
+        } else if fs::symlink_metadata(&flake).is_ok() {
+            fs::remove_file(&flake).map_err(io_error(&flake))?;
+        }
+        let installed = vm.dir.join("current");
+        fs::rename(&current, &installed).map_err(io_error(&installed))?;
+        fs::remove_dir(&staging).map_err(io_error(&staging))
     })();
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&staging);
@@ -264,10 +286,15 @@ pub fn create(
     hand_over(&vm.dir);
     add_gcroots(context, &vm);
     println!(
-        "microvm: created {name} ({}) in {}",
+        "microvm: created {name} ({}) in {}{}",
         vm.hypervisor()
             .unwrap_or_else(|| "unknown hypervisor".to_owned()),
-        vm.dir.display()
+        vm.dir.display(),
+        if take_over {
+            ", keeping what was already there"
+        } else {
+            ""
+        }
     );
     println!("microvm: start it with: systemctl start microvm@{name}");
     Ok(())
@@ -602,47 +629,43 @@ pub fn logs(context: &Context, name: &str, follow: bool, lines: u32) -> Result<(
     exec(command, "journalctl")
 }
 
-/// The volume images of a VM that live in its state directory, relative to it.
-fn volume_images(vm: &VmDir) -> Vec<PathBuf> {
-    let Some(spec) = vm.spec() else {
-        return Vec::new();
-    };
-    spec.volumes
-        .iter()
-        .map(|v| PathBuf::from(&v.image))
-        .filter_map(|image| {
-            let absolute = if image.is_absolute() {
-                image
-            } else {
-                vm.dir.join(image)
-            };
-            absolute.strip_prefix(&vm.dir).ok().map(Path::to_owned)
-        })
-        .collect()
-}
-
-/// Deletes `dir` except `keep` (relative paths); never follows symlinks. Returns whether
-/// anything was kept.
-fn delete_except(dir: &Path, keep: &[PathBuf], prefix: &Path) -> Result<bool, Error> {
-    let mut kept = false;
-    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
-        let entry = entry.map_err(io_error(dir))?;
+/// Sorts a VM's directory for `remove --yes`: what was made for the VM (`MADE_FOR_THE_VM` at
+/// the top, sockets anywhere) goes, with directories that end up empty; everything else stays.
+/// Returns the top-level entries that stay. With `delete` false nothing is touched: the listing
+/// the refusal without --yes shows. Never follows a symlink.
+fn sweep(dir: &Path, top: bool, delete: bool) -> Result<Vec<String>, Error> {
+    let mut entries = fs::read_dir(dir)
+        .map_err(io_error(dir))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_error(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    let mut kept = Vec::new();
+    for entry in entries {
         let path = entry.path();
-        let relative = prefix.join(entry.file_name());
-        let metadata = fs::symlink_metadata(&path).map_err(io_error(&path))?;
-        if keep.iter().any(|k| k == &relative) {
-            kept = true;
-        } else if metadata.is_dir() {
-            if keep.iter().any(|k| k.starts_with(&relative)) {
-                kept |= delete_except(&path, keep, &relative)?;
-                if !kept {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let file_type = fs::symlink_metadata(&path)
+            .map_err(io_error(&path))?
+            .file_type();
+        let made =
+            (top && state::MADE_FOR_THE_VM.contains(&name.as_str())) || file_type.is_socket();
+        if made {
+            if delete {
+                if file_type.is_dir() {
+                    fs::remove_dir_all(&path).map_err(io_error(&path))?;
+                } else {
+                    fs::remove_file(&path).map_err(io_error(&path))?;
+                }
+            }
+        } else if file_type.is_dir() {
+            if sweep(&path, false, delete)?.is_empty() {
+                if delete {
                     fs::remove_dir(&path).map_err(io_error(&path))?;
                 }
             } else {
-                fs::remove_dir_all(&path).map_err(io_error(&path))?;
+                kept.push(format!("{name}/"));
             }
         } else {
-            fs::remove_file(&path).map_err(io_error(&path))?;
+            kept.push(name);
         }
     }
     Ok(kept)
@@ -650,12 +673,14 @@ fn delete_except(dir: &Path, keep: &[PathBuf], prefix: &Path) -> Result<bool, Er
 
 pub fn remove(context: &Context, name: &str, yes: bool, purge: bool) -> Result<(), Error> {
     let vm = existing(context, name)?;
-    let volumes = volume_images(&vm);
+    if !vm.is_real_dir() {
+        return Err(Error::NotADirectory(vm.dir));
+    }
     if !yes {
         return Err(Error::NeedsYes {
             dir: vm.dir.clone(),
             name: name.to_owned(),
-            volumes: volumes.iter().map(|v| v.display().to_string()).collect(),
+            kept: sweep(&vm.dir, true, false)?,
         });
     }
     if vm.declarative() {
@@ -664,25 +689,27 @@ pub fn remove(context: &Context, name: &str, yes: bool, purge: bool) -> Result<(
         );
     }
     stop(name)?;
-    let keep = if purge { Vec::new() } else { volumes };
-    let kept = delete_except(&vm.dir, &keep, Path::new(""))?;
-    if !kept {
-        fs::remove_dir(&vm.dir).map_err(io_error(&vm.dir))?;
-    }
+    let kept = if purge {
+        fs::remove_dir_all(&vm.dir).map_err(io_error(&vm.dir))?;
+        Vec::new()
+    } else {
+        let kept = sweep(&vm.dir, true, true)?;
+        if kept.is_empty() {
+            fs::remove_dir(&vm.dir).map_err(io_error(&vm.dir))?;
+        }
+        kept
+    };
     for root in [name.to_owned(), format!("booted-{name}")] {
         let _ = fs::remove_file(context.gcroots_dir.join(root));
     }
-    if kept {
-        println!(
-            "microvm: removed {name}; kept its volume images in {} ({})",
-            vm.dir.display(),
-            keep.iter()
-                .map(|k| k.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    } else {
+    if kept.is_empty() {
         println!("microvm: removed {name} and {}", vm.dir.display());
+    } else {
+        println!(
+            "microvm: removed {name}; kept {} in {} (`microvm create {name}` uses them again; `microvm remove --yes --purge {name}` deletes them)",
+            kept.join(", "),
+            vm.dir.display(),
+        );
     }
     Ok(())
 }
