@@ -73,8 +73,8 @@ fn declared_vms_restart_only_when_asked_and_get_their_install_unit() {
     assert!(!builder.contains("ProtectHome"));
     assert!(
         text("lib/systemd/system/install-microvm-builder.service")
-            .contains("ConditionPathExists=!/var/lib/microvms/builder"),
-        "updateFlake installs once"
+            .contains("ConditionPathExists=!/var/lib/microvms/builder/current\n"),
+        "updateFlake installs once: while no runner is installed, whether or not the directory exists"
     );
     assert!(
         !text("lib/systemd/system/install-microvm-router.service").contains("ConditionPathExists")

@@ -151,7 +151,7 @@ in
                 default = null;
                 description = ''
                   A flake reference written to the VM's state directory for later `microvm update`.
-                  With it the host installs the VM only once, when its directory is missing.
+                  With it the host installs the VM only once, while it has no installed runner.
                 '';
               };
 

@@ -72,7 +72,7 @@ pub struct DeclaredVm {
     #[serde(default)]
     pub flake: Option<String>,
     /// `microvm.vms.<n>.updateFlake`: written to the state directory once, for later
-    /// `microvm update`; the host then installs the VM only when its directory is missing.
+    /// `microvm update`; the host then installs the VM only while it has no `current` runner.
     #[serde(default)]
     pub update_flake: Option<String>,
     /// `microvm.vms.<n>.restartIfChanged`: a host switch that changes the VM restarts it.
