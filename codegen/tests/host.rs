@@ -97,3 +97,29 @@ fn declared_vms_restart_only_when_asked_and_get_their_install_unit() {
         "builder is not autostarted"
     );
 }
+
+/// `microvm logs` reads every unit the host package runs for a VM: the instances of its template
+/// units and the install unit.
+#[test]
+fn the_units_of_a_vm_are_the_units_the_package_has_for_it() {
+    let (spec, _, _) = check(&common::fixtures().join("host/ok/two-vms.json"));
+    let tree = host::units::build(
+        &spec.unwrap(),
+        "/pkg",
+        &microvm_codegen::render::Renderer::new(),
+    )
+    .unwrap();
+    let mut in_package: Vec<String> = tree
+        .keys()
+        .filter_map(|path| path.strip_prefix("lib/systemd/system/"))
+        .filter(|unit| unit.ends_with(".service") && !unit.contains(".d/"))
+        .filter_map(|unit| match unit.strip_suffix("@.service") {
+            Some(prefix) => Some(format!("{prefix}@builder.service")),
+            None => unit.contains("-builder.").then(|| unit.to_owned()),
+        })
+        .collect();
+    in_package.sort();
+    let mut named = host::names::vm_units("builder");
+    named.sort();
+    assert_eq!(named, in_package);
+}

@@ -433,7 +433,13 @@ fn logs_show_the_vms_units() {
     );
     assert_eq!(
         host.calls("journalctl"),
-        vec!["-u microvm@web.service -u microvm-virtiofsd@web.service -u microvm-tap-interfaces@web.service -u microvm-macvtap-interfaces@web.service -u install-microvm-web.service -n 20 -f".to_owned()]
+        vec![
+            "-u microvm@web.service -u microvm-tap-interfaces@web.service \
+             -u microvm-macvtap-interfaces@web.service -u microvm-pci-devices@web.service \
+             -u microvm-virtiofsd@web.service -u microvm-set-booted@web.service \
+             -u install-microvm-web.service -n 20 -f"
+                .to_owned()
+        ]
     );
 }
 

@@ -2,6 +2,7 @@
 //! module, and imperative ones made with `microvm create`), the per-VM install units, and the
 //! list of declared VMs that reconciliation compares against.
 
+pub mod names;
 pub mod spec;
 pub mod units;
 pub mod validate;

@@ -5,19 +5,14 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::host::names;
 use crate::host::spec::{DeclaredVm, HostSpec, HostTool};
 use crate::render::{self, RenderError, Renderer};
 use crate::runner::{Entry, Tree};
 
-/// Unit templates every host gets, rendered under these names.
-const TEMPLATE_UNITS: &[&str] = &[
-    "microvm@.service",
-    "microvm-tap-interfaces@.service",
-    "microvm-macvtap-interfaces@.service",
-    "microvm-pci-devices@.service",
-    "microvm-virtiofsd@.service",
-    "microvm-set-booted@.service",
-];
+/// The unit templates rendered once per declared VM, under names of their own; every other one
+/// is rendered once, under its own name.
+const PER_VM_TEMPLATES: &[&str] = &[render::INSTALL_UNIT, render::DECLARED_DROP_IN];
 
 /// systemd gives `microvm-shutdown` this long beyond its own timeout before it kills.
 const STOP_GRACE_SECONDS: u32 = 15;
@@ -33,6 +28,8 @@ struct HostContext<'a> {
     stop_timeout: u32,
     notify: bool,
     wants: Vec<String>,
+    /// `microvm-tap-interfaces` etc.: `<prefix>@%i.service` are the units around a VM.
+    helpers: Vec<&'static str>,
     tools: BTreeMap<&'static str, Option<&'a str>>,
 }
 
@@ -80,13 +77,9 @@ pub fn build(spec: &HostSpec, package: &str, renderer: &Renderer) -> Result<Tree
     let mut wants: Vec<String> = spec
         .autostart
         .iter()
-        .map(|name| format!("microvm@{name}.service"))
+        .map(|name| names::vm_unit(name))
         .collect();
-    wants.extend(
-        spec.vms
-            .keys()
-            .map(|name| format!("install-microvm-{name}.service")),
-    );
+    wants.extend(spec.vms.keys().map(|name| names::install_unit(name)));
     let host = HostContext {
         state_dir: &spec.state_dir,
         user: &spec.user,
@@ -97,6 +90,7 @@ pub fn build(spec: &HostSpec, package: &str, renderer: &Renderer) -> Result<Tree
         stop_timeout: spec.shutdown_timeout.saturating_add(STOP_GRACE_SECONDS),
         notify: spec.use_notify_sockets,
         wants,
+        helpers: names::helper_prefixes(),
         tools: HostTool::ALL
             .iter()
             .map(|&t| (t.name(), spec.tools.get(t)))
@@ -105,9 +99,9 @@ pub fn build(spec: &HostSpec, package: &str, renderer: &Renderer) -> Result<Tree
 
     let mut tree = Tree::new();
     let units = "lib/systemd/system";
-    for unit in TEMPLATE_UNITS
+    for (unit, _) in render::UNIT_TEMPLATES
         .iter()
-        .chain(&["microvms.target", "microvm-reconcile.service"])
+        .filter(|(unit, _)| !PER_VM_TEMPLATES.contains(unit))
     {
         tree.insert(
             format!("{units}/{unit}"),
@@ -128,11 +122,11 @@ pub fn build(spec: &HostSpec, package: &str, renderer: &Renderer) -> Result<Tree
     for (name, vm) in &spec.vms {
         let context = vm_context(&host, name, vm);
         tree.insert(
-            format!("{units}/install-microvm-{name}.service"),
+            format!("{units}/{}", names::install_unit(name)),
             file(renderer.render_unit(render::INSTALL_UNIT, &context)?),
         );
         tree.insert(
-            format!("{units}/microvm@{name}.service.d/50-declared.conf"),
+            format!("{units}/{}", names::declared_drop_in(name)),
             file(renderer.render_unit(render::DECLARED_DROP_IN, &context)?),
         );
         tree.insert(

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use super::report::{ListEntry, SpecSummary, Status, UnitStatus, VmState};
 use super::state::{self, VmDir};
+use crate::host::names;
 use crate::host::units::DeclaredList;
 use crate::host::validate::is_vm_name;
 use crate::spec::Hypervisor;
@@ -75,7 +76,7 @@ impl Error {
             Error::Declarative { .. } => "change it in the host configuration and run nixos-rebuild switch".to_owned(),
             Error::NoFlake { name, .. } => format!("it was installed from a prebuilt runner; recreate it with `microvm remove --yes {name}` and `microvm create -f FLAKE {name}`"),
             Error::NoVsock { .. } => "set microvm.vsock.cid and microvm.vsock.ssh.enable in the VM's configuration".to_owned(),
-            Error::NotRunning { name } => format!("start it with `systemctl start microvm@{name}`"),
+            Error::NotRunning { name } => format!("start it with `systemctl start {}`", names::vm_unit(name)),
             Error::NeedsYes { name, kept, .. } => {
                 let mut hint = format!("`microvm remove --yes {name}` stops it and deletes its installed runner and sockets");
                 if kept.is_empty() {
@@ -137,16 +138,12 @@ fn exec(mut command: Command, program: &str) -> Result<(), Error> {
     })
 }
 
-fn unit(name: &str) -> String {
-    format!("microvm@{name}.service")
-}
-
 /// Stops a VM. Only its `microvm@` unit: the units around it (taps, virtiofsd, the install unit
 /// of a declared VM) are `PartOf=` it and stop with it, and naming one that has no unit file — an
 /// imperative VM's install unit, or a declared VM's once the host dropped it — would make
 /// systemctl fail with "not loaded".
 fn stop(name: &str) -> Result<(), Error> {
-    run_program("systemctl", &["stop", &unit(name)])
+    run_program("systemctl", &["stop", &names::vm_unit(name)])
 }
 
 fn existing(context: &Context, name: &str) -> Result<VmDir, Error> {
@@ -296,7 +293,10 @@ pub fn create(
             ""
         }
     );
-    println!("microvm: start it with: systemctl start microvm@{name}");
+    println!(
+        "microvm: start it with: systemctl start {}",
+        names::vm_unit(name)
+    );
     Ok(())
 }
 
@@ -360,12 +360,12 @@ fn update_one(context: &Context, name: &str, restart: bool) -> Result<(), Error>
             .status();
     }
     add_gcroots(context, &vm);
-    let active = output_of("systemctl", &["is-active", &unit(name)])? == "active";
+    let active = output_of("systemctl", &["is-active", &names::vm_unit(name)])? == "active";
     match vm.booted() {
         Some(booted) if booted == new => println!("microvm: {name} already runs this version"),
         _ if restart => {
             println!("microvm: restarting {name}");
-            run_program("systemctl", &["restart", &unit(name)])?;
+            run_program("systemctl", &["restart", &names::vm_unit(name)])?;
         }
         Some(_) if active => {
             println!("microvm: {name} was updated; restart it to apply: microvm update -R {name}");
@@ -388,7 +388,7 @@ pub fn run(context: &Context, name: &str) -> Result<(), Error> {
 fn list_entries(context: &Context) -> Result<Vec<ListEntry>, Error> {
     let mut entries = Vec::new();
     for vm in state::all(&context.state_dir).map_err(io_error(&context.state_dir))? {
-        let unit_state = output_of("systemctl", &["is-active", &unit(&vm.name)])?;
+        let unit_state = output_of("systemctl", &["is-active", &names::vm_unit(&vm.name)])?;
         let state = if unit_state == "active" {
             if vm.booted().is_some() && vm.booted() != vm.current() {
                 VmState::Outdated
@@ -467,7 +467,7 @@ fn unit_status(name: &str) -> Result<UnitStatus, Error> {
         "systemctl",
         &[
             "show",
-            &unit(name),
+            &names::vm_unit(name),
             "-p",
             "ActiveState",
             "-p",
@@ -484,7 +484,7 @@ fn unit_status(name: &str) -> Result<UnitStatus, Error> {
             .to_owned()
     };
     Ok(UnitStatus {
-        name: unit(name),
+        name: names::vm_unit(name),
         active_state: match get("ActiveState") {
             s if s.is_empty() => "unknown".to_owned(),
             s => s,
@@ -558,7 +558,7 @@ pub fn ssh(context: &Context, name: &str, args: &[String]) -> Result<(), Error> 
     let cid = vm.vsock_cid().ok_or_else(|| Error::NoVsock {
         name: name.to_owned(),
     })?;
-    if output_of("systemctl", &["is-active", &unit(name)])? != "active" {
+    if output_of("systemctl", &["is-active", &names::vm_unit(name)])? != "active" {
         return Err(Error::NotRunning {
             name: name.to_owned(),
         });
@@ -613,13 +613,7 @@ fn split_ssh_options(args: &[String]) -> (&[String], &[String]) {
 pub fn logs(context: &Context, name: &str, follow: bool, lines: u32) -> Result<(), Error> {
     existing(context, name)?;
     let mut command = Command::new("journalctl");
-    for unit in [
-        format!("microvm@{name}.service"),
-        format!("microvm-virtiofsd@{name}.service"),
-        format!("microvm-tap-interfaces@{name}.service"),
-        format!("microvm-macvtap-interfaces@{name}.service"),
-        format!("install-microvm-{name}.service"),
-    ] {
+    for unit in names::vm_units(name) {
         command.arg("-u").arg(unit);
     }
     command.arg("-n").arg(lines.to_string());
