@@ -62,6 +62,7 @@ in
     user = twoVms.users.users.microvm;
     packages = map (p: p.name) twoVms.systemd.packages;
     commands = map (p: p.name) twoVms.environment.systemPackages;
+    commandText = (builtins.head twoVms.environment.systemPackages).passthru.text;
   };
   oneVm.spec = oneVm.microvm.host.spec;
 }

@@ -148,7 +148,14 @@ let
           // (env.passthru or { });
         runCommandLocal = self.runCommand;
         writeText = name: _text: built name;
-        writeShellScriptBin = name: _text: built name // { meta.mainProgram = name; };
+        writeShellScriptBin =
+          name: text:
+          built name
+          // {
+            meta.mainProgram = name;
+            # Kept so tests can read what a wrapper does.
+            passthru.text = text;
+          };
         closureInfo = _: built "closure-info";
         callPackage = _: _: package "called";
       };

@@ -465,6 +465,7 @@ fn host_path_create_run_shutdown_and_tap_teardown() {
 
     let host_spec = json!({
         "specVersion": 1, "stateDir": state, "user": "root", "group": "root",
+        "startupTimeout": 150, "shutdownTimeout": 60,
         "tools": { "bash": host_tool("bash"), "ln": host_tool("ln"), "rm": host_tool("rm"),
                    "mkdir": host_tool("mkdir"), "chown": host_tool("chown"), "readlink": host_tool("readlink"), "microvm": env!("CARGO_BIN_EXE_microvm") }
     });

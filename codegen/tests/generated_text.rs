@@ -59,6 +59,8 @@ fn host_with_installed_runner(dir: &std::path::Path) -> std::path::PathBuf {
         "stateDir": state,
         "user": "root",
         "group": "root",
+        "startupTimeout": 150,
+        "shutdownTimeout": 60,
         "autostart": ["vm1"],
         "vms": { "vm1": { "runner": state.join("vm1/current"), "restartIfChanged": true } },
         "tools": { "bash": "/bin/bash", "ln": "/bin/ln", "rm": "/bin/rm", "mkdir": "/bin/mkdir",

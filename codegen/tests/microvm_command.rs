@@ -62,6 +62,10 @@ esac
         "ssh",
         "#!/bin/bash\nprintf '%s\\n' \"$*\" >>\"$RECORD/ssh\"\n",
     ),
+    (
+        "chown",
+        "#!/bin/bash\nprintf '%s\\n' \"$*\" >>\"$RECORD/chown\"\n",
+    ),
 ];
 
 impl Host {
@@ -217,6 +221,41 @@ fn create_from_a_prebuilt_runner_skips_nix() {
         "nothing is left behind"
     );
     assert!(!host.path("state/.broken.creating").exists());
+}
+
+#[test]
+fn create_hands_the_vm_to_the_user_the_host_module_names() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: create hands a VM over only when run as root");
+        return;
+    }
+    let host = Host::new();
+    let runner = host.runner("qemu-minimal.json", "a");
+    let runner = runner.to_str().unwrap();
+    let named = host.microvm(
+        &["create", "web", "--runner", runner],
+        &[("MICROVM_USER", "vmuser"), ("MICROVM_GROUP", "vmgroup")],
+    );
+    assert!(named.status.success(), "{}", stderr(&named));
+    let dir = host.path("state/web");
+    assert_eq!(
+        host.calls("chown"),
+        vec![format!(
+            "-h vmuser:vmgroup {} {}",
+            dir.display(),
+            dir.join("current").display()
+        )]
+    );
+    // No user of its own: nothing is guessed.
+    let unnamed = host.microvm(&["create", "db", "--runner", runner], &[]);
+    assert!(unnamed.status.success(), "{}", stderr(&unnamed));
+    assert!(
+        stderr(&unnamed).contains("MICROVM_USER or MICROVM_GROUP is not set"),
+        "{}",
+        stderr(&unnamed)
+    );
+    assert_eq!(host.calls("chown").len(), 1);
 }
 
 #[test]

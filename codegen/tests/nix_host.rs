@@ -28,6 +28,12 @@ fn two_vms_one_autostarted_generate_units_that_want_exactly_that_one() {
     assert_eq!(evaluated["user"]["group"], "kvm");
     assert_eq!(evaluated["packages"], serde_json::json!(["microvm-host"]));
     assert_eq!(evaluated["commands"], serde_json::json!(["microvm"]));
+    let wrapper = evaluated["commandText"].as_str().unwrap();
+    assert!(
+        wrapper.contains("export MICROVM_USER=microvm MICROVM_GROUP=kvm"),
+        "microvm create hands new VMs to the user of the units: {wrapper}"
+    );
+    assert_eq!(evaluated["spec"]["group"], evaluated["user"]["group"]);
     let tmpfiles: Vec<&str> = evaluated["tmpfiles"]
         .as_array()
         .unwrap()

@@ -14,6 +14,11 @@ let
   hostCfg = cfg.host;
   codegen = hostCfg.codegenPackage;
 
+  # The user the hypervisors run as, and its group (which owns /dev/kvm).
+  user = "microvm";
+  group = "kvm";
+  stateDir = toString cfg.stateDir;
+
   guestOf =
     name: vm:
     if vm.flake != null then
@@ -58,9 +63,7 @@ let
 
   spec = {
     specVersion = 1;
-    stateDir = toString cfg.stateDir;
-    user = "microvm";
-    group = "kvm";
+    inherit stateDir user group;
     startupTimeout = hostCfg.startupTimeout;
     shutdownTimeout = hostCfg.shutdownTimeout;
     inherit (hostCfg) useNotifySockets;
@@ -87,9 +90,11 @@ let
         microvm-codegen host --spec ${pkgs.writeText "microvm-host-spec.json" (builtins.toJSON spec)} --out $out
       '';
 
-  # The `microvm` command, pointed at this host's state directory.
+  # The `microvm` command, pointed at this host's state directory and told who runs the VMs
+  # (`create` hands a new VM's directory to them).
   command = pkgs.writeShellScriptBin "microvm" ''
-    export MICROVM_STATE_DIR="''${MICROVM_STATE_DIR:-${toString cfg.stateDir}}"
+    export MICROVM_STATE_DIR="''${MICROVM_STATE_DIR:-${stateDir}}"
+    export MICROVM_USER=${lib.escapeShellArg user} MICROVM_GROUP=${lib.escapeShellArg group}
     exec ${codegen}/bin/microvm "$@"
   '';
 
@@ -103,7 +108,7 @@ let
         if lib.hasPrefix "/" s.source then
           s.source
         else
-          "${toString cfg.stateDir}/${name}/${s.source}"
+          "${stateDir}/${name}/${s.source}"
       ) (builtins.filter (s: s.source != "/nix/store") (guestOf name vm).microvm.shares)
     ) cfg.vms
   );
@@ -128,13 +133,13 @@ in
       "vhost_net"
     ];
 
-    users.users.microvm = {
+    users.users.${user} = {
       isSystemUser = true;
-      group = "kvm";
+      inherit group;
     };
     security.pam.loginLimits = [
       {
-        domain = "microvm";
+        domain = user;
         item = "memlock";
         type = "-";
         value = "infinity";
@@ -146,9 +151,9 @@ in
     systemd.services.microvm-reconcile.wantedBy = [ "multi-user.target" ];
 
     systemd.tmpfiles.rules = [
-      "d ${toString cfg.stateDir} 0775 microvm kvm - -"
+      "d ${stateDir} 0775 ${user} ${group} - -"
     ]
-    ++ map (dir: "d ${dir} :0775 :microvm :kvm - -") shareDirs;
+    ++ map (dir: "d ${dir} :0775 :${user} :${group} - -") shareDirs;
 
     environment.systemPackages = [ command ];
   };

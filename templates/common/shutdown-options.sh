@@ -1,11 +1,14 @@
+# The host's units always pass --timeout (microvm.host.shutdownTimeout); this is for running
+# it by hand.
+default_timeout=60
 usage() {
   echo "usage: microvm-shutdown [--timeout SECONDS]"
-  echo "Asks the guest to power off and waits for it (default: 60 s). Exits 0 once the VM is"
-  echo "gone (or was not running), 1 if it is still running after the timeout."
+  echo "Asks the guest to power off and waits for it (default: $default_timeout s). Exits 0 once"
+  echo "the VM is gone (or was not running), 1 if it is still running after the timeout."
   echo "Run it in the VM's working directory, like microvm-run."
 }
 
-timeout=60
+timeout=$default_timeout
 while [ "$#" -gt 0 ]; do
   case $1 in
     --timeout)

@@ -14,20 +14,17 @@ pub const HOST_SPEC_VERSION: u32 = 1;
 pub struct HostSpec {
     /// Version of this format; this generator reads version 1.
     pub spec_version: u32,
+    // The settings below have their defaults in the host module's options, and the host
+    // module always writes them: no second copy of a default here.
     /// `microvm.stateDir`: one directory per VM below it.
-    #[serde(default = "default_state_dir")]
     pub state_dir: String,
     /// User the hypervisors run as.
-    #[serde(default = "default_user")]
     pub user: String,
     /// Group of the hypervisor user; it owns /dev/kvm.
-    #[serde(default = "default_group")]
     pub group: String,
     /// `microvm.host.startupTimeout`: seconds for a VM to start.
-    #[serde(default = "default_startup_timeout")]
     pub startup_timeout: u32,
-    /// Seconds `microvm-shutdown` waits for the guest to power off before systemd kills it.
-    #[serde(default = "default_shutdown_timeout")]
+    /// `microvm.host.shutdownTimeout`: seconds `microvm-shutdown` waits before systemd kills.
     pub shutdown_timeout: u32,
     /// `microvm.host.useNotifySockets`: every VM is `Type=notify`.
     #[serde(default)]
@@ -39,22 +36,6 @@ pub struct HostSpec {
     #[serde(default)]
     pub vms: BTreeMap<String, DeclaredVm>,
     pub tools: HostTools,
-}
-
-fn default_state_dir() -> String {
-    "/var/lib/microvms".to_owned()
-}
-fn default_user() -> String {
-    "microvm".to_owned()
-}
-fn default_group() -> String {
-    "kvm".to_owned()
-}
-fn default_startup_timeout() -> u32 {
-    150
-}
-fn default_shutdown_timeout() -> u32 {
-    60
 }
 
 /// One of `microvm.vms.<name>`.

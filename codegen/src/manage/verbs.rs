@@ -186,14 +186,23 @@ fn add_gcroots(context: &Context, vm: &VmDir) {
     }
 }
 
-/// Hands the VM's directory to the user that runs the VMs, when we are root and it exists.
+/// Hands the VM's directory to the user that runs the VMs (MICROVM_USER and MICROVM_GROUP,
+/// which the host module's `microvm` sets), when we are root.
 fn hand_over(dir: &Path) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return;
     }
-    let user = std::env::var("MICROVM_USER").unwrap_or_else(|_| "microvm".to_owned());
-    let group = std::env::var("MICROVM_GROUP").unwrap_or_else(|_| "kvm".to_owned());
+    let (Ok(user), Ok(group)) = (
+        std::env::var("MICROVM_USER"),
+        std::env::var("MICROVM_GROUP"),
+    ) else {
+        eprintln!(
+            "microvm: MICROVM_USER or MICROVM_GROUP is not set, so {} stays root's; the host module's `microvm` sets them",
+            dir.display()
+        );
+        return;
+    };
     let status = Command::new("chown")
         .arg("-h")
         .arg(format!("{user}:{group}"))
