@@ -644,11 +644,14 @@ fn reconcile_stops_vms_removed_from_the_configuration() {
     let host = Host::new();
     let write = |name: &str, vms: &[&str]| {
         let path = host.path(name);
-        let json = serde_json::json!({ "stateDir": host.path("state"), "vms": vms });
+        let json = serde_json::json!({ "vms": vms });
         std::fs::write(&path, json.to_string()).unwrap();
         path
     };
-    let first = write("first.json", &["a", "b", "c"]);
+    // Earlier versions wrote the state directory into the list too; such a record still reads.
+    let first = host.path("first.json");
+    let json = serde_json::json!({ "stateDir": host.path("state"), "vms": ["a", "b", "c"] });
+    std::fs::write(&first, json.to_string()).unwrap();
     let second = write("second.json", &["a"]);
     let reconcile = |declared: &Path, extra: &[&str], env: &[(&str, &str)]| {
         let mut args = vec!["reconcile", "--declared", declared.to_str().unwrap()];

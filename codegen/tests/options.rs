@@ -411,7 +411,6 @@ const HOST_SPEC_ONLY: &[(&str, &str)] = &[
         "vms.<name>.toplevel",
         "built from the guest's configuration",
     ),
-    ("vms.<name>.notify", "from the guest's hypervisor and vsock"),
     (
         "vms.<name>.writablePaths",
         "from the guest's volumes and shares",

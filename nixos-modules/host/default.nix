@@ -57,7 +57,6 @@ let
       toplevel = if vm.config != null then "${guest.system.build.toplevel}" else null;
       flake = if vm.flake != null then "${vm.flake}" else null;
       inherit (vm) updateFlake restartIfChanged;
-      notify = false;
       writablePaths = writablePaths guest;
     };
 

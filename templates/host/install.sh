@@ -4,9 +4,7 @@
 dir={{ state_dir }}/{{ name }}
 {{ tools.mkdir }} -p "$dir"
 cd "$dir"
-{%- if runner %}
 {{ tools.ln }} -sfnT {{ runner }} current
-{%- endif %}
 {%- if toplevel %}
 # Marks the VM as fully declarative: `microvm update` leaves it to the host configuration.
 {{ tools.ln }} -sfnT {{ toplevel }} toplevel
@@ -16,4 +14,4 @@ cd "$dir"
 {%- if flake %}
 printf '%s\n' {{ flake }} >flake
 {%- endif %}
-{{ tools.chown }} -h {{ user }}:{{ group }} . {% if runner %}current {% endif %}{% if flake %}flake {% endif %}
+{{ tools.chown }} -h {{ user }}:{{ group }} . current {% if flake %}flake {% endif %}

@@ -39,12 +39,12 @@ pub struct HostSpec {
 }
 
 /// One of `microvm.vms.<name>`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeclaredVm {
-    /// The runner the host installs as `current` (null: `microvm create`/`update` build it).
-    #[serde(default)]
-    pub runner: Option<String>,
+    /// The runner the host installs as `current`. Always built by the host, also for a VM
+    /// from a flake: a declared VM without one would never start.
+    pub runner: String,
     /// The guest's `system.build.toplevel` for fully declarative VMs (`microvm.vms.<n>.config`);
     /// `microvm update` refuses those.
     #[serde(default)]
@@ -59,9 +59,6 @@ pub struct DeclaredVm {
     /// `microvm.vms.<n>.restartIfChanged`: a host switch that changes the VM restarts it.
     #[serde(default)]
     pub restart_if_changed: bool,
-    /// The runner signals readiness (cloud-hypervisor with a vsock cid): `Type=notify`.
-    #[serde(default)]
-    pub notify: bool,
     /// Paths outside the state directory the hypervisor writes (directories of volume images,
     /// 9p share sources); missing ones are skipped.
     #[serde(default)]

@@ -38,12 +38,11 @@ struct VmContext<'a> {
     #[serde(flatten)]
     host: &'a HostContext<'a>,
     name: &'a str,
-    runner: Option<&'a str>,
+    runner: &'a str,
     toplevel: Option<&'a str>,
     flake: Option<&'a str>,
     install_once: bool,
     restart_if_changed: bool,
-    notify: bool,
     writable_paths: &'a [String],
     /// A writable path is under /home, /root or /run/user, which ProtectHome= hides.
     home_access: bool,
@@ -53,7 +52,6 @@ struct VmContext<'a> {
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct DeclaredList {
-    pub state_dir: String,
     pub vms: Vec<String>,
 }
 
@@ -135,7 +133,6 @@ pub fn build(spec: &HostSpec, package: &str, renderer: &Renderer) -> Result<Tree
         );
     }
     let declared = DeclaredList {
-        state_dir: spec.state_dir.clone(),
         vms: spec.vms.keys().cloned().collect(),
     };
     tree.insert(
@@ -153,12 +150,11 @@ fn vm_context<'a>(host: &'a HostContext<'a>, name: &'a str, vm: &'a DeclaredVm) 
     VmContext {
         host,
         name,
-        runner: vm.runner.as_deref(),
+        runner: &vm.runner,
         toplevel: vm.toplevel.as_deref(),
         flake: vm.update_flake.as_deref().or(vm.flake.as_deref()),
         install_once: vm.flake.is_some() && vm.update_flake.is_some(),
         restart_if_changed: vm.restart_if_changed,
-        notify: vm.notify,
         writable_paths: &vm.writable_paths,
         home_access: vm.writable_paths.iter().any(|p| {
             ["/home", "/root", "/run/user"]

@@ -84,7 +84,10 @@ pub fn validate(spec: &HostSpec) -> Vec<Diagnostic> {
                     .help("VM names take letters, digits, '-', '_' and '.', and start with a letter or digit"),
             );
         }
-        for (field, value) in [("runner", &vm.runner), ("toplevel", &vm.toplevel)] {
+        for (field, value) in [
+            ("runner", Some(&vm.runner)),
+            ("toplevel", vm.toplevel.as_ref()),
+        ] {
             if let Some(value) = value
                 && !is_plain_path(value)
             {
@@ -108,16 +111,6 @@ pub fn validate(spec: &HostSpec) -> Vec<Diagnostic> {
                     .help("it becomes a ReadWritePaths= entry of the VM's unit"),
                 );
             }
-        }
-        if vm.runner.is_none() && vm.flake.is_none() {
-            findings.push(
-                Diagnostic::error(
-                    code("vm_source"),
-                    format!("vms.{name} has neither a runner nor a flake"),
-                )
-                .at(path!["vms", name])
-                .help("a declared VM comes from microvm.vms.<name>.config (a runner) or .flake"),
-            );
         }
         if vm.toplevel.is_some() && (vm.flake.is_some() || vm.update_flake.is_some()) {
             findings.push(
