@@ -47,7 +47,7 @@ pub struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, PartialEq, Subcommand)]
 enum Command {
     /// Build a VM from a flake and install it (microvm -c NAME [-f FLAKE]).
     ///
@@ -191,18 +191,83 @@ mod tests {
 
     #[test]
     fn microvm_nix_short_flags_parse() {
+        use super::Command::*;
         use clap::Parser;
-        for argv in [
-            &["microvm", "-c", "vm", "-f", "/flake"][..],
-            &["microvm", "-f", "/flake", "-c", "vm"],
-            &["microvm", "-Ru", "a", "b"],
-            &["microvm", "-u", "a", "-R"],
-            &["microvm", "-r", "vm"],
-            &["microvm", "-l"],
-            &["microvm", "-s", "vm", "--", "-i", "key"],
-            &["microvm", "-s", "vm", "uname", "-a"],
-        ] {
-            super::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let strings = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let create = || Create {
+            name: "vm".into(),
+            runner: None,
+        };
+        // (argv, command, flake, restart)
+        let cases = [
+            (
+                &["microvm", "-c", "vm", "-f", "/flake"][..],
+                create(),
+                Some("/flake"),
+                false,
+            ),
+            (
+                &["microvm", "-f", "/flake", "-c", "vm"],
+                create(),
+                Some("/flake"),
+                false,
+            ),
+            (&["microvm", "-c", "vm"], create(), None, false),
+            (
+                &["microvm", "-Ru", "a", "b"],
+                Update {
+                    names: strings(&["a", "b"]),
+                },
+                None,
+                true,
+            ),
+            (
+                &["microvm", "-u", "a", "-R"],
+                Update {
+                    names: strings(&["a"]),
+                },
+                None,
+                true,
+            ),
+            (
+                &["microvm", "-u", "a"],
+                Update {
+                    names: strings(&["a"]),
+                },
+                None,
+                false,
+            ),
+            (
+                &["microvm", "-r", "vm"],
+                Run { name: "vm".into() },
+                None,
+                false,
+            ),
+            (&["microvm", "-l"], List { json: false }, None, false),
+            (
+                &["microvm", "-s", "vm", "--", "-i", "key"],
+                Ssh {
+                    name: "vm".into(),
+                    args: strings(&["-i", "key"]),
+                },
+                None,
+                false,
+            ),
+            (
+                &["microvm", "-s", "vm", "uname", "-a"],
+                Ssh {
+                    name: "vm".into(),
+                    args: strings(&["uname", "-a"]),
+                },
+                None,
+                false,
+            ),
+        ];
+        for (argv, command, flake, restart) in cases {
+            let cli = super::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            assert_eq!(cli.command, command, "{argv:?}");
+            assert_eq!(cli.flake.as_deref(), flake, "{argv:?}");
+            assert_eq!(cli.restart, restart, "{argv:?}");
         }
     }
 }

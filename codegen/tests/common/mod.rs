@@ -19,6 +19,19 @@ pub fn repo_root() -> PathBuf {
         .to_owned()
 }
 
+/// The committed JSON Schema doc/`file`, parsed, after checking it is `generated` (the schema
+/// the code makes now, as `microvm-codegen schema --of <of>` prints it) plus one newline.
+pub fn committed_schema(file: &str, of: &str, generated: &str) -> serde_json::Value {
+    let path = repo_root().join("doc").join(file);
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        committed,
+        format!("{}\n", generated.trim_end()),
+        "doc/{file} is stale: run `cargo run -p microvm-codegen --bin microvm-codegen -- schema --of {of} > doc/{file}`"
+    );
+    serde_json::from_str(&committed).expect("a committed schema is JSON")
+}
+
 /// The text of a fixture, named relative to the fixtures folder so reports are stable.
 pub fn fixture_text(path: &Path) -> SpecText {
     let name = path
