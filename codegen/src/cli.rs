@@ -157,25 +157,28 @@ fn print_diagnostics(diagnostics: &[Diagnostic], text: &SpecText) {
     }
 }
 
-/// Reads, loads and validates a spec; prints findings. `Err` carries the exit status.
-fn checked_spec(path: &Path) -> Result<(crate::spec::RunnerSpec, SpecText), u8> {
+/// Reads a spec of version `version` (`what` it is, for the refusal) and validates it with
+/// `validate`; prints every finding. `Err` carries the exit status.
+fn checked<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    version: u32,
+    validate: impl Fn(&T) -> Vec<Diagnostic>,
+) -> Result<T, u8> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         eprintln!("microvm-codegen: cannot read {}: {e}", path.display());
         EXIT_USAGE
     })?;
     let text = SpecText::new(path.display().to_string(), text);
-    let spec = match load::load(&text) {
+    let spec = match load::load_versioned(&text, version) {
         Ok(spec) => spec,
         Err(findings) => {
             print_diagnostics(&findings, &text);
-            eprintln!(
-                "microvm-codegen: {} refused: it is not a runner spec",
-                text.name()
-            );
+            eprintln!("microvm-codegen: {} refused: it is not {what}", text.name());
             return Err(EXIT_REFUSED);
         }
     };
-    let findings = validate::validate(&spec);
+    let findings = validate(&spec);
     print_diagnostics(&findings, &text);
     let errors = findings.iter().filter(|d| d.is_error()).count();
     if errors > 0 {
@@ -186,7 +189,16 @@ fn checked_spec(path: &Path) -> Result<(crate::spec::RunnerSpec, SpecText), u8> 
         );
         return Err(EXIT_REFUSED);
     }
-    Ok((spec, text))
+    Ok(spec)
+}
+
+fn checked_spec(path: &Path) -> Result<crate::spec::RunnerSpec, u8> {
+    checked(
+        path,
+        "a runner spec",
+        crate::spec::SPEC_VERSION,
+        validate::validate,
+    )
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -221,7 +233,7 @@ pub fn run(cli: Cli) -> ExitCode {
             crate::options::command(&paths, matches!(format, TableFormat::Json))
         }
         Command::Validate { spec } => match checked_spec(&spec) {
-            Ok((spec, _)) => {
+            Ok(spec) => {
                 eprintln!(
                     "microvm-codegen: the spec of {} ({}) is valid",
                     spec.host_name, spec.hypervisor
@@ -231,7 +243,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Err(status) => ExitCode::from(status),
         },
         Command::Generate { spec, out, force } => {
-            let (spec, _) = match checked_spec(&spec) {
+            let spec = match checked_spec(&spec) {
                 Ok(checked) => checked,
                 Err(status) => return ExitCode::from(status),
             };
@@ -261,31 +273,15 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn run_host(spec_path: &Path, out: &Path, force: bool) -> ExitCode {
-    let text = match std::fs::read_to_string(spec_path) {
-        Ok(text) => SpecText::new(spec_path.display().to_string(), text),
-        Err(e) => {
-            eprintln!("microvm-codegen: cannot read {}: {e}", spec_path.display());
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let spec: crate::host::HostSpec = match checked(
+        spec_path,
+        "a host spec",
+        crate::host::spec::HOST_SPEC_VERSION,
+        crate::host::validate::validate,
+    ) {
+        Ok(spec) => spec,
+        Err(status) => return ExitCode::from(status),
     };
-    let spec: crate::host::HostSpec =
-        match load::load_versioned(&text, crate::host::spec::HOST_SPEC_VERSION) {
-            Ok(spec) => spec,
-            Err(findings) => {
-                print_diagnostics(&findings, &text);
-                eprintln!(
-                    "microvm-codegen: {} refused: it is not a host spec",
-                    text.name()
-                );
-                return ExitCode::from(EXIT_REFUSED);
-            }
-        };
-    let findings = crate::host::validate::validate(&spec);
-    print_diagnostics(&findings, &text);
-    if findings.iter().any(Diagnostic::is_error) {
-        eprintln!("microvm-codegen: {} refused", text.name());
-        return ExitCode::from(EXIT_REFUSED);
-    }
     let package = if out.is_absolute() {
         out.to_owned()
     } else {

@@ -195,3 +195,38 @@ fn help_explains_each_command() {
     assert!(generate_help.contains("state directory"));
     insta::assert_snapshot!(generate_help);
 }
+
+#[test]
+fn host_refuses_like_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("host");
+    let refused = codegen(&[
+        "host",
+        "--spec",
+        &fixture("host/err/bad-names.json"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("microvm::host::vm_name"), "{stderr}");
+    assert!(stderr.contains("refused: 6 errors"), "{stderr}");
+    assert!(!out.exists());
+    let not_a_host_spec = codegen(&[
+        "host",
+        "--spec",
+        &fixture("ok/qemu-minimal.json"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(not_a_host_spec.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&not_a_host_spec.stderr).contains("it is not a host spec"));
+    let unreadable = codegen(&[
+        "host",
+        "--spec",
+        "/nonexistent/host.json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(unreadable.status.code(), Some(2));
+}

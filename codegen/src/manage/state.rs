@@ -63,6 +63,15 @@ impl VmDir {
         self.link("booted")
     }
 
+    /// Runs an older version than the installed one: its unit is `active` and `booted` is not
+    /// `current`. (A running VM without `booted` was started before the host recorded it.)
+    pub fn outdated(&self, active: bool) -> bool {
+        active
+            && self
+                .booted()
+                .is_some_and(|booted| Some(booted) != self.current())
+    }
+
     /// Fully declarative VMs (`microvm.vms.<n>.config`) carry a `toplevel` link.
     pub fn declarative(&self) -> bool {
         self.link("toplevel").is_some()
@@ -121,4 +130,29 @@ pub fn all(state_dir: &Path) -> std::io::Result<Vec<VmDir>> {
     }
     vms.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(vms)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::VmDir;
+
+    #[test]
+    fn outdated_only_while_running_another_version() {
+        let state = tempfile::tempdir().unwrap();
+        let vm = VmDir::new(state.path(), "web");
+        std::fs::create_dir(&vm.dir).unwrap();
+        symlink("/runners/new", vm.dir.join("current")).unwrap();
+        assert!(!vm.outdated(true), "no booted record");
+        symlink("/runners/old", vm.dir.join("booted")).unwrap();
+        assert!(vm.outdated(true));
+        assert!(
+            !vm.outdated(false),
+            "a stopped VM starts with the installed version"
+        );
+        std::fs::remove_file(vm.dir.join("booted")).unwrap();
+        symlink("/runners/new", vm.dir.join("booted")).unwrap();
+        assert!(!vm.outdated(true));
+    }
 }

@@ -398,12 +398,11 @@ fn list_entries(context: &Context) -> Result<Vec<ListEntry>, Error> {
     let mut entries = Vec::new();
     for vm in state::all(&context.state_dir).map_err(io_error(&context.state_dir))? {
         let unit_state = output_of("systemctl", &["is-active", &names::vm_unit(&vm.name)])?;
-        let state = if unit_state == "active" {
-            if vm.booted().is_some() && vm.booted() != vm.current() {
-                VmState::Outdated
-            } else {
-                VmState::Running
-            }
+        let active = unit_state == "active";
+        let state = if vm.outdated(active) {
+            VmState::Outdated
+        } else if active {
+            VmState::Running
         } else {
             VmState::Stopped
         };
@@ -514,7 +513,7 @@ pub fn status(context: &Context, name: &str, json: bool) -> Result<(), Error> {
         hypervisor: vm.hypervisor(),
         declarative: vm.declarative(),
         flake: vm.flake(),
-        restart_needed: unit.active_state == "active" && booted.is_some() && booted != current,
+        restart_needed: vm.outdated(unit.active_state == "active"),
         current: current.map(|p| p.display().to_string()),
         booted: booted.map(|p| p.display().to_string()),
         unit,
