@@ -14,6 +14,8 @@ use crate::{load, output, render, runner, schema, validate};
 pub const EXIT_REFUSED: u8 = 1;
 /// Exit status for usage and I/O errors.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status for a valid spec that could not be rendered: a bug of the generator.
+pub const EXIT_INTERNAL: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,7 +28,8 @@ pub const EXIT_USAGE: u8 = 2;
                   from a NixOS configuration's microvm.* options; it can also be written by hand. \
                   Every command checks the spec against the hypervisor's capabilities first and \
                   reports every problem with its place in the file.\n\nExit status: 0 success, \
-                  1 the spec was refused, 2 usage or I/O error."
+                  1 the spec was refused, 2 usage or I/O error, 3 internal error (a valid spec \
+                  that could not be rendered: please report it)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -192,6 +195,12 @@ fn checked<T: serde::de::DeserializeOwned>(
     Ok(spec)
 }
 
+/// A valid spec that did not render: validation let through what a template cannot take.
+fn internal_error(error: &render::RenderError) -> ExitCode {
+    eprintln!("microvm-codegen: internal error (please report it): {error}");
+    ExitCode::from(EXIT_INTERNAL)
+}
+
 fn checked_spec(path: &Path) -> Result<crate::spec::RunnerSpec, u8> {
     checked(
         path,
@@ -250,8 +259,7 @@ pub fn run(cli: Cli) -> ExitCode {
             let tree = match runner::build(&spec, &render::Renderer::new()) {
                 Ok(tree) => tree,
                 Err(e) => {
-                    eprintln!("microvm-codegen: internal error: {e}");
-                    return ExitCode::from(EXIT_USAGE);
+                    return internal_error(&e);
                 }
             };
             if let Err(e) = output::write(&out, &tree, force) {
@@ -306,8 +314,7 @@ fn run_host(spec_path: &Path, out: &Path, force: bool) -> ExitCode {
     let tree = match crate::host::units::build(&spec, package_str, &render::Renderer::new()) {
         Ok(tree) => tree,
         Err(e) => {
-            eprintln!("microvm-codegen: internal error: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return internal_error(&e);
         }
     };
     if let Err(e) = output::write_marked(&package, &tree, force, output::HOST_MARKER) {
@@ -330,5 +337,21 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_render_failure_has_its_own_documented_exit_status() {
+        use super::*;
+        let error = render::RenderError::Template {
+            template: "t".into(),
+            message: "m".into(),
+        };
+        assert_eq!(internal_error(&error), ExitCode::from(EXIT_INTERNAL));
+        assert!(![EXIT_REFUSED, EXIT_USAGE].contains(&EXIT_INTERNAL));
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains(&format!("{EXIT_INTERNAL} internal error")),
+            "{help}"
+        );
     }
 }

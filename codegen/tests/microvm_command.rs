@@ -283,7 +283,25 @@ fn update_rebuilds_from_the_recorded_flake_and_restarts_on_request() {
     );
     assert!(
         host.calls("systemctl")
-            .contains(&"restart microvm@web.service".to_owned())
+            .contains(&"try-restart microvm@web.service".to_owned()),
+        "{:?}",
+        host.calls("systemctl")
+    );
+
+    // -R never starts a stopped VM: it starts with the new version whenever it is started.
+    let host = Host::new();
+    let dir = host.install("web", &old, Some("/etc/vms"), false);
+    let output = host.microvm(&["-Ru", "web"], &[("FAKE_RUNNER", &new_str)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(std::fs::read_link(dir.join("current")).unwrap(), new);
+    assert_eq!(
+        host.calls("systemctl"),
+        vec!["is-active microvm@web.service"]
+    );
+    assert!(
+        stdout(&output).contains("it starts with the new version"),
+        "{}",
+        stdout(&output)
     );
 
     // Without -R a running VM is left alone, with a hint.

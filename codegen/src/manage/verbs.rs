@@ -372,9 +372,10 @@ fn update_one(context: &Context, name: &str, restart: bool) -> Result<(), Error>
     let active = output_of("systemctl", &["is-active", &names::vm_unit(name)])? == "active";
     match vm.booted() {
         Some(booted) if booted == new => println!("microvm: {name} already runs this version"),
-        _ if restart => {
+        // try-restart: a VM that stopped meanwhile stays stopped; -R never starts one.
+        _ if restart && active => {
             println!("microvm: restarting {name}");
-            run_program("systemctl", &["restart", &names::vm_unit(name)])?;
+            run_program("systemctl", &["try-restart", &names::vm_unit(name)])?;
         }
         Some(_) if active => {
             println!("microvm: {name} was updated; restart it to apply: microvm update -R {name}");
