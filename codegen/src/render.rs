@@ -41,6 +41,9 @@ templates! {
     SHUTDOWN_OPTIONS = "common/shutdown-options.sh";
     BALLOON_OPTIONS = "common/balloon-options.sh";
     WAIT_UNTIL_GONE = "common/wait-until-gone.sh";
+    /// `api`: curl on the VMM's HTTP socket (cloud-hypervisor, firecracker, vfkit).
+    HTTP_API = "common/api.sh";
+    CROSVM_SOCKET = "common/crosvm-socket.sh";
     QEMU_SHUTDOWN = "shutdown/qemu.sh";
     /// qemu and stratovirt: QMP `balloon`.
     QMP_BALLOON = "balloon/qmp.sh";
@@ -107,7 +110,7 @@ pub const DECLARED_DROP_IN: &str = "declared.conf";
 fn unit_escape(input: &str, out: &mut dyn Write) -> std::io::Result<()> {
     if input
         .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '%' | '$' | '"' | '\\' | '\''))
+        .any(crate::host::validate::is_special_in_units)
     {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

@@ -17,13 +17,17 @@ pub fn is_vm_name(name: &str) -> bool {
         && name.len() <= 64
 }
 
-/// A path that means itself in a unit file and a shell word: absolute, no whitespace, quotes,
-/// `$`, `%`, backslashes or control characters.
+/// A character that does not mean itself in a unit file setting (or a shell word): whitespace,
+/// control characters, quotes, `$`, `%`, backslashes and `;`. Validation refuses values with
+/// one, and rendering a unit refuses them too, rather than escape them.
+pub fn is_special_in_units(c: char) -> bool {
+    c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '$' | '%' | '\\' | ';')
+}
+
+/// A path that means itself in a unit file and a shell word: absolute, and no character
+/// [`is_special_in_units`].
 pub fn is_plain_path(path: &str) -> bool {
-    path.starts_with('/')
-        && !path.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '$' | '%' | '\\' | ';')
-        })
+    path.starts_with('/') && !path.chars().any(is_special_in_units)
 }
 
 pub fn validate(spec: &HostSpec) -> Vec<Diagnostic> {
@@ -144,4 +148,29 @@ pub fn validate(spec: &HostSpec) -> Vec<Diagnostic> {
         }
     }
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::Renderer;
+
+    /// What validation lets into a unit, rendering takes, and the other way round.
+    #[test]
+    fn validation_and_unit_rendering_refuse_the_same_characters() {
+        let renderer = Renderer::new();
+        for c in (0..=0x7f_u8)
+            .map(char::from)
+            .chain(['\u{a0}', '\u{2028}', 'é'])
+        {
+            let value = format!("/a{c}b");
+            let rendered =
+                renderer.render_unit("microvms.target", &serde_json::json!({ "wants": [value] }));
+            assert_eq!(
+                rendered.is_ok(),
+                is_plain_path(&value),
+                "{c:?}: rendered {rendered:?}"
+            );
+        }
+    }
 }
