@@ -168,6 +168,8 @@ struct LaunchContext<'a> {
 struct Context<'a> {
     host_name: &'a str,
     hypervisor: &'static str,
+    /// kvmtool's record of the balloon size, which microvm-balloon keeps and microvm-run removes.
+    balloon_state_file: Option<String>,
     mem: u64,
     socket: Option<&'a str>,
     /// Tool paths by spec key; keys that are not identifiers are also given with `_`.
@@ -323,6 +325,8 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
     let context = Context {
         host_name: &spec.host_name,
         hypervisor: spec.hypervisor.name(),
+        balloon_state_file: (spec.hypervisor == Hypervisor::Kvmtool)
+            .then(|| hypervisor::kvmtool::balloon_state_file(spec)),
         mem: spec.mem,
         socket: spec.socket.as_deref(),
         launch: LaunchContext {

@@ -5,8 +5,7 @@
 {% include "common/balloon-options.sh" %}
 target=$((size_mib * 1024 * 1024))
 
-socket={{ socket }}
-case $socket in -*) socket=./$socket ;; esac
+{% include "common/crosvm-socket.sh" -%}
 if [ ! -S "$socket" ]; then
   echo "microvm-balloon: no control socket at $socket; the VM is not running" >&2
   exit 1

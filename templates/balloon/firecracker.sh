@@ -8,9 +8,7 @@ if [ ! -S "$socket" ]; then
   echo "microvm-balloon: no API socket at $socket; the VM is not running" >&2
   exit 1
 fi
-api() {
-  {{ tools.curl }} --silent --show-error --fail --max-time 5 --unix-socket "$socket" "$@"
-}
+{% include "common/api.sh" -%}
 api -X PATCH -H 'Content-Type: application/json' \
   -d "{\"amount_mib\": $size_mib}" http://localhost/balloon
 

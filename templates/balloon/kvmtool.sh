@@ -5,8 +5,8 @@
 
 {% include "common/balloon-options.sh" %}
 name={{ host_name }}
-# The same file microvm-run removes at start (kvmtool::balloon_state_file).
-state=".lkvm/$name.balloon"
+# The same file microvm-run removes at start.
+state={{ balloon_state_file }}
 current=0
 if [ -f "$state" ]; then
   read -r current <"$state" || true

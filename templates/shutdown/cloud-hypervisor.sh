@@ -4,9 +4,7 @@
 
 {% include "common/shutdown-options.sh" %}
 socket={{ socket }}
-api() {
-  {{ tools.curl }} --silent --show-error --fail --max-time 5 --unix-socket "$socket" "$@"
-}
+{% include "common/api.sh" -%}
 if [ ! -S "$socket" ] || ! api http://localhost/api/v1/vmm.ping >/dev/null 2>&1; then
   echo "microvm-shutdown: nothing answers on $socket; the VM is not running" >&2
   exit 0

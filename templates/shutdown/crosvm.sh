@@ -4,8 +4,7 @@
 # loop returns), so the socket's disappearance is the sign that the VMM is gone.
 
 {% include "common/shutdown-options.sh" %}
-socket={{ socket }}
-case $socket in -*) socket=./$socket ;; esac
+{% include "common/crosvm-socket.sh" -%}
 if [ ! -S "$socket" ]; then
   echo "microvm-shutdown: no control socket at $socket; the VM is not running" >&2
   exit 0

@@ -9,7 +9,7 @@ if [ ! -S "$socket" ]; then
 fi
 
 trap '' PIPE
-coproc qmp { exec {{ tools.socat }} - UNIX-CONNECT:{{ socket }}; }
+coproc qmp { exec {{ tools.socat }} - UNIX-CONNECT:"$socket"; }
 exec {to_qmp}>&"${qmp[1]}" {from_qmp}<&"${qmp[0]}"
 
 if ! read -r -t 10 greeting <&"$from_qmp" || [[ $greeting != *QMP* ]]; then

@@ -5,9 +5,7 @@
 
 {% include "common/shutdown-options.sh" %}
 socket={{ socket }}
-api() {
-  {{ tools.curl }} --silent --show-error --fail --max-time 5 --unix-socket "$socket" "$@"
-}
+{% include "common/api.sh" -%}
 if [ ! -S "$socket" ] || ! api http://localhost/vm/state >/dev/null 2>&1; then
   echo "microvm-shutdown: nothing answers on $socket; the VM is not running" >&2
   exit 0
