@@ -18,6 +18,10 @@ cat >"$work/host.json" <<JSON
 {
   "specVersion": 1,
   "stateDir": "$work/state",
+  "user": "microvm",
+  "group": "kvm",
+  "startupTimeout": 150,
+  "shutdownTimeout": 60,
   "vms": { "vm1": { "runner": "$work/runner", "restartIfChanged": true } },
   "tools": { "bash": "/bin/bash", "ln": "/bin/ln", "rm": "/bin/rm", "mkdir": "/bin/mkdir",
              "chown": "/bin/chown", "readlink": "/bin/readlink", "microvm": "/bin/true" }
