@@ -40,6 +40,10 @@ rec {
   # microvmConfig is `config.microvm // { hostName; hypervisor; }`.
   runnerSpec = import ./runner-spec.nix { inherit lib; };
 
+  # The generator from a package set: its own `microvm-codegen` (the flake's overlay), else
+  # built from this checkout.
+  codegenPackage = pkgs: pkgs.microvm-codegen or (pkgs.callPackage ./microvm-codegen.nix { });
+
   # The runner package: `microvm-codegen generate` run on the spec.
   buildRunner = import ./build-runner.nix { inherit lib runnerSpec; };
 

@@ -10,6 +10,7 @@
 let
   inherit (lib) literalExpression mkOption types;
   hostPkgs = pkgs;
+  microvmLib = import ../../lib { inherit lib; };
 in
 {
   options.microvm = {
@@ -48,7 +49,7 @@ in
 
     host.codegenPackage = mkOption {
       type = types.package;
-      default = hostPkgs.microvm-codegen or (hostPkgs.callPackage ../../lib/microvm-codegen.nix { });
+      default = microvmLib.codegenPackage hostPkgs;
       defaultText = literalExpression "pkgs.microvm-codegen";
       description = "The generator that writes the host's units, and the `microvm` command.";
     };

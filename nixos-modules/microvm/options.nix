@@ -949,11 +949,7 @@ in
 
     codegen.package = mkOption {
       type = types.package;
-      default =
-        let
-          buildPkgs = cfg.vmHostPackages.buildPackages;
-        in
-        buildPkgs.microvm-codegen or (buildPkgs.callPackage ../../lib/microvm-codegen.nix { });
+      default = microvmLib.codegenPackage cfg.vmHostPackages.buildPackages;
       defaultText = literalExpression "config.microvm.vmHostPackages.buildPackages.microvm-codegen";
       description = ''
         The generator that writes the runners (this project's `microvm-codegen`; not a
