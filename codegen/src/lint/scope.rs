@@ -140,10 +140,15 @@ fn insert(root: &mut Value, segments: &[Segment], value: Value) {
                 *root = Value::Array(Vec::new());
             }
             let Value::Array(items) = root else { return };
-            while items.len() <= *index {
+            // Elements are inserted in order; an index beyond the next one has no element
+            // before it and is not a place of this list.
+            if *index == items.len() {
                 items.push(Value::Object(Map::new()));
             }
-            &mut items[*index]
+            match items.get_mut(*index) {
+                Some(item) => item,
+                None => return,
+            }
         }
     };
     insert(slot, rest, value);
@@ -194,11 +199,12 @@ impl SpecContext {
             if let Some(rel) = relative(path)
                 && is_usable(facts, path)
                 && in_spec(&self.fields, rel)
-                && *len > 0
             {
-                let mut element = rel.to_vec();
-                element.push(Segment::Index(len - 1));
-                insert(&mut root, &element, Value::Object(Map::new()));
+                for index in 0..*len {
+                    let mut element = rel.to_vec();
+                    element.push(Segment::Index(index));
+                    insert(&mut root, &element, Value::Object(Map::new()));
+                }
             }
         }
         for (path, (value, _, _)) in &facts.values {
@@ -500,4 +506,19 @@ fn duplicate_cids(file: usize, scopes: &[Scope], host: usize) -> Vec<Finding> {
         }
     }
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_fills_lists_in_order_and_refuses_gaps() {
+        let mut root = Value::Object(Map::new());
+        insert(&mut root, &path!["a", 0, "x"].0, Value::from(1));
+        insert(&mut root, &path!["a", 1, "x"].0, Value::from(2));
+        insert(&mut root, &path!["a", usize::MAX, "x"].0, Value::from(3));
+        insert(&mut root, &path!["a", 3].0, Value::from(4));
+        assert_eq!(root, serde_json::json!({ "a": [{ "x": 1 }, { "x": 2 }] }));
+    }
 }

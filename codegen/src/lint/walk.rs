@@ -79,6 +79,9 @@ pub struct Walker<'a> {
     vm_scopes: HashMap<(usize, JsonPath), usize>,
     /// Checking against one alternative of `oneOf`: findings are collected, nothing recorded.
     trial: bool,
+    /// Checking a value that has no place among the facts (a list element under `mkIf` or
+    /// `mkDefault`, or not a literal): findings are reported, nothing is recorded.
+    unplaced: bool,
     /// How deeply the walk is nested now, across all its recursive steps.
     nesting: usize,
 }
@@ -273,6 +276,7 @@ impl<'a> Walker<'a> {
             scopes: Vec::new(),
             vm_scopes: HashMap::new(),
             trial: false,
+            unplaced: false,
             nesting: 0,
         }
     }
@@ -297,6 +301,11 @@ impl<'a> Walker<'a> {
             step(self);
             self.nesting -= 1;
         }
+    }
+
+    /// Whether what is walked now is recorded as facts.
+    fn recording(&self) -> bool {
+        !self.trial && !self.unplaced
     }
 
     fn new_scope(&mut self, parent: Option<usize>) -> usize {
@@ -870,7 +879,7 @@ impl<'a> Walker<'a> {
         ty: &OptionType,
         name: &str,
     ) {
-        if self.trial {
+        if !self.recording() {
             return;
         }
         let facts = &mut self.scopes[scope].facts;
@@ -920,7 +929,7 @@ impl<'a> Walker<'a> {
     }
 
     fn unknown(&mut self, scope: usize, path: &JsonPath, ty: &OptionType) {
-        if !self.trial {
+        if self.recording() {
             self.scopes[scope]
                 .facts
                 .unknown
@@ -1152,7 +1161,7 @@ impl<'a> Walker<'a> {
             },
             OptionType::Submodule { freeform } => match lit {
                 Lit::Set => {
-                    if !self.trial {
+                    if self.recording() {
                         self.scopes[scope]
                             .facts
                             .spans
@@ -1231,10 +1240,17 @@ impl<'a> Walker<'a> {
                 let mut element_loc = loc.to_vec();
                 element_loc.push("*".to_owned());
                 for item in items {
-                    let item_path = if flags.plain()
-                        && !self.trial
-                        && !matches!(classify(item), Lit::Unknown)
-                    {
+                    // The element's place is decided by what it stands for: `mkForce { … }`
+                    // and `let … in { … }` are elements like `{ … }`; one under `mkIf` or
+                    // `mkDefault`, or one that is not a literal, has no known place.
+                    let mut defs = Vec::new();
+                    definitions(item, flags, &mut defs, depth);
+                    let placed = self.recording()
+                        && !defs.is_empty()
+                        && defs.iter().all(|(def, flags)| {
+                            flags.plain() && !matches!(classify(def), Lit::Unknown)
+                        });
+                    let item_path = if placed {
                         let facts = &mut self.scopes[scope].facts;
                         let len = facts.list_len.entry(path.clone()).or_insert(0);
                         *len += 1;
@@ -1243,20 +1259,26 @@ impl<'a> Walker<'a> {
                         facts.spans.entry(path.clone()).or_insert(expr.span.clone());
                         item_path
                     } else {
-                        // Not recorded: any index outside what is recorded will do.
-                        path.index(usize::MAX)
+                        // Nothing below it is recorded, so the path is never used as a place.
+                        path.clone()
                     };
-                    self.value(
-                        item,
-                        of,
-                        element,
-                        &element_name,
-                        &element_loc,
-                        &item_path,
-                        flags,
-                        scope,
-                        depth + 1,
-                    );
+                    let unplaced = std::mem::replace(&mut self.unplaced, !placed);
+                    for (def, flags) in defs {
+                        self.nested(|w| {
+                            w.definition(
+                                def,
+                                of,
+                                element,
+                                &element_name,
+                                &element_loc,
+                                &item_path,
+                                flags,
+                                scope,
+                                depth + 1,
+                            );
+                        });
+                    }
+                    self.unplaced = unplaced;
                 }
             }
             ExprKind::BinOp {
