@@ -48,14 +48,17 @@ fn parse_json(text: &SpecText) -> Result<Value, Vec<Diagnostic>> {
     })
 }
 
-/// serde_json reports 1-based lines and columns; column 0 means "before the first character".
+/// serde_json reports 1-based lines and columns, both counted in bytes; column 0 means "before
+/// the first byte". The offset is kept inside the text and on a character boundary.
 fn offset_of(text: &str, line: usize, column: usize) -> usize {
     let mut offset = 0;
     for (index, content) in text.split_inclusive('\n').enumerate() {
         if index + 1 == line {
-            let col = column.saturating_sub(1);
-            let within: usize = content.chars().take(col).map(char::len_utf8).sum();
-            return offset + within;
+            let mut at = (offset + column.saturating_sub(1)).min(text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            return at;
         }
         offset += content.len();
     }
@@ -219,6 +222,19 @@ mod tests {
         assert_eq!(offset_of(text, 2, 8), 9);
         assert_eq!(&text[9..10], "x");
         assert_eq!(offset_of(text, 9, 1), text.len());
+        assert_eq!(offset_of("é", 1, 2), 0, "inside a character");
+        assert_eq!(offset_of("ab", 1, 99), 2, "past the end of the text");
+    }
+
+    /// serde_json counts columns in bytes: a line with non-ASCII text before the error still
+    /// points at the error.
+    #[test]
+    fn syntax_errors_point_at_the_error_after_non_ascii_text() {
+        let text = SpecText::new("spec.json", r#"{"hostName": "ééééééééé", x}"#);
+        let errors = load(&text).unwrap_err();
+        let (start, _) = text.span_of(&errors[0].location).unwrap();
+        assert_eq!(&text.text()[start..], "x}");
+        assert_eq!(crate::nix_syntax::line_col(text.text(), start), (1, 27));
     }
 
     #[test]
