@@ -238,16 +238,6 @@ fn definitions<'e>(expr: &'e Expr, flags: Flags, out: &mut Vec<(&'e Expr, Flags)
     }
 }
 
-/// Whether several definitions of a type are joined rather than in conflict.
-fn merges(ty: &OptionType) -> bool {
-    match ty.non_null() {
-        OptionType::Str { name, .. } => {
-            name == "lines" || name == "commas" || name.starts_with("separatedString")
-        }
-        _ => false,
-    }
-}
-
 /// `{ config, lib, pkgs, ... }:` and `{ foo, ... }:` look like modules; `{ self, nixpkgs }:`
 /// and `inputs@{ self, ... }:` (flake outputs) and `name: …` do not.
 fn is_module_param(param: &Param) -> bool {
@@ -909,7 +899,7 @@ impl<'a> Walker<'a> {
             }
         };
         facts.conflicted.insert(path.clone());
-        if merges(ty) {
+        if ty.merges() {
             return;
         }
         let finding = Finding {

@@ -87,6 +87,10 @@ pub enum OptionType {
         name: String,
         non_empty: bool,
         single_line: bool,
+        /// Several definitions are joined with a separator (`lines`, `commas`, `envVar`,
+        /// `separatedString …`), not in conflict.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        joined: bool,
     },
     Path,
     Package,
@@ -133,6 +137,12 @@ impl OptionType {
             OptionType::NullOr { of } => of.non_null(),
             other => other,
         }
+    }
+
+    /// Whether two definitions with different values are joined into one rather than in
+    /// conflict (for the types whose values are single definitions: strings, numbers, …).
+    pub fn merges(&self) -> bool {
+        matches!(self.non_null(), OptionType::Str { joined: true, .. })
     }
 
     /// Whether values of this type are sets of further options in the tree.
@@ -478,6 +488,7 @@ mod tests {
                 name: "str".into(),
                 non_empty: false,
                 single_line: false,
+                joined: false,
             }),
         };
         assert_eq!(strings.describe(), "an attribute set of strings");

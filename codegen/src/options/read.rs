@@ -653,10 +653,11 @@ impl Reader<'_> {
                             max: bound(hi),
                         }
                     }
-                    ("strMatching" | "separatedString", [_]) => OptionType::Str {
+                    (function @ ("strMatching" | "separatedString"), [_]) => OptionType::Str {
                         name: type_name(&one_line(self.source(expr))).to_owned(),
                         non_empty: false,
                         single_line: false,
+                        joined: function == "separatedString",
                     },
                     _ => other(self),
                 }
@@ -722,10 +723,11 @@ fn simple_type(name: &str) -> Option<OptionType> {
         min,
         max,
     };
-    let string = |non_empty: bool, single_line: bool| OptionType::Str {
+    let string = |non_empty: bool, single_line: bool, joined: bool| OptionType::Str {
         name: name.to_owned(),
         non_empty,
         single_line,
+        joined,
     };
     Some(match name {
         "bool" => OptionType::Bool,
@@ -741,9 +743,11 @@ fn simple_type(name: &str) -> Option<OptionType> {
         "port" => int(name, Some(0), Some(65535)),
         "float" => OptionType::Float,
         "number" => OptionType::Number,
-        "str" | "lines" | "commas" | "envVar" => string(false, false),
-        "nonEmptyStr" => string(true, false),
-        "singleLineStr" => string(false, true),
+        "str" => string(false, false, false),
+        // nixpkgs: `separatedString "\n"`, `separatedString ","`, `separatedString ":"`.
+        "lines" | "commas" | "envVar" => string(false, false, true),
+        "nonEmptyStr" => string(true, false, false),
+        "singleLineStr" => string(false, true, false),
         "path" | "pathInStore" | "externalPath" => OptionType::Path,
         "package" => OptionType::Package,
         "attrs" => OptionType::Attrs,
@@ -914,6 +918,40 @@ mod tests {
             ]
         );
         assert_eq!(tree.options[3].example.as_deref(), Some("[ 1 ]"));
+    }
+
+    #[test]
+    fn separated_strings_join_their_definitions() {
+        let tree = read(
+            r#"{ lib, ... }: with lib; {
+              options.microvm = {
+                a = mkOption { type = types.lines; };
+                b = mkOption { type = types.commas; };
+                c = mkOption { type = types.envVar; };
+                d = mkOption { type = types.nullOr (types.separatedString " "); };
+                e = mkOption { type = types.str; };
+                f = mkOption { type = types.strMatching "[a-z]+"; };
+                g = mkOption { type = types.nonEmptyStr; };
+              };
+            }"#,
+        );
+        let merges: Vec<(&str, bool)> = tree
+            .options
+            .iter()
+            .map(|o| (o.name.as_str(), o.ty.merges()))
+            .collect();
+        assert_eq!(
+            merges,
+            [
+                ("microvm.a", true),
+                ("microvm.b", true),
+                ("microvm.c", true),
+                ("microvm.d", true),
+                ("microvm.e", false),
+                ("microvm.f", false),
+                ("microvm.g", false),
+            ]
+        );
     }
 
     #[test]
