@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
+use crate::diagnostic::Diagnostic;
 use crate::json_path::JsonPath;
 use crate::path;
 use crate::spec::{DeviceBus, Hypervisor, ImageType, InterfaceType, RunnerSpec, ShareProto};
@@ -158,6 +159,65 @@ pub fn feature_uses(spec: &RunnerSpec) -> Vec<(&'static str, JsonPath)> {
         }
     }
     uses
+}
+
+/// One use of a feature the spec's hypervisor does not have, as both the generator and `lint`
+/// report it: the same code, message, label and hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The feature's id in the table: `share.9p`.
+    pub feature: &'static str,
+    /// Where the spec turns it on.
+    pub path: JsonPath,
+    /// Stable: `microvm::capability::share_9p`.
+    pub code: String,
+    /// "firecracker does not support 9p shares".
+    pub message: String,
+    /// The option and the condition that turn the feature on.
+    pub label: String,
+    /// What to do instead.
+    pub help: Option<String>,
+}
+
+/// The uses of features the spec's hypervisor does not support. A use whose feature requires
+/// another the hypervisor does not support either is left out: that refusal covers it.
+pub fn refusals(spec: &RunnerSpec) -> Vec<Refusal> {
+    let hv = spec.hypervisor;
+    let table = table();
+    feature_uses(spec)
+        .into_iter()
+        .filter_map(|(id, path)| {
+            let feature = table.features.get(id)?;
+            if feature.supports(hv) {
+                return None;
+            }
+            if let Some(required) = &feature.requires
+                && !supports(hv, required)
+            {
+                return None;
+            }
+            Some(Refusal {
+                feature: id,
+                path,
+                code: format!("microvm::capability::{}", id.replace('.', "_")),
+                message: format!("{hv} does not support {}", feature.title),
+                label: format!("{} ({})", feature.option, feature.condition),
+                help: feature.hint(hv).map(str::to_owned),
+            })
+        })
+        .collect()
+}
+
+impl From<Refusal> for Diagnostic {
+    fn from(refusal: Refusal) -> Diagnostic {
+        let diagnostic = Diagnostic::error(refusal.code, refusal.message)
+            .at(refusal.path)
+            .label(refusal.label);
+        match refusal.help {
+            Some(help) => diagnostic.help(help),
+            None => diagnostic,
+        }
+    }
 }
 
 /// Whether `hypervisor` supports `feature` per the table (unknown features: no).

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::capabilities::{self, table};
+use crate::capabilities;
 use crate::diagnostic::Diagnostic;
 use crate::hypervisor;
 use crate::json_path::JsonPath;
@@ -65,31 +65,11 @@ fn code(name: &str) -> String {
 }
 
 fn check_capabilities(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
-    let hv = spec.hypervisor;
-    for (id, path) in capabilities::feature_uses(spec) {
-        let Some(feature) = table().features.get(id) else {
-            continue;
-        };
-        if feature.supports(hv) {
-            continue;
-        }
-        if let Some(required) = &feature.requires
-            && !capabilities::supports(hv, required)
-        {
-            // The refusal of the required feature already covers this use.
-            continue;
-        }
-        let mut diagnostic = Diagnostic::error(
-            format!("microvm::capability::{}", id.replace('.', "_")),
-            format!("{hv} does not support {}", feature.title),
-        )
-        .at(path)
-        .label(format!("{} ({})", feature.option, feature.condition));
-        if let Some(hint) = feature.hint(hv) {
-            diagnostic = diagnostic.help(hint);
-        }
-        findings.push(diagnostic);
-    }
+    findings.extend(
+        capabilities::refusals(spec)
+            .into_iter()
+            .map(Diagnostic::from),
+    );
 }
 
 fn check_basics(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::walk::{Facts, Scope};
 use super::{Finding, Severity, codes};
-use crate::capabilities::{self, table};
+use crate::capabilities;
 use crate::json_path::{JsonPath, Segment};
 use crate::nix_syntax::Span;
 use crate::options::OptionType;
@@ -377,21 +377,15 @@ fn capability_conflicts(file: usize, facts: &Facts, context: &SpecContext) -> Ve
     let Some((spec, not_literal)) = context.spec(context.json(facts, None)) else {
         return Vec::new();
     };
+    // The literal is in the spec; the refusals are for its hypervisor.
+    if spec.hypervisor != hypervisor {
+        return Vec::new();
+    }
     let mut findings = Vec::new();
-    for (id, use_path) in capabilities::feature_uses(&spec) {
-        let Some(feature) = table().features.get(id) else {
-            continue;
-        };
-        if feature.supports(hypervisor) {
-            continue;
-        }
-        if let Some(required) = &feature.requires
-            && !capabilities::supports(hypervisor, required)
-        {
-            continue;
-        }
-        let full = absolute(&use_path);
-        if not_literal.contains(&use_path) || !is_usable(facts, &full) {
+    for refusal in capabilities::refusals(&spec) {
+        let (id, use_path) = (refusal.feature, &refusal.path);
+        let full = absolute(use_path);
+        if not_literal.contains(use_path) || !is_usable(facts, &full) {
             continue;
         }
         // A sibling choice that is not a literal: report only if every value it could take
@@ -408,7 +402,7 @@ fn capability_conflicts(file: usize, facts: &Facts, context: &SpecContext) -> Ve
                     .spec(context.json(facts, Some((path, &alternative))))
                     .map(|(spec, _)| capabilities::feature_uses(&spec))
                     .unwrap_or_default();
-                if !uses.iter().any(|(i, p)| *i == id && *p == use_path) {
+                if !uses.iter().any(|(i, p)| *i == id && p == use_path) {
                     certain = false;
                     break 'siblings;
                 }
@@ -428,14 +422,14 @@ fn capability_conflicts(file: usize, facts: &Facts, context: &SpecContext) -> Ve
             ));
         }
         findings.push(Finding {
-            code: format!("microvm::capability::{}", id.replace('.', "_")),
+            code: refusal.code,
             severity: Severity::Error,
-            message: format!("{hypervisor} does not support {}", feature.title),
+            message: refusal.message,
             file,
             span,
-            label: Some(format!("{} ({})", feature.option, feature.condition)),
+            label: Some(refusal.label),
             related,
-            help: feature.hint(hypervisor).map(str::to_owned),
+            help: refusal.help,
         });
     }
     findings
