@@ -33,6 +33,13 @@ impl JsonPath {
         Some(JsonPath(rest.to_vec()))
     }
 
+    /// This path, its parent, its parent's parent, … up to the root.
+    pub fn ancestors(&self) -> impl Iterator<Item = JsonPath> + '_ {
+        (0..=self.0.len())
+            .rev()
+            .map(|n| JsonPath(self.0[..n].to_vec()))
+    }
+
     pub fn last_key(&self) -> Option<&str> {
         match self.0.last() {
             Some(Segment::Key(key)) => Some(key),

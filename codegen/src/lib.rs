@@ -20,4 +20,5 @@ pub mod runner;
 pub mod schema;
 pub mod spec;
 pub mod suggest;
+pub mod unique;
 pub mod validate;

@@ -2,8 +2,6 @@
 //! users make with names, paths, addresses and sizes, and the tools the runner will call.
 //! Every finding is reported at once.
 
-use std::collections::BTreeMap;
-
 use crate::capabilities;
 use crate::diagnostic::Diagnostic;
 use crate::hypervisor;
@@ -13,6 +11,7 @@ use crate::runner;
 use crate::spec::{
     DeviceBus, ForwardFrom, Hypervisor, InterfaceType, RunnerSpec, ShareProto, Tool, volume,
 };
+use crate::unique;
 
 /// More vCPUs than any of the hypervisors accepts.
 pub const MAX_VCPUS: u32 = 1024;
@@ -53,6 +52,7 @@ pub fn validate(spec: &RunnerSpec) -> Vec<Diagnostic> {
     check_forward_ports(spec, &mut findings);
     check_sockets(spec, &mut findings);
     check_devices(spec, &mut findings);
+    check_unique(spec, &mut findings);
     check_names(spec, &mut findings);
     findings.extend(hypervisor::backend(spec.hypervisor).check(spec));
     check_tools(spec, &mut findings);
@@ -236,7 +236,6 @@ fn check_memory(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
 }
 
 fn check_volumes(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
-    let mut images: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, volume) in spec.volumes.iter().enumerate() {
         let at = |field: &str| path!["volumes", i, field];
         if volume.image.is_empty() {
@@ -244,17 +243,6 @@ fn check_volumes(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
                 Diagnostic::error(code("empty_path"), "a volume has an empty image path")
                     .at(at("image"))
                     .help("give the image file, relative to the VM's state directory or absolute"),
-            );
-        } else if let Some(first) = images.insert(&volume.image, i) {
-            images.insert(&volume.image, first);
-            findings.push(
-                Diagnostic::error(
-                    code("duplicate_image"),
-                    format!("two volumes use the image {:?}", volume.image),
-                )
-                .at(at("image"))
-                .label(format!("also used by volumes[{first}]"))
-                .help("each volume needs its own image file; two writers would corrupt it"),
             );
         }
         if volume.auto_create {
@@ -309,7 +297,6 @@ fn check_volumes(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
 }
 
 fn check_shares(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
-    let mut tags: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, share) in spec.shares.iter().enumerate() {
         let at = |field: &str| path!["shares", i, field];
         if share.tag.is_empty() {
@@ -328,17 +315,6 @@ fn check_shares(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
                 .help(
                     "a tag is a short name without '/'; it names the share's files in the runner",
                 ),
-            );
-        } else if let Some(first) = tags.insert(&share.tag, i) {
-            tags.insert(&share.tag, first);
-            findings.push(
-                Diagnostic::error(
-                    code("duplicate_tag"),
-                    format!("two shares use the tag {:?}", share.tag),
-                )
-                .at(at("tag"))
-                .label(format!("also used by shares[{first}]"))
-                .help("give every share its own tag; the guest could not tell them apart"),
             );
         }
         let limit = match share.proto {
@@ -381,7 +357,6 @@ fn check_shares(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
 }
 
 fn check_mount_points(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
-    let mut seen: BTreeMap<&str, JsonPath> = BTreeMap::new();
     let volumes =
         spec.volumes.iter().enumerate().filter_map(|(i, v)| {
             Some((v.mount_point.as_deref()?, path!["volumes", i, "mountPoint"]))
@@ -398,28 +373,9 @@ fn check_mount_points(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
                     code("mount_point"),
                     format!("mount point {mount_point:?} is not an absolute path"),
                 )
-                .at(at.clone())
+                .at(at)
                 .help("guest mount points are absolute, such as \"/var\""),
             );
-        }
-        let normalized = mount_point.trim_end_matches('/');
-        let normalized = if normalized.is_empty() {
-            "/"
-        } else {
-            normalized
-        };
-        if let Some(first) = seen.get(normalized) {
-            findings.push(
-                Diagnostic::error(
-                    code("duplicate_mount_point"),
-                    format!("{mount_point:?} is mounted twice"),
-                )
-                .at(at)
-                .label(format!("also mounted by {first}"))
-                .help("mount each volume and share at its own place"),
-            );
-        } else {
-            seen.insert(normalized, at);
         }
     }
 }
@@ -444,8 +400,6 @@ fn ifname_problem(name: &str) -> Option<String> {
 }
 
 fn check_interfaces(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
-    let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut macs: BTreeMap<String, usize> = BTreeMap::new();
     for (i, interface) in spec.interfaces.iter().enumerate() {
         let at = |field: &str| path!["interfaces", i, field];
         if interface.id.is_empty() {
@@ -453,17 +407,6 @@ fn check_interfaces(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
                 Diagnostic::error(code("interface_id"), "an interface has an empty id")
                     .at(at("id"))
                     .help("give the interface an id; for taps it is the host interface name"),
-            );
-        } else if let Some(first) = ids.insert(&interface.id, i) {
-            ids.insert(&interface.id, first);
-            findings.push(
-                Diagnostic::error(
-                    code("duplicate_interface_id"),
-                    format!("two interfaces use the id {:?}", interface.id),
-                )
-                .at(at("id"))
-                .label(format!("also used by interfaces[{first}]"))
-                .help("give every interface its own id"),
             );
         }
         if matches!(interface.kind, InterfaceType::Tap | InterfaceType::Macvtap)
@@ -520,20 +463,6 @@ fn check_interfaces(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
                         .at(at("mac"))
                         .help("use a locally administered address such as 02:00:00:00:00:01"),
                     );
-                }
-                let normalized = interface.mac.to_ascii_lowercase();
-                if let Some(first) = macs.get(&normalized) {
-                    findings.push(
-                        Diagnostic::error(
-                            code("duplicate_mac"),
-                            format!("two interfaces use the MAC {}", interface.mac),
-                        )
-                        .at(at("mac"))
-                        .label(format!("also used by interfaces[{first}]"))
-                        .help("give every interface its own MAC address"),
-                    );
-                } else {
-                    macs.insert(normalized, i);
                 }
             }
         }
@@ -624,7 +553,6 @@ fn check_forward_ports(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
             .help("add an interface with type = \"user\", or forward on the host to a tap"),
         );
     }
-    let mut seen: BTreeMap<(&str, &str, u32), usize> = BTreeMap::new();
     for (i, forward) in spec.forward_ports.iter().enumerate() {
         for (side, endpoint) in [("host", &forward.host), ("guest", &forward.guest)] {
             if endpoint.port == 0 || endpoint.port > 65535 {
@@ -659,25 +587,6 @@ fn check_forward_ports(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
                 .at(path!["forwardPorts", i, "guest", "address"])
                 .help("set the address in the user network the guest connects to, such as \"10.0.2.100\""),
             );
-        }
-        if forward.from == ForwardFrom::Host {
-            let key = (
-                forward.proto.name(),
-                forward.host.address.as_str(),
-                forward.host.port,
-            );
-            if let Some(first) = seen.insert(key, i) {
-                seen.insert(key, first);
-                findings.push(
-                    Diagnostic::error(
-                        code("duplicate_forward"),
-                        format!("host port {} is forwarded twice", forward.host.port),
-                    )
-                    .at(path!["forwardPorts", i, "host", "port"])
-                    .label(format!("also forwarded by forwardPorts[{first}]"))
-                    .help("forward each host port once"),
-                );
-            }
         }
     }
 }
@@ -724,7 +633,6 @@ fn check_sockets(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
     if let Some(socket) = &spec.socket {
         check_socket_path(socket, path!["socket"], findings);
     }
-    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, share) in spec.shares.iter().enumerate() {
         let Some(socket) = &share.socket else {
             continue;
@@ -733,18 +641,6 @@ fn check_sockets(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
             continue;
         }
         check_socket_path(socket, path!["shares", i, "socket"], findings);
-        if let Some(first) = seen.insert(socket, i) {
-            seen.insert(socket, first);
-            findings.push(
-                Diagnostic::error(
-                    code("duplicate_socket"),
-                    format!("two shares use the socket {socket:?}"),
-                )
-                .at(path!["shares", i, "socket"])
-                .label(format!("also used by shares[{first}]"))
-                .help("each virtiofsd needs its own socket"),
-            );
-        }
     }
     if spec.graphics.enable
         && let Some(socket) = &spec.graphics.socket
@@ -787,6 +683,19 @@ fn check_devices(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
             ),
             _ => {}
         }
+    }
+}
+
+/// Values two elements must not share: the rules are [`unique`]'s, which `lint` follows too.
+fn check_unique(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    for duplicate in unique::duplicates(unique::values(spec)) {
+        let rule = duplicate.rule;
+        findings.push(
+            Diagnostic::error(code(rule.code), duplicate.message)
+                .at(duplicate.path)
+                .label(format!("also {} {}", rule.verb, duplicate.first))
+                .help(rule.help),
+        );
     }
 }
 

@@ -20,42 +20,7 @@ use crate::options::OptionType;
 use crate::options::spec::{resolve, runner_spec_fields, runner_spec_schema};
 use crate::path;
 use crate::spec::{Hypervisor, RunnerSpec};
-
-/// Fields whose values must differ between the elements of a list: (list, field,
-/// "two … {value}", "give each its own …").
-const UNIQUE: &[(&[&str], &str, &str, &str)] = &[
-    (&["microvm", "shares"], "tag", "shares use the tag", "tag"),
-    (
-        &["microvm", "interfaces"],
-        "id",
-        "interfaces use the id",
-        "id",
-    ),
-    (
-        &["microvm", "interfaces"],
-        "mac",
-        "interfaces use the MAC address",
-        "MAC address",
-    ),
-    (
-        &["microvm", "volumes"],
-        "image",
-        "volumes use the image",
-        "image file",
-    ),
-    (
-        &["microvm", "devices"],
-        "path",
-        "devices pass through",
-        "device",
-    ),
-    (
-        &["microvm", "qemu", "pcieRootPorts"],
-        "id",
-        "PCIe root ports use the id",
-        "id",
-    ),
-];
+use crate::unique;
 
 pub fn check(file: usize, scopes: &[Scope]) -> Vec<Finding> {
     let mut findings = Vec::new();
@@ -64,8 +29,11 @@ pub fn check(file: usize, scopes: &[Scope]) -> Vec<Finding> {
         schema: runner_spec_schema(),
     };
     for scope in scopes {
-        findings.extend(capability_conflicts(file, &scope.facts, &spec));
-        findings.extend(duplicates(file, &scope.facts));
+        let Some(built) = spec.spec(spec.json(&scope.facts, None)) else {
+            continue;
+        };
+        findings.extend(capability_conflicts(file, &scope.facts, &spec, &built));
+        findings.extend(duplicates(file, &scope.facts, &built));
     }
     for (index, _) in scopes.iter().enumerate() {
         findings.extend(duplicate_cids(file, scopes, index));
@@ -366,7 +334,15 @@ fn alternatives(ty: &OptionType) -> Vec<Value> {
     }
 }
 
-fn capability_conflicts(file: usize, facts: &Facts, context: &SpecContext) -> Vec<Finding> {
+/// A spec built from a VM's literals, and the paths in it that are not the user's literals.
+type Built = (RunnerSpec, BTreeSet<JsonPath>);
+
+fn capability_conflicts(
+    file: usize,
+    facts: &Facts,
+    context: &SpecContext,
+    (spec, not_literal): &Built,
+) -> Vec<Finding> {
     let hypervisor_path = path!["microvm", "hypervisor"];
     let Some((Value::String(name), hypervisor_span)) = literal(facts, &hypervisor_path) else {
         return Vec::new();
@@ -374,15 +350,12 @@ fn capability_conflicts(file: usize, facts: &Facts, context: &SpecContext) -> Ve
     let Some(hypervisor) = Hypervisor::from_name(name) else {
         return Vec::new();
     };
-    let Some((spec, not_literal)) = context.spec(context.json(facts, None)) else {
-        return Vec::new();
-    };
     // The literal is in the spec; the refusals are for its hypervisor.
     if spec.hypervisor != hypervisor {
         return Vec::new();
     }
     let mut findings = Vec::new();
-    for refusal in capabilities::refusals(&spec) {
+    for refusal in capabilities::refusals(spec) {
         let (id, use_path) = (refusal.feature, &refusal.path);
         let full = absolute(use_path);
         if not_literal.contains(use_path) || !is_usable(facts, &full) {
@@ -435,40 +408,36 @@ fn capability_conflicts(file: usize, facts: &Facts, context: &SpecContext) -> Ve
     findings
 }
 
-fn duplicates(file: usize, facts: &Facts) -> Vec<Finding> {
+/// Duplicates by the generator's rules, among values whose every part is certain.
+fn duplicates(file: usize, facts: &Facts, (spec, not_literal): &Built) -> Vec<Finding> {
+    let certain = |path: &JsonPath| {
+        let full = absolute(path);
+        path.ancestors().all(|p| !not_literal.contains(&p))
+            && full
+                .ancestors()
+                .all(|p| !facts.unknown.contains_key(&p) && !facts.conflicted.contains(&p))
+    };
+    let values = unique::values(spec)
+        .into_iter()
+        .filter(|value| value.from.iter().all(certain));
     let mut findings = Vec::new();
-    for (list, field, what, noun) in UNIQUE {
-        let list_path = JsonPath(list.iter().map(|k| Segment::Key((*k).to_owned())).collect());
-        let Some(len) = facts.list_len.get(&list_path) else {
+    for duplicate in unique::duplicates(values) {
+        let (Some(span), Some(first)) = (
+            span_for(facts, &absolute(&duplicate.path)),
+            span_for(facts, &absolute(&duplicate.first)),
+        ) else {
             continue;
         };
-        let mut seen: BTreeMap<String, Span> = BTreeMap::new();
-        for i in 0..*len {
-            let path = list_path.index(i).key(field);
-            let Some((Value::String(value), span)) = literal(facts, &path) else {
-                continue;
-            };
-            let normalised = if *field == "mac" {
-                value.to_lowercase()
-            } else {
-                value.clone()
-            };
-            match seen.get(&normalised) {
-                Some(first) => findings.push(Finding {
-                    code: codes::DUPLICATE.to_owned(),
-                    severity: Severity::Error,
-                    message: format!("two {what} {value:?}"),
-                    file,
-                    span: span.clone(),
-                    label: Some("used again here".to_owned()),
-                    related: vec![(first.clone(), "first used here".to_owned())],
-                    help: Some(format!("give each its own {noun}")),
-                }),
-                None => {
-                    seen.insert(normalised, span.clone());
-                }
-            }
-        }
+        findings.push(Finding {
+            code: codes::DUPLICATE.to_owned(),
+            severity: Severity::Error,
+            message: duplicate.message,
+            file,
+            span,
+            label: Some("used again here".to_owned()),
+            related: vec![(first, "first used here".to_owned())],
+            help: Some(duplicate.rule.help.to_owned()),
+        });
     }
     findings
 }
