@@ -10,8 +10,8 @@ use std::process::Command;
 
 use common::time;
 
-use microvm_codegen::lint::{self, SourceFile};
-use microvm_codegen::options;
+use microvm_codegen::lint;
+use microvm_codegen::options::{self, Source};
 
 /// A host with `n` declared VMs of about 50 lines each.
 fn host_config(lines_wanted: usize) -> String {
@@ -94,7 +94,7 @@ fn main() {
     }
     let text = host_config(2000);
     let lines = text.lines().count();
-    let files = vec![SourceFile {
+    let files = vec![Source {
         name: "host.nix".to_owned(),
         path: "host.nix".into(),
         text: text.clone(),

@@ -9,18 +9,18 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use microvm_codegen::lint::{self, Finding, SourceFile};
-use microvm_codegen::options;
+use microvm_codegen::lint::{self, Finding};
+use microvm_codegen::options::{self, Source};
 
-fn source(path: &Path, name: String) -> SourceFile {
-    SourceFile {
+fn source(path: &Path, name: String) -> Source {
+    Source {
         name,
         path: path.to_owned(),
         text: std::fs::read_to_string(path).expect("fixture is readable"),
     }
 }
 
-fn lint_fixture(path: &Path) -> (Vec<Finding>, Vec<SourceFile>) {
+fn lint_fixture(path: &Path) -> (Vec<Finding>, Vec<Source>) {
     let name = path
         .strip_prefix(common::fixtures())
         .unwrap_or(path)
@@ -61,7 +61,7 @@ fn err_fixtures_report_errors() {
 /// file: every .nix file of the repository must parse, see nix_parse.rs.)
 #[test]
 fn syntax_errors_are_reported_once() {
-    let files = vec![SourceFile {
+    let files = vec![Source {
         name: "broken.nix".to_owned(),
         path: "broken.nix".into(),
         text: "{ ... }:\n{\n  microvm.vcpu = ;\n  microvm.mem = \"x\";\n}\n".to_owned(),
@@ -299,7 +299,7 @@ mod never_panics {
     ];
 
     fn lint_text(text: String) {
-        let files = vec![SourceFile {
+        let files = vec![Source {
             name: "fuzz.nix".to_owned(),
             path: "fuzz.nix".into(),
             text,

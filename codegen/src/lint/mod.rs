@@ -29,17 +29,7 @@ use std::process::ExitCode;
 pub use report::{json, render_plain};
 
 use crate::nix_syntax;
-use crate::options::{self, OptionTree};
-
-/// A file to lint.
-#[derive(Debug, Clone)]
-pub struct SourceFile {
-    /// As named in reports.
-    pub name: String,
-    /// Where it is, for the directory relative imports start from.
-    pub path: PathBuf,
-    pub text: String,
-}
+use crate::options::{self, OptionTree, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -87,11 +77,11 @@ pub mod codes {
 }
 
 /// Lints `files` against the options of `reference` plus those the files declare themselves.
-pub fn lint(files: &[SourceFile], reference: &OptionTree) -> Vec<Finding> {
+pub fn lint(files: &[Source], reference: &OptionTree) -> Vec<Finding> {
     nix_syntax::with_deep_stack(|| lint_here(files, reference))
 }
 
-fn lint_here(files: &[SourceFile], reference: &OptionTree) -> Vec<Finding> {
+fn lint_here(files: &[Source], reference: &OptionTree) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut parsed = Vec::new();
     let mut tree = reference.clone();
@@ -173,21 +163,13 @@ pub fn command(paths: &[PathBuf], format: Format, option_paths: &[PathBuf]) -> E
             }
         }
     };
-    let sources = match options::sources_under(paths) {
-        Ok(sources) => sources,
+    let files = match options::sources_under(paths) {
+        Ok(files) => files,
         Err(e) => {
             eprintln!("microvm-codegen: {e}");
             return ExitCode::from(crate::cli::EXIT_USAGE);
         }
     };
-    let files: Vec<SourceFile> = sources
-        .into_iter()
-        .map(|s| SourceFile {
-            name: s.name,
-            path: s.path,
-            text: s.text,
-        })
-        .collect();
     let findings = lint(&files, &reference);
     match format {
         Format::Json => print!("{}", json(&findings, &files)),

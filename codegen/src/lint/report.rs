@@ -5,7 +5,8 @@ use std::fmt;
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
 use serde::Serialize;
 
-use super::{Finding, Severity, SourceFile};
+use super::{Finding, Severity};
+use crate::options::Source;
 
 /// One finding bound to its file, ready for miette.
 #[derive(Debug)]
@@ -15,7 +16,7 @@ pub struct NixReport<'a> {
 }
 
 impl<'a> NixReport<'a> {
-    pub fn new(finding: &'a Finding, file: &SourceFile) -> NixReport<'a> {
+    pub fn new(finding: &'a Finding, file: &Source) -> NixReport<'a> {
         NixReport {
             finding,
             source: NamedSource::new(&file.name, file.text.clone()).with_language("nix"),
@@ -71,7 +72,7 @@ impl miette::Diagnostic for NixReport<'_> {
 }
 
 /// Renders findings as reports, in the order given, at a fixed width.
-pub fn render(findings: &[Finding], files: &[SourceFile], width: usize, colour: bool) -> String {
+pub fn render(findings: &[Finding], files: &[Source], width: usize, colour: bool) -> String {
     let theme = if colour {
         GraphicalTheme::unicode()
     } else {
@@ -92,7 +93,7 @@ pub fn render(findings: &[Finding], files: &[SourceFile], width: usize, colour: 
 }
 
 /// Plain reports (no colour): the form tests snapshot.
-pub fn render_plain(findings: &[Finding], files: &[SourceFile], width: usize) -> String {
+pub fn render_plain(findings: &[Finding], files: &[Source], width: usize) -> String {
     render(findings, files, width, false)
 }
 
@@ -157,7 +158,7 @@ struct JsonFinding<'a> {
 
 /// The findings as one JSON array (stable fields: code, severity, message, file, line,
 /// column, endLine, endColumn, span {start, end} in bytes, label, help, related).
-pub fn json(findings: &[Finding], files: &[SourceFile]) -> String {
+pub fn json(findings: &[Finding], files: &[Source]) -> String {
     let lines: Vec<Lines> = files.iter().map(|f| Lines::new(&f.text)).collect();
     let items: Vec<JsonFinding> = findings
         .iter()

@@ -360,8 +360,8 @@ impl fmt::Display for ReadProblem {
     }
 }
 
-/// One file to read declarations from: its name in reports, where it is (for relative
-/// `import`s) and its text.
+/// One `.nix` file to read declarations from or to lint: its name in reports, where it is (for
+/// relative `import`s) and its text.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
