@@ -48,6 +48,27 @@ impl JsonPath {
     }
 }
 
+/// Where serde_path_to_error stopped, as far as it names keys and indices: a segment that is
+/// neither (an enum variant, a place it cannot name) ends the path there, so the path is
+/// always a place in the document (the nearest one serde could name).
+impl From<&serde_path_to_error::Path> for JsonPath {
+    fn from(path: &serde_path_to_error::Path) -> JsonPath {
+        let mut segments = Vec::new();
+        for segment in path.iter() {
+            match segment {
+                serde_path_to_error::Segment::Map { key } => {
+                    segments.push(Segment::Key(key.clone()));
+                }
+                serde_path_to_error::Segment::Seq { index } => {
+                    segments.push(Segment::Index(*index));
+                }
+                _ => break,
+            }
+        }
+        JsonPath(segments)
+    }
+}
+
 /// Builds a path from keys and indices: `path!["shares", 0, "proto"]`.
 #[macro_export]
 macro_rules! path {

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::diagnostic::{Diagnostic, SpecText};
-use crate::json_path::{JsonPath, Segment};
+use crate::json_path::JsonPath;
 use crate::spec::{RunnerSpec, SPEC_VERSION};
 use crate::suggest;
 
@@ -27,7 +27,7 @@ pub fn load_versioned<T: serde::de::DeserializeOwned>(
         return Err(findings);
     }
     serde_path_to_error::deserialize::<_, T>(value).map_err(|error| {
-        let path = convert_path(error.path());
+        let path = JsonPath::from(error.path());
         vec![structural(&error.inner().to_string(), path)]
     })
 }
@@ -125,18 +125,6 @@ fn find_nul_bytes(value: &Value, path: &JsonPath, findings: &mut Vec<Diagnostic>
         }
         _ => {}
     }
-}
-
-fn convert_path(path: &serde_path_to_error::Path) -> JsonPath {
-    let mut segments = Vec::new();
-    for segment in path.iter() {
-        match segment {
-            serde_path_to_error::Segment::Seq { index } => segments.push(Segment::Index(*index)),
-            serde_path_to_error::Segment::Map { key } => segments.push(Segment::Key(key.clone())),
-            _ => {}
-        }
-    }
-    JsonPath(segments)
 }
 
 /// Names between backticks after "expected", as serde_derive writes its messages.

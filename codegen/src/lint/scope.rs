@@ -207,18 +207,7 @@ impl SpecContext {
                 Ok(spec) => return Some((spec, not_literal)),
                 Err(error) => error,
             };
-            let mut segments = Vec::new();
-            for segment in error.path().iter() {
-                match segment {
-                    serde_path_to_error::Segment::Map { key } => {
-                        segments.push(Segment::Key(key.clone()));
-                    }
-                    serde_path_to_error::Segment::Seq { index } => {
-                        segments.push(Segment::Index(*index));
-                    }
-                    _ => break,
-                }
-            }
+            let JsonPath(mut segments) = JsonPath::from(error.path());
             // A bad list element takes the whole list with it: indices must not shift.
             if matches!(segments.last(), Some(Segment::Index(_)))
                 && let Some(position) = segments.iter().rposition(|s| matches!(s, Segment::Key(_)))
