@@ -135,4 +135,16 @@ mod tests {
         assert_eq!(path!["cloud-hypervisor"].to_string(), "$.cloud-hypervisor");
         assert_eq!(JsonPath::root().to_string(), "$");
     }
+
+    #[test]
+    fn ancestors_run_from_the_path_to_the_root() {
+        let ancestors: Vec<String> = path!["shares", 0, "proto"]
+            .ancestors()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            ancestors,
+            ["$.shares[0].proto", "$.shares[0]", "$.shares", "$"]
+        );
+    }
 }

@@ -42,14 +42,8 @@ impl SpanIndex {
     /// The located node for `path`, or for its closest ancestor present in the text (a field
     /// left at its default has no text of its own; its object does).
     pub fn nearest(&self, path: &JsonPath) -> Option<(JsonPath, &Located)> {
-        let mut current = Some(path.clone());
-        while let Some(p) = current {
-            if let Some(located) = self.spans.get(&p) {
-                return Some((p, located));
-            }
-            current = p.parent();
-        }
-        None
+        path.ancestors()
+            .find_map(|p| self.spans.get(&p).map(|located| (p, located)))
     }
 }
 

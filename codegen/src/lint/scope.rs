@@ -60,17 +60,14 @@ fn literal<'f>(facts: &'f Facts, path: &JsonPath) -> Option<(&'f Value, &'f Span
 
 /// The span written for a path or its nearest ancestor.
 fn span_for(facts: &Facts, path: &JsonPath) -> Option<Span> {
-    let mut current = Some(path.clone());
-    while let Some(p) = current {
-        if let Some((_, span, _)) = facts.values.get(&p) {
-            return Some(span.clone());
-        }
-        if let Some(span) = facts.spans.get(&p) {
-            return Some(span.clone());
-        }
-        current = p.parent();
-    }
-    None
+    path.ancestors().find_map(|p| {
+        facts
+            .values
+            .get(&p)
+            .map(|(_, span, _)| span)
+            .or_else(|| facts.spans.get(&p))
+            .cloned()
+    })
 }
 
 /// `shares.*.proto` for `$.microvm.shares[3].proto` (without the leading `microvm`).
