@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use microvm_codegen::options::spec::{runner_spec_fields, schema_fields};
+use microvm_codegen::options::spec::{runner_spec_fields, schema_fields, spec_field_of};
 use microvm_codegen::options::{self, OptionTree};
 use microvm_codegen::spec::Hypervisor;
 
@@ -366,7 +366,7 @@ fn guest_options_and_runner_spec_fields_do_not_drift() {
     assert!(options.len() > 50, "{options:?}");
     assert_in_step(
         &options,
-        |o| o.strip_prefix("microvm.").unwrap_or(o).to_owned(),
+        |o| spec_field_of(o).unwrap_or(o).to_owned(),
         &runner_spec_fields(),
         GUEST_ONLY,
         SPEC_ONLY,

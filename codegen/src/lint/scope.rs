@@ -17,7 +17,7 @@ use crate::capabilities;
 use crate::json_path::{JsonPath, Segment};
 use crate::nix_syntax::Span;
 use crate::options::OptionType;
-use crate::options::spec::{resolve, runner_spec_fields, runner_spec_schema};
+use crate::options::spec::{GUEST_OPTIONS, resolve, runner_spec_fields, runner_spec_schema};
 use crate::path;
 use crate::spec::{Hypervisor, RunnerSpec};
 use crate::unique;
@@ -145,13 +145,13 @@ fn remove(root: &mut Value, segments: &[Segment]) {
 /// The relative path of `$.microvm.…`.
 fn relative(path: &JsonPath) -> Option<&[Segment]> {
     match path.0.split_first() {
-        Some((Segment::Key(first), rest)) if first == "microvm" => Some(rest),
+        Some((Segment::Key(first), rest)) if first == GUEST_OPTIONS => Some(rest),
         _ => None,
     }
 }
 
 fn absolute(relative: &JsonPath) -> JsonPath {
-    let mut segments = vec![Segment::Key("microvm".to_owned())];
+    let mut segments = vec![Segment::Key(GUEST_OPTIONS.to_owned())];
     segments.extend(relative.0.iter().cloned());
     JsonPath(segments)
 }
@@ -329,7 +329,7 @@ fn capability_conflicts(
     context: &SpecContext,
     (spec, not_literal): &Built,
 ) -> Vec<Finding> {
-    let hypervisor_path = path!["microvm", "hypervisor"];
+    let hypervisor_path = absolute(&path!["hypervisor"]);
     let Some((Value::String(name), hypervisor_span)) = literal(facts, &hypervisor_path) else {
         return Vec::new();
     };
@@ -430,7 +430,7 @@ fn duplicates(file: usize, facts: &Facts, (spec, not_literal): &Built) -> Vec<Fi
 
 /// The guests of one host's `microvm.vms` need distinct vsock context ids.
 fn duplicate_cids(file: usize, scopes: &[Scope], host: usize) -> Vec<Finding> {
-    let cid_path = path!["microvm", "vsock", "cid"];
+    let cid_path = absolute(&path!["vsock", "cid"]);
     let mut seen: BTreeMap<i64, Span> = BTreeMap::new();
     let mut findings = Vec::new();
     for scope in scopes.iter().filter(|s| s.parent == Some(host)) {

@@ -82,9 +82,13 @@ fn collect_fields(root: &Value, schema: &Value, prefix: &str, out: &mut BTreeSet
     }
 }
 
+/// The attribute the guest module's options are under. Below it, an option's path is the path
+/// of the runner spec field it fills: `microvm.vsock.cid` fills `vsock.cid`.
+pub const GUEST_OPTIONS: &str = "microvm";
+
 /// The spec field an option of the guest module would fill: its name without `microvm.`.
 pub fn spec_field_of(option: &str) -> Option<&str> {
-    option.strip_prefix("microvm.")
+    option.strip_prefix(GUEST_OPTIONS)?.strip_prefix('.')
 }
 
 #[cfg(test)]
@@ -108,5 +112,12 @@ mod tests {
             assert!(fields.contains(field), "{field} missing from {fields:?}");
         }
         assert!(!fields.contains("shares"), "containers are not fields");
+    }
+
+    #[test]
+    fn guest_options_name_their_spec_field() {
+        assert_eq!(spec_field_of("microvm.vsock.cid"), Some("vsock.cid"));
+        assert_eq!(spec_field_of("microvmx.vcpu"), None);
+        assert_eq!(spec_field_of("networking.hostName"), None);
     }
 }
