@@ -163,13 +163,32 @@ impl SpecText {
             Location::Nowhere => None,
         }
     }
+}
 
-    /// 1-based line and column of a byte offset.
+/// The line starts of a text, for turning byte offsets into 1-based lines and columns (in
+/// characters) quickly.
+pub struct Lines<'t> {
+    text: &'t str,
+    starts: Vec<usize>,
+}
+
+impl<'t> Lines<'t> {
+    pub fn new(text: &'t str) -> Lines<'t> {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Lines { text, starts }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset. An offset inside a character
+    /// is that character's; one beyond the text is the text's end.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        (line, col)
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let start = self.starts[line - 1];
+        (line, self.text[start..offset].chars().count() + 1)
     }
 }
 
@@ -280,4 +299,19 @@ pub fn sort(diagnostics: &mut [Diagnostic]) {
             &b.message,
         ))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_and_columns_are_one_based_in_characters() {
+        let lines = Lines::new("ab\né x\n");
+        assert_eq!(lines.line_col(0), (1, 1));
+        assert_eq!(lines.line_col(3), (2, 1));
+        assert_eq!(lines.line_col(4), (2, 1), "inside é");
+        assert_eq!(lines.line_col(6), (2, 3), "é is one column");
+        assert_eq!(lines.line_col(100), (3, 1));
+    }
 }

@@ -222,7 +222,10 @@ mod tests {
         let errors = load(&text).unwrap_err();
         let (start, _) = text.span_of(&errors[0].location).unwrap();
         assert_eq!(&text.text()[start..], "x}");
-        assert_eq!(crate::nix_syntax::line_col(text.text(), start), (1, 27));
+        assert_eq!(
+            crate::diagnostic::Lines::new(text.text()).line_col(start),
+            (1, 27)
+        );
     }
 
     #[test]

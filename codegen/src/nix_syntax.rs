@@ -599,18 +599,6 @@ pub fn with_deep_stack<T: Send>(f: impl Fn() -> T + Sync) -> T {
     })
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -711,11 +699,5 @@ mod tests {
         assert!(parsed.root.is_some() || !parsed.errors.is_empty());
         let chain = vec!["1"; 5000].join(" + ");
         assert!(parse(&chain).root.is_some());
-    }
-
-    #[test]
-    fn line_and_column() {
-        assert_eq!(line_col("ab\ncd", 4), (2, 2));
-        assert_eq!(line_col("é\nx", 1), (1, 1));
     }
 }

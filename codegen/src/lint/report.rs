@@ -6,6 +6,7 @@ use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, S
 use serde::Serialize;
 
 use super::{Finding, Severity};
+use crate::diagnostic::Lines;
 use crate::options::Source;
 
 /// One finding bound to its file, ready for miette.
@@ -97,31 +98,6 @@ pub fn render_plain(findings: &[Finding], files: &[Source], width: usize) -> Str
     render(findings, files, width, false)
 }
 
-/// Line starts of a text, for turning byte offsets into lines and columns quickly.
-struct Lines<'t> {
-    text: &'t str,
-    starts: Vec<usize>,
-}
-
-impl<'t> Lines<'t> {
-    fn new(text: &'t str) -> Lines<'t> {
-        let mut starts = vec![0];
-        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Lines { text, starts }
-    }
-
-    /// 1-based line and column (in characters).
-    fn position(&self, offset: usize) -> (usize, usize) {
-        let mut offset = offset.min(self.text.len());
-        while !self.text.is_char_boundary(offset) {
-            offset -= 1;
-        }
-        let line = self.starts.partition_point(|&start| start <= offset);
-        let start = self.starts[line - 1];
-        (line, self.text[start..offset].chars().count() + 1)
-    }
-}
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JsonSpan {
@@ -165,8 +141,8 @@ pub fn json(findings: &[Finding], files: &[Source]) -> String {
         .filter_map(|finding| {
             let file = files.get(finding.file)?;
             let lines = &lines[finding.file];
-            let (line, column) = lines.position(finding.span.start);
-            let (end_line, end_column) = lines.position(finding.span.end);
+            let (line, column) = lines.line_col(finding.span.start);
+            let (end_line, end_column) = lines.line_col(finding.span.end);
             Some(JsonFinding {
                 code: &finding.code,
                 severity: match finding.severity {
@@ -189,7 +165,7 @@ pub fn json(findings: &[Finding], files: &[Source]) -> String {
                     .related
                     .iter()
                     .map(|(span, message)| {
-                        let (line, column) = lines.position(span.start);
+                        let (line, column) = lines.line_col(span.start);
                         JsonRelated {
                             message,
                             line,
@@ -205,18 +181,4 @@ pub fn json(findings: &[Finding], files: &[Source]) -> String {
         })
         .collect();
     serde_json::to_string_pretty(&items).expect("findings always serialize") + "\n"
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positions_are_one_based_in_characters() {
-        let lines = Lines::new("ab\né x\n");
-        assert_eq!(lines.position(0), (1, 1));
-        assert_eq!(lines.position(3), (2, 1));
-        assert_eq!(lines.position(6), (2, 3), "é is one column");
-        assert_eq!(lines.position(100), (3, 1));
-    }
 }

@@ -9,6 +9,7 @@ use super::{
     DefaultValue, OptionDecl, OptionTree, OptionType, ReadProblem, RemovedOption, RenameKind,
     RenamedOption, Source,
 };
+use crate::diagnostic::Lines;
 use crate::nix_syntax::{self, BinOp, Entry, Expr, ExprKind, Text};
 
 /// How far a name is followed through `let` bindings before giving up.
@@ -29,7 +30,7 @@ fn read_sources_here(sources: &[Source]) -> (OptionTree, Vec<ReadProblem>) {
         if let Some(error) = parsed.errors.first() {
             problems.push(ReadProblem {
                 file: source.name.clone(),
-                line: nix_syntax::line_col(&source.text, error.span.start).0,
+                line: Lines::new(&source.text).line_col(error.span.start).0,
                 message: error.message.clone(),
             });
             continue;
@@ -40,6 +41,7 @@ fn read_sources_here(sources: &[Source]) -> (OptionTree, Vec<ReadProblem>) {
             loader: &mut loader,
             file: &source.name,
             text: &source.text,
+            lines: Lines::new(&source.text),
             tree: &mut tree,
         };
         reader.module(&root, &Env::file(dir), 0);
@@ -58,6 +60,7 @@ pub fn declarations_in(name: &str, path: &Path, text: &str, root: &Expr) -> Opti
         loader: &mut loader,
         file: name,
         text,
+        lines: Lines::new(text),
         tree: &mut tree,
     };
     reader.anywhere(root, &Env::file(dir), 0);
@@ -69,6 +72,7 @@ struct Reader<'a> {
     loader: &'a mut Loader,
     file: &'a str,
     text: &'a str,
+    lines: Lines<'a>,
     tree: &'a mut OptionTree,
 }
 
@@ -138,7 +142,7 @@ impl Reader<'_> {
     }
 
     fn line(&self, offset: usize) -> usize {
-        nix_syntax::line_col(self.text, offset).0
+        self.lines.line_col(offset).0
     }
 
     /// A module: a function or set whose `options` declares and whose `imports` may remove.
