@@ -15,6 +15,25 @@ pub enum Severity {
     Warning,
 }
 
+impl Severity {
+    /// `error` or `warning`, as JSON output names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+impl From<Severity> for miette::Severity {
+    fn from(severity: Severity) -> miette::Severity {
+        match severity {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+        }
+    }
+}
+
 /// Where a finding points: a JSON path (resolved against the spec text when it is rendered), or
 /// an already known byte range (JSON syntax errors, which have no path).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,10 +243,7 @@ impl miette::Diagnostic for Report<'_> {
     }
 
     fn severity(&self) -> Option<miette::Severity> {
-        Some(match self.diagnostic.severity {
-            Severity::Error => miette::Severity::Error,
-            Severity::Warning => miette::Severity::Warning,
-        })
+        Some(self.diagnostic.severity.into())
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {

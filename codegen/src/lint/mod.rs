@@ -28,14 +28,10 @@ use std::process::ExitCode;
 
 pub use report::{json, render_plain};
 
+pub use crate::diagnostic::Severity;
+
 use crate::nix_syntax;
 use crate::options::{self, OptionTree, Source};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    Error,
-    Warning,
-}
 
 /// One finding, as data: a stable code, where, what and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +52,52 @@ pub struct Finding {
 }
 
 impl Finding {
+    pub fn error(
+        code: &str,
+        message: impl Into<String>,
+        file: usize,
+        span: Range<usize>,
+    ) -> Finding {
+        Finding {
+            code: code.to_owned(),
+            severity: Severity::Error,
+            message: message.into(),
+            file,
+            span,
+            label: None,
+            related: Vec::new(),
+            help: None,
+        }
+    }
+
+    pub fn warning(
+        code: &str,
+        message: impl Into<String>,
+        file: usize,
+        span: Range<usize>,
+    ) -> Finding {
+        Finding {
+            severity: Severity::Warning,
+            ..Finding::error(code, message, file, span)
+        }
+    }
+
+    pub fn label(mut self, label: impl Into<String>) -> Finding {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// Another place in the same file that explains the finding.
+    pub fn related(mut self, span: Range<usize>, label: impl Into<String>) -> Finding {
+        self.related.push((span, label.into()));
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Finding {
+        self.help = Some(help.into());
+        self
+    }
+
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -89,16 +131,15 @@ fn lint_here(files: &[Source], reference: &OptionTree) -> Vec<Finding> {
         let result = nix_syntax::parse(&file.text);
         // Like Nix, only the first: the others follow from it.
         for error in result.errors.iter().take(1) {
-            findings.push(Finding {
-                code: codes::SYNTAX.to_owned(),
-                severity: Severity::Error,
-                message: format!("syntax error: {}", error.message),
-                file: index,
-                span: error.span.clone(),
-                label: Some("here".to_owned()),
-                related: Vec::new(),
-                help: None,
-            });
+            findings.push(
+                Finding::error(
+                    codes::SYNTAX,
+                    format!("syntax error: {}", error.message),
+                    index,
+                    error.span.clone(),
+                )
+                .label("here"),
+            );
         }
         if let Some(root) = &result.root {
             let mut own = options::declarations_in(&file.name, &file.path, &file.text, root);

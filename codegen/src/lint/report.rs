@@ -5,7 +5,7 @@ use std::fmt;
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
 use serde::Serialize;
 
-use super::{Finding, Severity};
+use super::Finding;
 use crate::diagnostic::Lines;
 use crate::options::Source;
 
@@ -43,10 +43,7 @@ impl miette::Diagnostic for NixReport<'_> {
     }
 
     fn severity(&self) -> Option<miette::Severity> {
-        Some(match self.finding.severity {
-            Severity::Error => miette::Severity::Error,
-            Severity::Warning => miette::Severity::Warning,
-        })
+        Some(self.finding.severity.into())
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
@@ -145,10 +142,7 @@ pub fn json(findings: &[Finding], files: &[Source]) -> String {
             let (end_line, end_column) = lines.line_col(finding.span.end);
             Some(JsonFinding {
                 code: &finding.code,
-                severity: match finding.severity {
-                    Severity::Error => "error",
-                    Severity::Warning => "warning",
-                },
+                severity: finding.severity.name(),
                 message: &finding.message,
                 file: &file.name,
                 line,

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use super::walk::{Facts, Scope};
-use super::{Finding, Severity, codes};
+use super::{Finding, codes};
 use crate::capabilities;
 use crate::json_path::{JsonPath, Segment};
 use crate::nix_syntax::Span;
@@ -373,23 +373,19 @@ fn capability_conflicts(
         let Some(span) = span_for(facts, &full) else {
             continue;
         };
-        let mut related = Vec::new();
-        if hypervisor_span.start >= span.end || hypervisor_span.end <= span.start {
-            related.push((
+        let apart = hypervisor_span.start >= span.end || hypervisor_span.end <= span.start;
+        let mut finding =
+            Finding::error(&refusal.code, refusal.message, file, span).label(refusal.label);
+        if apart {
+            finding = finding.related(
                 hypervisor_span.clone(),
                 format!("the hypervisor is {hypervisor}"),
-            ));
+            );
         }
-        findings.push(Finding {
-            code: refusal.code,
-            severity: Severity::Error,
-            message: refusal.message,
-            file,
-            span,
-            label: Some(refusal.label),
-            related,
-            help: refusal.help,
-        });
+        if let Some(help) = refusal.help {
+            finding = finding.help(help);
+        }
+        findings.push(finding);
     }
     findings
 }
@@ -414,16 +410,12 @@ fn duplicates(file: usize, facts: &Facts, (spec, not_literal): &Built) -> Vec<Fi
         ) else {
             continue;
         };
-        findings.push(Finding {
-            code: codes::DUPLICATE.to_owned(),
-            severity: Severity::Error,
-            message: duplicate.message,
-            file,
-            span,
-            label: Some("used again here".to_owned()),
-            related: vec![(first, "first used here".to_owned())],
-            help: Some(duplicate.rule.help.to_owned()),
-        });
+        findings.push(
+            Finding::error(codes::DUPLICATE, duplicate.message, file, span)
+                .label("used again here")
+                .related(first, "first used here")
+                .help(duplicate.rule.help),
+        );
     }
     findings
 }
@@ -439,16 +431,17 @@ fn duplicate_cids(file: usize, scopes: &[Scope], host: usize) -> Vec<Finding> {
         };
         let Some(cid) = cid.as_i64() else { continue };
         match seen.get(&cid) {
-            Some(first) => findings.push(Finding {
-                code: codes::DUPLICATE.to_owned(),
-                severity: Severity::Error,
-                message: format!("two VMs use the vsock cid {cid}"),
-                file,
-                span: span.clone(),
-                label: Some("used again here".to_owned()),
-                related: vec![(first.clone(), "first used here".to_owned())],
-                help: Some("give every VM on a host its own microvm.vsock.cid".to_owned()),
-            }),
+            Some(first) => findings.push(
+                Finding::error(
+                    codes::DUPLICATE,
+                    format!("two VMs use the vsock cid {cid}"),
+                    file,
+                    span.clone(),
+                )
+                .label("used again here")
+                .related(first.clone(), "first used here")
+                .help("give every VM on a host its own microvm.vsock.cid"),
+            ),
             None => {
                 seen.insert(cid, span.clone());
             }

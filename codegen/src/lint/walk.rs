@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::Value;
 
 use super::known::{Known, Node};
-use super::{Finding, Severity, codes};
+use super::{Finding, codes};
 use crate::json_path::{JsonPath, Segment};
 use crate::nix_syntax::{BinOp, Entry, Expr, ExprKind, Key, Param, Span, Text};
 use crate::options::OptionType;
@@ -310,25 +310,14 @@ impl<'a> Walker<'a> {
         self.findings.push(finding);
     }
 
-    fn finding(
-        &self,
-        code: &str,
-        severity: Severity,
-        message: String,
-        span: Span,
-        label: impl Into<Option<String>>,
-        help: impl Into<Option<String>>,
-    ) -> Finding {
-        Finding {
-            code: code.to_owned(),
-            severity,
-            message,
-            file: self.file,
-            span,
-            label: label.into(),
-            related: Vec::new(),
-            help: help.into(),
-        }
+    /// An error in this file.
+    fn error(&self, code: &str, message: impl Into<String>, span: Span) -> Finding {
+        Finding::error(code, message, self.file, span)
+    }
+
+    /// A warning in this file.
+    fn warning(&self, code: &str, message: impl Into<String>, span: Span) -> Finding {
+        Finding::warning(code, message, self.file, span)
     }
 
     // ---- finding module positions ----------------------------------------------------
@@ -602,15 +591,11 @@ impl<'a> Walker<'a> {
             });
             if let Some(removed) = removed {
                 let message = format!("`{}` was removed", removed.name);
-                let finding = self.finding(
-                    codes::REMOVED_OPTION,
-                    Severity::Error,
-                    message,
-                    key.span.clone(),
-                    "removed".to_owned(),
-                    removed.message.trim().to_owned(),
+                self.push(
+                    self.error(codes::REMOVED_OPTION, message, key.span.clone())
+                        .label("removed")
+                        .help(removed.message.trim()),
                 );
-                self.push(finding);
                 return;
             }
             if let Some(renamed) = known.renamed(loc) {
@@ -626,15 +611,11 @@ impl<'a> Walker<'a> {
                         format!("set `{}` instead", renamed.to),
                     ),
                 };
-                let finding = self.finding(
-                    codes::RENAMED_OPTION,
-                    Severity::Warning,
-                    message,
-                    key.span.clone(),
-                    "renamed".to_owned(),
-                    help,
+                self.push(
+                    self.warning(codes::RENAMED_OPTION, message, key.span.clone())
+                        .label("renamed")
+                        .help(help),
                 );
-                self.push(finding);
                 return;
             }
             let Some(child) = node.get(name) else {
@@ -646,17 +627,19 @@ impl<'a> Walker<'a> {
             node = child;
             if let Some(decl) = known.decl(child) {
                 if decl.read_only {
-                    let finding = self.finding(
-                        codes::READ_ONLY,
-                        Severity::Error,
-                        format!("`{}` is read-only", decl.name),
-                        key.span.clone(),
-                        "set here".to_owned(),
-                        "the module sets it; read it (`config.".to_owned()
-                            + &decl.name
-                            + "`) instead of setting it",
+                    self.push(
+                        self.error(
+                            codes::READ_ONLY,
+                            format!("`{}` is read-only", decl.name),
+                            key.span.clone(),
+                        )
+                        .label("set here")
+                        .help(
+                            "the module sets it; read it (`config.".to_owned()
+                                + &decl.name
+                                + "`) instead of setting it",
+                        ),
                     );
-                    self.push(finding);
                     return;
                 }
                 let name = decl.name.clone();
@@ -687,15 +670,10 @@ impl<'a> Walker<'a> {
                         loc.join("."),
                         other.describe()
                     );
-                    let finding = self.finding(
-                        codes::WRONG_TYPE,
-                        Severity::Error,
-                        message,
-                        def.span.clone(),
-                        other.describe().to_owned(),
-                        None,
+                    self.push(
+                        self.error(codes::WRONG_TYPE, message, def.span.clone())
+                            .label(other.describe()),
                     );
-                    self.push(finding);
                 }
             }
         }
@@ -765,25 +743,26 @@ impl<'a> Walker<'a> {
         let wrong = loc.last().map(String::as_str).unwrap_or("");
         let candidates = parent.names();
         let finding = match suggest::closest(wrong, candidates.iter().copied()) {
-            Some(close) => self.finding(
-                codes::UNKNOWN_OPTION,
-                Severity::Error,
-                format!("unknown option `{name}`"),
-                key.span.clone(),
-                "no such option".to_owned(),
-                format!("did you mean `{prefix}.{close}`?"),
-            ),
+            Some(close) => self
+                .error(
+                    codes::UNKNOWN_OPTION,
+                    format!("unknown option `{name}`"),
+                    key.span.clone(),
+                )
+                .label("no such option")
+                .help(format!("did you mean `{prefix}.{close}`?")),
             None if loc.len() == 1 => return,
-            None => self.finding(
-                codes::UNKNOWN_OPTION,
-                Severity::Warning,
-                format!("`{name}` is not a microvm-codegen option"),
-                key.span.clone(),
-                "not declared by microvm-codegen's modules".to_owned(),
-                "if one of your own modules declares it, ignore this (options declared in the \
-                 linted files are known); the options are listed in doc/options.md"
-                    .to_owned(),
-            ),
+            None => self
+                .warning(
+                    codes::UNKNOWN_OPTION,
+                    format!("`{name}` is not a microvm-codegen option"),
+                    key.span.clone(),
+                )
+                .label("not declared by microvm-codegen's modules")
+                .help(
+                    "if one of your own modules declares it, ignore this (options declared in \
+                     the linted files are known); the options are listed in doc/options.md",
+                ),
         };
         self.push(finding);
     }
@@ -843,15 +822,10 @@ impl<'a> Walker<'a> {
                     "`{name}` is {}; it has no attribute `{key}`",
                     other.describe()
                 );
-                let finding = self.finding(
-                    codes::WRONG_TYPE,
-                    Severity::Error,
-                    message,
-                    first.span.clone(),
-                    "no such attribute".to_owned(),
-                    None,
+                self.push(
+                    self.error(codes::WRONG_TYPE, message, first.span.clone())
+                        .label("no such attribute"),
                 );
-                self.push(finding);
             }
         }
     }
@@ -902,19 +876,18 @@ impl<'a> Walker<'a> {
         if ty.merges() {
             return;
         }
-        let finding = Finding {
-            related: vec![(first, "and here".to_owned())],
-            ..self.finding(
+        let finding = self
+            .error(
                 codes::CONFLICT,
-                Severity::Error,
                 format!("`{name}` is defined twice, with different values"),
                 span.clone(),
-                "defined here".to_owned(),
-                "the module system refuses conflicting definitions: keep one, or give the \
-                 one that should win a higher priority (lib.mkForce)"
-                    .to_owned(),
             )
-        };
+            .label("defined here")
+            .related(first, "and here")
+            .help(
+                "the module system refuses conflicting definitions: keep one, or give the one \
+                 that should win a higher priority (lib.mkForce)",
+            );
         self.push(finding);
     }
 
@@ -945,14 +918,12 @@ impl<'a> Walker<'a> {
             _ => None,
         };
         let message = format!("`{name}` is {}, not {}", ty.describe(), lit.describe());
-        let finding = self.finding(
-            codes::WRONG_TYPE,
-            Severity::Error,
-            message,
-            expr.span.clone(),
-            lit.describe().to_owned(),
-            help,
-        );
+        let mut finding = self
+            .error(codes::WRONG_TYPE, message, expr.span.clone())
+            .label(lit.describe());
+        if let Some(help) = help {
+            finding = finding.help(help);
+        }
         self.push(finding);
     }
 
@@ -1030,15 +1001,14 @@ impl<'a> Walker<'a> {
             OptionType::Int { min, max, .. } => match lit {
                 Lit::Int(i) => {
                     if min.is_some_and(|m| i < m) || max.is_some_and(|m| i > m) {
-                        let finding = self.finding(
-                            codes::OUT_OF_RANGE,
-                            Severity::Error,
-                            format!("`{name}` must be {}; {i} is not", ty.describe()),
-                            span.clone(),
-                            "out of range".to_owned(),
-                            None,
+                        self.push(
+                            self.error(
+                                codes::OUT_OF_RANGE,
+                                format!("`{name}` must be {}; {i} is not", ty.describe()),
+                                span.clone(),
+                            )
+                            .label("out of range"),
                         );
-                        self.push(finding);
                     } else {
                         self.record(scope, path, Value::from(i), span, flags, ty, name);
                     }
@@ -1069,15 +1039,14 @@ impl<'a> Walker<'a> {
                     };
                     match problem {
                         Some(problem) => {
-                            let finding = self.finding(
-                                codes::WRONG_TYPE,
-                                Severity::Error,
-                                format!("`{name}` {problem}"),
-                                span.clone(),
-                                "this string".to_owned(),
-                                None,
+                            self.push(
+                                self.error(
+                                    codes::WRONG_TYPE,
+                                    format!("`{name}` {problem}"),
+                                    span.clone(),
+                                )
+                                .label("this string"),
                             );
-                            self.push(finding);
                         }
                         None => self.record(scope, path, Value::from(s), span, flags, ty, name),
                     }
@@ -1087,15 +1056,15 @@ impl<'a> Walker<'a> {
             },
             OptionType::Path => match lit {
                 Lit::Str(Some(s)) if !s.starts_with('/') => {
-                    let finding = self.finding(
-                        codes::WRONG_TYPE,
-                        Severity::Error,
-                        format!("`{name}` must be an absolute path; {s:?} is not"),
-                        span.clone(),
-                        "relative".to_owned(),
-                        "start it with /".to_owned(),
+                    self.push(
+                        self.error(
+                            codes::WRONG_TYPE,
+                            format!("`{name}` must be an absolute path; {s:?} is not"),
+                            span.clone(),
+                        )
+                        .label("relative")
+                        .help("start it with /"),
                     );
-                    self.push(finding);
                 }
                 Lit::Str(Some(s)) => {
                     self.record(scope, path, Value::from(s), span, flags, ty, name);
@@ -1125,15 +1094,15 @@ impl<'a> Walker<'a> {
                             Some(close) => format!("did you mean {close:?}? (one of {listed})"),
                             None => format!("one of {listed}"),
                         };
-                        let finding = self.finding(
-                            codes::ENUM_VALUE,
-                            Severity::Error,
-                            format!("{s:?} is not a value of `{name}`"),
-                            span.clone(),
-                            "no such value".to_owned(),
-                            help,
+                        self.push(
+                            self.error(
+                                codes::ENUM_VALUE,
+                                format!("{s:?} is not a value of `{name}`"),
+                                span.clone(),
+                            )
+                            .label("no such value")
+                            .help(help),
                         );
-                        self.push(finding);
                     }
                 }
                 (Lit::Str(_), _) => self.unknown(scope, path, ty),
