@@ -87,11 +87,10 @@ pub struct Walker<'a> {
 }
 
 /// Beyond this nesting (of sets, lists, modules, wrappers together) the walk stops: no real
-/// configuration comes close, and the stack stays bounded.
+/// configuration comes close, and the stack stays bounded. It is the walk's only bound: the
+/// steps that do not count towards it each go down the syntax tree (which `nix_syntax` cuts
+/// off at its `MAX_DEPTH`) or an option's type.
 const MAX_NESTING: usize = 400;
-
-/// Nesting the walk follows; the syntax tree is cut off at its own limit anyway.
-const MAX_DEPTH: usize = crate::nix_syntax::MAX_DEPTH + 8;
 
 /// What a value is, as far as the syntax tells.
 enum Lit<'e> {
@@ -176,14 +175,10 @@ fn function_name(expr: &Expr) -> Option<(String, Vec<&Expr>)> {
 
 /// The definitions a value stands for, through `mkIf`, `mkMerge`, `mkDefault`, `mkForce`,
 /// `mkOverride`, `mkBefore`/`mkAfter`/`mkOrder`, `if … then … else`, `let` and `with`.
-fn definitions<'e>(expr: &'e Expr, flags: Flags, out: &mut Vec<(&'e Expr, Flags)>, depth: usize) {
-    if depth > MAX_DEPTH {
-        return;
-    }
-    let d = depth + 1;
+fn definitions<'e>(expr: &'e Expr, flags: Flags, out: &mut Vec<(&'e Expr, Flags)>) {
     match &expr.kind {
         ExprKind::LetIn { body, .. } | ExprKind::With { body, .. } => {
-            definitions(body, flags, out, d);
+            definitions(body, flags, out);
         }
         ExprKind::If {
             then, otherwise, ..
@@ -192,8 +187,8 @@ fn definitions<'e>(expr: &'e Expr, flags: Flags, out: &mut Vec<(&'e Expr, Flags)
                 conditional: true,
                 ..flags
             };
-            definitions(then, conditional, out, d);
-            definitions(otherwise, conditional, out, d);
+            definitions(then, conditional, out);
+            definitions(otherwise, conditional, out);
         }
         ExprKind::Apply { .. } => match function_name(expr) {
             Some((name, args)) => match (name.as_str(), args.as_slice()) {
@@ -204,28 +199,27 @@ fn definitions<'e>(expr: &'e Expr, flags: Flags, out: &mut Vec<(&'e Expr, Flags)
                         ..flags
                     },
                     out,
-                    d,
                 ),
-                ("mkDefault", [value]) => definitions(value, flags.at_priority(1000), out, d),
+                ("mkDefault", [value]) => definitions(value, flags.at_priority(1000), out),
                 ("mkOptionDefault", [value]) => {
-                    definitions(value, flags.at_priority(1500), out, d);
+                    definitions(value, flags.at_priority(1500), out);
                 }
-                ("mkForce", [value]) => definitions(value, flags.at_priority(50), out, d),
-                ("mkVMOverride", [value]) => definitions(value, flags.at_priority(10), out, d),
+                ("mkForce", [value]) => definitions(value, flags.at_priority(50), out),
+                ("mkVMOverride", [value]) => definitions(value, flags.at_priority(10), out),
                 ("mkOverride", [priority, value]) => {
                     let priority = match priority.kind {
                         ExprKind::Int(p) => u32::try_from(p).unwrap_or(UNKNOWN_PRIORITY),
                         _ => UNKNOWN_PRIORITY,
                     };
-                    definitions(value, flags.at_priority(priority), out, d);
+                    definitions(value, flags.at_priority(priority), out);
                 }
                 ("mkBefore" | "mkAfter", [value]) | ("mkOrder", [_, value]) => {
-                    definitions(value, flags, out, d);
+                    definitions(value, flags, out);
                 }
                 ("mkMerge", [list]) => match &list.kind {
                     ExprKind::List(items) => {
                         for item in items {
-                            definitions(item, flags, out, d);
+                            definitions(item, flags, out);
                         }
                     }
                     _ => out.push((list, flags)),
@@ -331,7 +325,7 @@ impl<'a> Walker<'a> {
                 ExprKind::LetIn { entries, body } => {
                     for entry in entries {
                         if let Entry::Binding(b) = entry {
-                            self.walk(&b.value, 1);
+                            self.walk(&b.value);
                         }
                     }
                     expr = body;
@@ -349,26 +343,22 @@ impl<'a> Walker<'a> {
         };
         if is_module {
             let scope = self.new_scope(None);
-            self.module(expr, scope, 1);
+            self.module(expr, scope);
         } else {
-            self.walk(expr, 1);
+            self.walk(expr);
         }
     }
 
     /// Outside any module: looks for module positions.
-    fn walk(&mut self, expr: &Expr, depth: usize) {
-        self.nested(|w| w.walk_inner(expr, depth));
+    fn walk(&mut self, expr: &Expr) {
+        self.nested(|w| w.walk_inner(expr));
     }
 
-    fn walk_inner(&mut self, expr: &Expr, depth: usize) {
-        if depth > MAX_DEPTH {
-            return;
-        }
-        let d = depth + 1;
+    fn walk_inner(&mut self, expr: &Expr) {
         match &expr.kind {
             ExprKind::Lambda { param, .. } if is_module_param(param) => {
                 let scope = self.new_scope(None);
-                self.module(expr, scope, d);
+                self.module(expr, scope);
             }
             ExprKind::AttrSet { entries, .. } => {
                 for entry in entries {
@@ -379,27 +369,27 @@ impl<'a> Walker<'a> {
                             match names.as_slice() {
                                 [Some("modules")] => {
                                     let scope = self.new_scope(None);
-                                    self.modules_list(&b.value, scope, d);
+                                    self.modules_list(&b.value, scope);
                                 }
                                 [Some("nixosModules")] => match &b.value.kind {
                                     ExprKind::AttrSet { entries, .. } => {
                                         for entry in entries {
                                             if let Entry::Binding(m) = entry {
-                                                self.module_value(&m.value, d);
+                                                self.module_value(&m.value);
                                             }
                                         }
                                     }
-                                    _ => self.module_value(&b.value, d),
+                                    _ => self.module_value(&b.value),
                                 },
                                 [Some("nixosModule")] | [Some("nixosModules"), _] => {
-                                    self.module_value(&b.value, d);
+                                    self.module_value(&b.value);
                                 }
-                                _ => self.walk(&b.value, d),
+                                _ => self.walk(&b.value),
                             }
                         }
                         Entry::Inherit(inherit) => {
                             if let Some(from) = &inherit.from {
-                                self.walk(from, d);
+                                self.walk(from);
                             }
                         }
                     }
@@ -407,29 +397,26 @@ impl<'a> Walker<'a> {
             }
             _ => {
                 for child in expr.children() {
-                    self.walk(child, d);
+                    self.walk(child);
                 }
             }
         }
     }
 
     /// A value that is a module when it is written out here (a set or a function).
-    fn module_value(&mut self, expr: &Expr, depth: usize) {
+    fn module_value(&mut self, expr: &Expr) {
         if matches!(
             expr.kind,
             ExprKind::AttrSet { .. } | ExprKind::Lambda { .. } | ExprKind::LetIn { .. }
         ) {
             let scope = self.new_scope(None);
-            self.module(expr, scope, depth);
+            self.module(expr, scope);
         } else {
-            self.walk(expr, depth);
+            self.walk(expr);
         }
     }
 
-    fn modules_list(&mut self, expr: &Expr, scope: usize, depth: usize) {
-        if depth > MAX_DEPTH {
-            return;
-        }
+    fn modules_list(&mut self, expr: &Expr, scope: usize) {
         match &expr.kind {
             ExprKind::List(items) => {
                 for item in items {
@@ -437,8 +424,8 @@ impl<'a> Walker<'a> {
                         ExprKind::AttrSet { .. }
                         | ExprKind::Lambda { .. }
                         | ExprKind::LetIn { .. }
-                        | ExprKind::With { .. } => self.module(item, scope, depth + 1),
-                        _ => self.walk(item, depth + 1),
+                        | ExprKind::With { .. } => self.module(item, scope),
+                        _ => self.walk(item),
                     }
                 }
             }
@@ -447,49 +434,45 @@ impl<'a> Walker<'a> {
                 lhs,
                 rhs,
             } => {
-                self.modules_list(lhs, scope, depth + 1);
-                self.modules_list(rhs, scope, depth + 1);
+                self.modules_list(lhs, scope);
+                self.modules_list(rhs, scope);
             }
-            _ => self.walk(expr, depth + 1),
+            _ => self.walk(expr),
         }
     }
 
     /// A module: its `microvm.*` settings belong to `scope`.
-    fn module(&mut self, expr: &Expr, scope: usize, depth: usize) {
-        self.nested(|w| w.module_inner(expr, scope, depth));
+    fn module(&mut self, expr: &Expr, scope: usize) {
+        self.nested(|w| w.module_inner(expr, scope));
     }
 
-    fn module_inner(&mut self, expr: &Expr, scope: usize, depth: usize) {
-        if depth > MAX_DEPTH {
-            return;
-        }
-        let d = depth + 1;
+    fn module_inner(&mut self, expr: &Expr, scope: usize) {
         match &expr.kind {
-            ExprKind::Lambda { body, .. } => self.module(body, scope, d),
+            ExprKind::Lambda { body, .. } => self.module(body, scope),
             ExprKind::LetIn { entries, body } => {
                 for entry in entries {
                     if let Entry::Binding(b) = entry {
-                        self.walk(&b.value, d);
+                        self.walk(&b.value);
                     }
                 }
-                self.module(body, scope, d);
+                self.module(body, scope);
             }
-            ExprKind::With { body, .. } => self.module(body, scope, d),
+            ExprKind::With { body, .. } => self.module(body, scope),
             ExprKind::AttrSet { entries, .. } => {
                 for entry in entries {
                     let Entry::Binding(b) = entry else { continue };
                     match first_key(&b.path) {
                         Some("imports") if b.path.len() == 1 => {
-                            self.modules_list(&b.value, scope, d);
+                            self.modules_list(&b.value, scope);
                         }
                         Some("config") if b.path.len() == 1 => {
-                            self.config(&b.value, scope, Flags::default(), d);
+                            self.config(&b.value, scope, Flags::default());
                         }
                         Some("config") => {
                             if first_key(&b.path[1..]) == Some("microvm") {
                                 self.setting(&b.path[1..], &b.value, scope, Flags::default());
                             } else {
-                                self.walk(&b.value, d);
+                                self.walk(&b.value);
                             }
                         }
                         Some("microvm") => {
@@ -499,18 +482,18 @@ impl<'a> Walker<'a> {
                             "options" | "_module" | "meta" | "disabledModules" | "key" | "_file"
                             | "freeformType",
                         ) => {}
-                        _ => self.walk(&b.value, d),
+                        _ => self.walk(&b.value),
                     }
                 }
             }
-            _ => self.walk(expr, d),
+            _ => self.walk(expr),
         }
     }
 
     /// The value of a module's `config`.
-    fn config(&mut self, expr: &Expr, scope: usize, flags: Flags, depth: usize) {
+    fn config(&mut self, expr: &Expr, scope: usize, flags: Flags) {
         let mut defs = Vec::new();
-        definitions(expr, flags, &mut defs, depth);
+        definitions(expr, flags, &mut defs);
         for (def, flags) in defs {
             match &def.kind {
                 ExprKind::AttrSet { entries, .. } => {
@@ -519,11 +502,11 @@ impl<'a> Walker<'a> {
                         if first_key(&b.path) == Some("microvm") {
                             self.setting(&b.path, &b.value, scope, flags);
                         } else {
-                            self.walk(&b.value, depth + 1);
+                            self.walk(&b.value);
                         }
                     }
                 }
-                _ => self.walk(def, depth + 1),
+                _ => self.walk(def),
             }
         }
     }
@@ -659,7 +642,7 @@ impl<'a> Walker<'a> {
         }
         // A set of options (`microvm`, `microvm.graphics`): its value is a set of settings.
         let mut defs = Vec::new();
-        definitions(value, flags, &mut defs, 0);
+        definitions(value, flags, &mut defs);
         for (def, flags) in defs {
             match classify(def) {
                 Lit::Set => self.set_entries(def, node, loc, &path, flags, scope, false),
@@ -782,7 +765,7 @@ impl<'a> Walker<'a> {
         scope: usize,
     ) {
         let Some((first, more)) = rest.split_first() else {
-            self.value(value, ty, node, name, loc, path, flags, scope, 0);
+            self.value(value, ty, node, name, loc, path, flags, scope);
             return;
         };
         let Some(key) = first.name.as_deref() else {
@@ -939,9 +922,8 @@ impl<'a> Walker<'a> {
         path: &JsonPath,
         flags: Flags,
         scope: usize,
-        depth: usize,
     ) {
-        self.nested(|w| w.value_inner(expr, ty, node, name, loc, path, flags, scope, depth));
+        self.nested(|w| w.value_inner(expr, ty, node, name, loc, path, flags, scope));
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -955,15 +937,11 @@ impl<'a> Walker<'a> {
         path: &JsonPath,
         flags: Flags,
         scope: usize,
-        depth: usize,
     ) {
-        if depth > MAX_DEPTH {
-            return;
-        }
         let mut defs = Vec::new();
-        definitions(expr, flags, &mut defs, depth);
+        definitions(expr, flags, &mut defs);
         for (def, flags) in defs {
-            self.definition(def, ty, node, name, loc, path, flags, scope, depth + 1);
+            self.definition(def, ty, node, name, loc, path, flags, scope);
         }
     }
 
@@ -978,7 +956,6 @@ impl<'a> Walker<'a> {
         path: &JsonPath,
         flags: Flags,
         scope: usize,
-        depth: usize,
     ) {
         let lit = classify(expr);
         if matches!(lit, Lit::Unknown) {
@@ -991,7 +968,7 @@ impl<'a> Walker<'a> {
                 if matches!(lit, Lit::Null) {
                     self.record(scope, path, Value::Null, span, flags, ty, name);
                 } else {
-                    self.definition(expr, of, node, name, loc, path, flags, scope, depth);
+                    self.definition(expr, of, node, name, loc, path, flags, scope);
                 }
             }
             OptionType::Bool => match lit {
@@ -1111,11 +1088,11 @@ impl<'a> Walker<'a> {
                 _ => self.unknown(scope, path, ty),
             },
             OptionType::ListOf { of } => match lit {
-                Lit::List => self.list(expr, of, node, name, loc, path, flags, scope, depth),
+                Lit::List => self.list(expr, of, node, name, loc, path, flags, scope),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::AttrsOf { of } => match lit {
-                Lit::Set => self.attrs(expr, of, node, name, loc, path, flags, scope, depth),
+                Lit::Set => self.attrs(expr, of, node, name, loc, path, flags, scope),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::Submodule { freeform } => match lit {
@@ -1134,7 +1111,7 @@ impl<'a> Walker<'a> {
                 Lit::Set | Lit::Lambda => {
                     if !self.trial {
                         let vm = self.vm_scope(scope, path);
-                        self.module(expr, vm, depth + 1);
+                        self.module(expr, vm);
                     }
                 }
                 Lit::Path => {}
@@ -1144,17 +1121,7 @@ impl<'a> Walker<'a> {
                 let fits = of.iter().any(|alternative| {
                     let saved = std::mem::take(&mut self.findings);
                     let trial = std::mem::replace(&mut self.trial, true);
-                    self.definition(
-                        expr,
-                        alternative,
-                        node,
-                        name,
-                        loc,
-                        path,
-                        flags,
-                        scope,
-                        depth,
-                    );
+                    self.definition(expr, alternative, node, name, loc, path, flags, scope);
                     let ok = !self.findings.iter().any(Finding::is_error);
                     self.findings = saved;
                     self.trial = trial;
@@ -1190,7 +1157,6 @@ impl<'a> Walker<'a> {
         path: &JsonPath,
         flags: Flags,
         scope: usize,
-        depth: usize,
     ) {
         match &expr.kind {
             ExprKind::List(items) => {
@@ -1203,7 +1169,7 @@ impl<'a> Walker<'a> {
                     // and `let … in { … }` are elements like `{ … }`; one under `mkIf` or
                     // `mkDefault`, or one that is not a literal, has no known place.
                     let mut defs = Vec::new();
-                    definitions(item, flags, &mut defs, depth);
+                    definitions(item, flags, &mut defs);
                     let placed = self.recording()
                         && !defs.is_empty()
                         && defs.iter().all(|(def, flags)| {
@@ -1233,7 +1199,6 @@ impl<'a> Walker<'a> {
                                 &item_path,
                                 flags,
                                 scope,
-                                depth + 1,
                             );
                         });
                     }
@@ -1247,7 +1212,7 @@ impl<'a> Walker<'a> {
             } => {
                 for side in [lhs, rhs] {
                     if matches!(side.kind, ExprKind::List(_) | ExprKind::BinOp { .. }) {
-                        self.list(side, of, node, name, loc, path, flags, scope, depth + 1);
+                        self.list(side, of, node, name, loc, path, flags, scope);
                     }
                 }
             }
@@ -1267,11 +1232,7 @@ impl<'a> Walker<'a> {
         path: &JsonPath,
         flags: Flags,
         scope: usize,
-        depth: usize,
     ) {
-        if depth > MAX_DEPTH {
-            return;
-        }
         let element = node.any_name().unwrap_or(node);
         let element_name = format!("{name}.<name>");
         match &expr.kind {
@@ -1311,7 +1272,7 @@ impl<'a> Walker<'a> {
             } => {
                 for side in [lhs, rhs] {
                     if matches!(side.kind, ExprKind::AttrSet { .. } | ExprKind::BinOp { .. }) {
-                        self.attrs(side, of, node, name, loc, path, flags, scope, depth + 1);
+                        self.attrs(side, of, node, name, loc, path, flags, scope);
                     }
                 }
             }
