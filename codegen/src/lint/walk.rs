@@ -44,6 +44,18 @@ impl Flags {
     }
 }
 
+/// Where a value is checked, as it travels down the walk: the node of the option tree it is
+/// checked against, the option path written so far (`microvm`, `shares`, `*`), the JSON path
+/// its facts are recorded at, how it is defined, and the VM it belongs to.
+#[derive(Debug, Clone, Copy)]
+struct At<'a, 'p> {
+    node: &'a Node,
+    loc: &'p [String],
+    path: &'p JsonPath,
+    flags: Flags,
+    scope: usize,
+}
+
 /// The literal values one VM's configuration sets, by path (`$.microvm.shares[0].proto`).
 #[derive(Debug, Default)]
 pub struct Facts {
@@ -515,61 +527,37 @@ impl<'a> Walker<'a> {
 
     /// `microvm.a.b = value;` in a module of `scope`.
     fn setting(&mut self, keys: &[Key], value: &Expr, scope: usize, flags: Flags) {
-        let known = self.known;
-        self.keys(
-            keys,
-            value,
-            &known.root,
-            &mut Vec::new(),
-            &JsonPath::root(),
+        let at = At {
+            node: &self.known.root,
+            loc: &[],
+            path: &JsonPath::root(),
             flags,
             scope,
-            false,
-        );
+        };
+        self.keys(keys, value, at, false);
     }
 
-    /// Follows an attribute path from `node`; `loc` is the option path so far.
-    #[allow(clippy::too_many_arguments)]
-    fn keys(
-        &mut self,
-        keys: &[Key],
-        value: &Expr,
-        node: &'a Node,
-        loc: &mut Vec<String>,
-        path: &JsonPath,
-        flags: Flags,
-        scope: usize,
-        freeform: bool,
-    ) {
-        self.nested(|w| w.keys_inner(keys, value, node, loc, path, flags, scope, freeform));
+    /// Follows an attribute path from `at.node`; `at.loc` is the option path so far.
+    fn keys(&mut self, keys: &[Key], value: &Expr, at: At<'a, '_>, freeform: bool) {
+        self.nested(|w| w.keys_inner(keys, value, at, freeform));
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn keys_inner(
-        &mut self,
-        keys: &[Key],
-        value: &Expr,
-        node: &'a Node,
-        loc: &mut Vec<String>,
-        path: &JsonPath,
-        flags: Flags,
-        scope: usize,
-        freeform: bool,
-    ) {
+    fn keys_inner(&mut self, keys: &[Key], value: &Expr, at: At<'a, '_>, freeform: bool) {
         let known = self.known;
-        let mut node = node;
-        let mut path = path.clone();
+        let mut node = at.node;
+        let mut loc = at.loc.to_vec();
+        let mut path = at.path.clone();
         for (i, key) in keys.iter().enumerate() {
             let Some(name) = key.name.as_deref() else {
                 return;
             };
             loc.push(name.to_owned());
             path = path.key(name);
-            let removed = known.removed(loc).or_else(|| {
+            let removed = known.removed(&loc).or_else(|| {
                 // Only where no option of that name exists: a removed option's prefix.
                 node.get(name)
                     .is_none()
-                    .then(|| known.removed_below(loc))
+                    .then(|| known.removed_below(&loc))
                     .flatten()
             });
             if let Some(removed) = removed {
@@ -581,7 +569,7 @@ impl<'a> Walker<'a> {
                 );
                 return;
             }
-            if let Some(renamed) = known.renamed(loc) {
+            if let Some(renamed) = known.renamed(&loc) {
                 use crate::options::RenameKind;
                 let (message, help) = match renamed.kind {
                     RenameKind::Alias => return,
@@ -603,7 +591,7 @@ impl<'a> Walker<'a> {
             }
             let Some(child) = node.get(name) else {
                 if !freeform {
-                    self.unknown_option(key, loc, node);
+                    self.unknown_option(key, &loc, node);
                 }
                 return;
             };
@@ -625,27 +613,29 @@ impl<'a> Walker<'a> {
                     );
                     return;
                 }
-                let name = decl.name.clone();
-                self.option_keys(
-                    &keys[i + 1..],
-                    value,
-                    &decl.ty,
-                    child,
-                    &name,
-                    loc,
-                    &path,
-                    flags,
-                    scope,
-                );
+                let at = At {
+                    node: child,
+                    loc: &loc,
+                    path: &path,
+                    ..at
+                };
+                self.option_keys(&keys[i + 1..], value, &decl.ty, &decl.name, at);
                 return;
             }
         }
         // A set of options (`microvm`, `microvm.graphics`): its value is a set of settings.
         let mut defs = Vec::new();
-        definitions(value, flags, &mut defs);
+        definitions(value, at.flags, &mut defs);
         for (def, flags) in defs {
+            let at = At {
+                node,
+                loc: &loc,
+                path: &path,
+                flags,
+                scope: at.scope,
+            };
             match classify(def) {
-                Lit::Set => self.set_entries(def, node, loc, &path, flags, scope, false),
+                Lit::Set => self.set_entries(def, at, false),
                 Lit::Unknown => {}
                 other => {
                     let message = format!(
@@ -662,28 +652,13 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// The bindings of a set literal (also through `//`), each followed from `node`.
-    #[allow(clippy::too_many_arguments)]
-    fn set_entries(
-        &mut self,
-        expr: &Expr,
-        node: &'a Node,
-        loc: &[String],
-        path: &JsonPath,
-        flags: Flags,
-        scope: usize,
-        freeform: bool,
-    ) {
+    /// The bindings of a set literal (also through `//`), each followed from `at.node`.
+    fn set_entries(&mut self, expr: &Expr, at: At<'a, '_>, freeform: bool) {
         match &expr.kind {
             ExprKind::AttrSet { entries, .. } => {
                 for entry in entries {
                     match entry {
-                        Entry::Binding(b) => {
-                            let mut loc = loc.to_vec();
-                            self.keys(
-                                &b.path, &b.value, node, &mut loc, path, flags, scope, freeform,
-                            );
-                        }
+                        Entry::Binding(b) => self.keys(&b.path, &b.value, at, freeform),
                         // `inherit x;` sets `x` to a variable: the name is checked, the value
                         // is not known.
                         Entry::Inherit(inherit) => {
@@ -692,17 +667,7 @@ impl<'a> Walker<'a> {
                                     span: key.span.clone(),
                                     kind: ExprKind::Other,
                                 };
-                                let mut loc = loc.to_vec();
-                                self.keys(
-                                    std::slice::from_ref(key),
-                                    &unknown,
-                                    node,
-                                    &mut loc,
-                                    path,
-                                    flags,
-                                    scope,
-                                    freeform,
-                                );
+                                self.keys(std::slice::from_ref(key), &unknown, at, freeform);
                             }
                         }
                     }
@@ -713,8 +678,8 @@ impl<'a> Walker<'a> {
                 lhs,
                 rhs,
             } => {
-                self.set_entries(lhs, node, loc, path, flags, scope, freeform);
-                self.set_entries(rhs, node, loc, path, flags, scope, freeform);
+                self.set_entries(lhs, at, freeform);
+                self.set_entries(rhs, at, freeform);
             }
             _ => {}
         }
@@ -751,51 +716,38 @@ impl<'a> Walker<'a> {
     }
 
     /// The rest of an attribute path below an option: into its submodule or attribute set.
-    #[allow(clippy::too_many_arguments)]
     fn option_keys(
         &mut self,
         rest: &[Key],
         value: &Expr,
         ty: &OptionType,
-        node: &'a Node,
         name: &str,
-        loc: &mut Vec<String>,
-        path: &JsonPath,
-        flags: Flags,
-        scope: usize,
+        at: At<'a, '_>,
     ) {
         let Some((first, more)) = rest.split_first() else {
-            self.value(value, ty, node, name, loc, path, flags, scope);
+            self.value(value, ty, name, at);
             return;
         };
         let Some(key) = first.name.as_deref() else {
             return;
         };
         match ty.non_null() {
-            OptionType::Submodule { freeform } => {
-                self.keys(rest, value, node, loc, path, flags, scope, *freeform);
-            }
+            OptionType::Submodule { freeform } => self.keys(rest, value, at, *freeform),
             OptionType::AttrsOf { of } => {
-                let element = node.any_name().unwrap_or(node);
-                let mut loc = loc.clone();
+                let mut loc = at.loc.to_vec();
                 loc.push(key.to_owned());
-                let element_name = format!("{name}.<name>");
-                self.option_keys(
-                    more,
-                    value,
-                    of,
-                    element,
-                    &element_name,
-                    &mut loc,
-                    &path.key(key),
-                    flags,
-                    scope,
-                );
+                let at = At {
+                    node: at.node.any_name().unwrap_or(at.node),
+                    loc: &loc,
+                    path: &at.path.key(key),
+                    ..at
+                };
+                self.option_keys(more, value, of, &format!("{name}.<name>"), at);
             }
             // `vms.<name>.config.microvm.mem = …`: a setting in that guest's module.
             OptionType::Module => {
                 if key == "microvm" && !self.trial {
-                    let vm = self.vm_scope(scope, path);
+                    let vm = self.vm_scope(at.scope, at.path);
                     self.setting(rest, value, vm, Flags::default());
                 }
             }
@@ -815,21 +767,12 @@ impl<'a> Walker<'a> {
 
     /// Records a literal value. A conditional one makes the path unknown; a weak one makes it
     /// unknown unless a plain one is recorded too; two plain ones that differ conflict.
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &mut self,
-        scope: usize,
-        path: &JsonPath,
-        value: Value,
-        span: &Span,
-        flags: Flags,
-        ty: &OptionType,
-        name: &str,
-    ) {
+    fn record(&mut self, at: At, value: Value, span: &Span, ty: &OptionType, name: &str) {
         if !self.recording() {
             return;
         }
-        let facts = &mut self.scopes[scope].facts;
+        let (path, flags) = (at.path, at.flags);
+        let facts = &mut self.scopes[at.scope].facts;
         if flags.conditional {
             facts.unknown.insert(path.clone(), ty.clone());
             return;
@@ -911,68 +854,35 @@ impl<'a> Walker<'a> {
     }
 
     /// Checks a value (every definition it stands for) against an option's type.
-    #[allow(clippy::too_many_arguments)]
-    fn value(
-        &mut self,
-        expr: &Expr,
-        ty: &OptionType,
-        node: &'a Node,
-        name: &str,
-        loc: &[String],
-        path: &JsonPath,
-        flags: Flags,
-        scope: usize,
-    ) {
-        self.nested(|w| w.value_inner(expr, ty, node, name, loc, path, flags, scope));
+    fn value(&mut self, expr: &Expr, ty: &OptionType, name: &str, at: At<'a, '_>) {
+        self.nested(|w| w.value_inner(expr, ty, name, at));
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn value_inner(
-        &mut self,
-        expr: &Expr,
-        ty: &OptionType,
-        node: &'a Node,
-        name: &str,
-        loc: &[String],
-        path: &JsonPath,
-        flags: Flags,
-        scope: usize,
-    ) {
+    fn value_inner(&mut self, expr: &Expr, ty: &OptionType, name: &str, at: At<'a, '_>) {
         let mut defs = Vec::new();
-        definitions(expr, flags, &mut defs);
+        definitions(expr, at.flags, &mut defs);
         for (def, flags) in defs {
-            self.definition(def, ty, node, name, loc, path, flags, scope);
+            self.definition(def, ty, name, At { flags, ..at });
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn definition(
-        &mut self,
-        expr: &Expr,
-        ty: &OptionType,
-        node: &'a Node,
-        name: &str,
-        loc: &[String],
-        path: &JsonPath,
-        flags: Flags,
-        scope: usize,
-    ) {
+    fn definition(&mut self, expr: &Expr, ty: &OptionType, name: &str, at: At<'a, '_>) {
         let lit = classify(expr);
         if matches!(lit, Lit::Unknown) {
-            self.unknown(scope, path, ty);
+            self.unknown(at.scope, at.path, ty);
             return;
         }
         let span = &expr.span;
         match ty {
             OptionType::NullOr { of } => {
                 if matches!(lit, Lit::Null) {
-                    self.record(scope, path, Value::Null, span, flags, ty, name);
+                    self.record(at, Value::Null, span, ty, name);
                 } else {
-                    self.definition(expr, of, node, name, loc, path, flags, scope);
+                    self.definition(expr, of, name, at);
                 }
             }
             OptionType::Bool => match lit {
-                Lit::Bool(b) => self.record(scope, path, Value::Bool(b), span, flags, ty, name),
+                Lit::Bool(b) => self.record(at, Value::Bool(b), span, ty, name),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::Int { min, max, .. } => match lit {
@@ -987,18 +897,18 @@ impl<'a> Walker<'a> {
                             .label("out of range"),
                         );
                     } else {
-                        self.record(scope, path, Value::from(i), span, flags, ty, name);
+                        self.record(at, Value::from(i), span, ty, name);
                     }
                 }
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::Float => match lit {
-                Lit::Float => self.unknown(scope, path, ty),
+                Lit::Float => self.unknown(at.scope, at.path, ty),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::Number => match lit {
-                Lit::Float => self.unknown(scope, path, ty),
-                Lit::Int(i) => self.record(scope, path, Value::from(i), span, flags, ty, name),
+                Lit::Float => self.unknown(at.scope, at.path, ty),
+                Lit::Int(i) => self.record(at, Value::from(i), span, ty, name),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::Str {
@@ -1025,10 +935,10 @@ impl<'a> Walker<'a> {
                                 .label("this string"),
                             );
                         }
-                        None => self.record(scope, path, Value::from(s), span, flags, ty, name),
+                        None => self.record(at, Value::from(s), span, ty, name),
                     }
                 }
-                Lit::Str(None) => self.unknown(scope, path, ty),
+                Lit::Str(None) => self.unknown(at.scope, at.path, ty),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::Path => match lit {
@@ -1044,22 +954,22 @@ impl<'a> Walker<'a> {
                     );
                 }
                 Lit::Str(Some(s)) => {
-                    self.record(scope, path, Value::from(s), span, flags, ty, name);
+                    self.record(at, Value::from(s), span, ty, name);
                 }
-                Lit::Str(None) | Lit::Path => self.unknown(scope, path, ty),
+                Lit::Str(None) | Lit::Path => self.unknown(at.scope, at.path, ty),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::Package => match lit {
                 Lit::Str(Some(s)) if !s.starts_with("/nix/store/") => {
                     self.wrong_type(expr, &lit, ty, name);
                 }
-                Lit::Str(_) | Lit::Set | Lit::Path => self.unknown(scope, path, ty),
+                Lit::Str(_) | Lit::Set | Lit::Path => self.unknown(at.scope, at.path, ty),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::Enum { values, .. } => match (lit, values) {
                 (Lit::Str(Some(s)), Some(values)) => {
                     if values.iter().any(|v| v == s) {
-                        self.record(scope, path, Value::from(s), span, flags, ty, name);
+                        self.record(at, Value::from(s), span, ty, name);
                     } else {
                         let candidates: Vec<&str> = values.iter().map(String::as_str).collect();
                         let listed = candidates
@@ -1082,35 +992,35 @@ impl<'a> Walker<'a> {
                         );
                     }
                 }
-                (Lit::Str(_), _) => self.unknown(scope, path, ty),
+                (Lit::Str(_), _) => self.unknown(at.scope, at.path, ty),
                 (lit @ (Lit::Bool(_) | Lit::List | Lit::Set | Lit::Path | Lit::Lambda), _)
                 | (lit @ Lit::Int(_), Some(_)) => self.wrong_type(expr, &lit, ty, name),
-                _ => self.unknown(scope, path, ty),
+                _ => self.unknown(at.scope, at.path, ty),
             },
             OptionType::ListOf { of } => match lit {
-                Lit::List => self.list(expr, of, node, name, loc, path, flags, scope),
+                Lit::List => self.list(expr, of, name, at),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::AttrsOf { of } => match lit {
-                Lit::Set => self.attrs(expr, of, node, name, loc, path, flags, scope),
+                Lit::Set => self.attrs(expr, of, name, at),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::Submodule { freeform } => match lit {
                 Lit::Set => {
                     if self.recording() {
-                        self.scopes[scope]
+                        self.scopes[at.scope]
                             .facts
                             .spans
-                            .insert(path.clone(), span.clone());
+                            .insert(at.path.clone(), span.clone());
                     }
-                    self.set_entries(expr, node, loc, path, flags, scope, *freeform);
+                    self.set_entries(expr, at, *freeform);
                 }
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::Module => match lit {
                 Lit::Set | Lit::Lambda => {
                     if !self.trial {
-                        let vm = self.vm_scope(scope, path);
+                        let vm = self.vm_scope(at.scope, at.path);
                         self.module(expr, vm);
                     }
                 }
@@ -1121,86 +1031,74 @@ impl<'a> Walker<'a> {
                 let fits = of.iter().any(|alternative| {
                     let saved = std::mem::take(&mut self.findings);
                     let trial = std::mem::replace(&mut self.trial, true);
-                    self.definition(expr, alternative, node, name, loc, path, flags, scope);
+                    self.definition(expr, alternative, name, at);
                     let ok = !self.findings.iter().any(Finding::is_error);
                     self.findings = saved;
                     self.trial = trial;
                     ok
                 });
                 if fits {
-                    self.unknown(scope, path, ty);
+                    self.unknown(at.scope, at.path, ty);
                 } else {
                     self.wrong_type(expr, &lit, ty, name);
                 }
             }
             OptionType::Attrs => match lit {
-                Lit::Set => self.unknown(scope, path, ty),
+                Lit::Set => self.unknown(at.scope, at.path, ty),
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
             OptionType::FunctionTo { .. } => match lit {
                 Lit::Lambda => {}
                 _ => self.wrong_type(expr, &lit, ty, name),
             },
-            OptionType::Other { .. } => self.unknown(scope, path, ty),
+            OptionType::Other { .. } => self.unknown(at.scope, at.path, ty),
         }
     }
 
     /// The elements of a list literal (also either side of `++`).
-    #[allow(clippy::too_many_arguments)]
-    fn list(
-        &mut self,
-        expr: &Expr,
-        of: &OptionType,
-        node: &'a Node,
-        name: &str,
-        loc: &[String],
-        path: &JsonPath,
-        flags: Flags,
-        scope: usize,
-    ) {
+    fn list(&mut self, expr: &Expr, of: &OptionType, name: &str, at: At<'a, '_>) {
         match &expr.kind {
             ExprKind::List(items) => {
-                let element = node.element().unwrap_or(node);
+                let element = at.node.element().unwrap_or(at.node);
                 let element_name = format!("{name}.*");
-                let mut element_loc = loc.to_vec();
+                let mut element_loc = at.loc.to_vec();
                 element_loc.push("*".to_owned());
                 for item in items {
                     // The element's place is decided by what it stands for: `mkForce { … }`
                     // and `let … in { … }` are elements like `{ … }`; one under `mkIf` or
                     // `mkDefault`, or one that is not a literal, has no known place.
                     let mut defs = Vec::new();
-                    definitions(item, flags, &mut defs);
+                    definitions(item, at.flags, &mut defs);
                     let placed = self.recording()
                         && !defs.is_empty()
                         && defs.iter().all(|(def, flags)| {
                             flags.plain() && !matches!(classify(def), Lit::Unknown)
                         });
                     let item_path = if placed {
-                        let facts = &mut self.scopes[scope].facts;
-                        let len = facts.list_len.entry(path.clone()).or_insert(0);
+                        let facts = &mut self.scopes[at.scope].facts;
+                        let len = facts.list_len.entry(at.path.clone()).or_insert(0);
                         *len += 1;
-                        let item_path = path.index(*len - 1);
+                        let item_path = at.path.index(*len - 1);
                         facts.spans.insert(item_path.clone(), item.span.clone());
-                        facts.spans.entry(path.clone()).or_insert(expr.span.clone());
+                        facts
+                            .spans
+                            .entry(at.path.clone())
+                            .or_insert(expr.span.clone());
                         item_path
                     } else {
                         // Nothing below it is recorded, so the path is never used as a place.
-                        path.clone()
+                        at.path.clone()
                     };
                     let unplaced = std::mem::replace(&mut self.unplaced, !placed);
                     for (def, flags) in defs {
-                        self.nested(|w| {
-                            w.definition(
-                                def,
-                                of,
-                                element,
-                                &element_name,
-                                &element_loc,
-                                &item_path,
-                                flags,
-                                scope,
-                            );
-                        });
+                        let at = At {
+                            node: element,
+                            loc: &element_loc,
+                            path: &item_path,
+                            flags,
+                            scope: at.scope,
+                        };
+                        self.nested(|w| w.definition(def, of, &element_name, at));
                     }
                     self.unplaced = unplaced;
                 }
@@ -1212,7 +1110,7 @@ impl<'a> Walker<'a> {
             } => {
                 for side in [lhs, rhs] {
                     if matches!(side.kind, ExprKind::List(_) | ExprKind::BinOp { .. }) {
-                        self.list(side, of, node, name, loc, path, flags, scope);
+                        self.list(side, of, name, at);
                     }
                 }
             }
@@ -1221,19 +1119,8 @@ impl<'a> Walker<'a> {
     }
 
     /// The attributes of a set literal for an `attrsOf` option.
-    #[allow(clippy::too_many_arguments)]
-    fn attrs(
-        &mut self,
-        expr: &Expr,
-        of: &OptionType,
-        node: &'a Node,
-        name: &str,
-        loc: &[String],
-        path: &JsonPath,
-        flags: Flags,
-        scope: usize,
-    ) {
-        let element = node.any_name().unwrap_or(node);
+    fn attrs(&mut self, expr: &Expr, of: &OptionType, name: &str, at: At<'a, '_>) {
+        let element = at.node.any_name().unwrap_or(at.node);
         let element_name = format!("{name}.<name>");
         match &expr.kind {
             ExprKind::AttrSet { entries, .. } => {
@@ -1243,23 +1130,19 @@ impl<'a> Walker<'a> {
                             let Some(key) = b.path.first().and_then(|k| k.name.as_deref()) else {
                                 continue;
                             };
-                            let mut loc = loc.to_vec();
+                            let mut loc = at.loc.to_vec();
                             loc.push(key.to_owned());
-                            self.option_keys(
-                                &b.path[1..],
-                                &b.value,
-                                of,
-                                element,
-                                &element_name,
-                                &mut loc,
-                                &path.key(key),
-                                flags,
-                                scope,
-                            );
+                            let at = At {
+                                node: element,
+                                loc: &loc,
+                                path: &at.path.key(key),
+                                ..at
+                            };
+                            self.option_keys(&b.path[1..], &b.value, of, &element_name, at);
                         }
                         Entry::Inherit(inherit) => {
                             for key in inherit.names.iter().filter_map(|k| k.name.as_deref()) {
-                                self.unknown(scope, &path.key(key), of);
+                                self.unknown(at.scope, &at.path.key(key), of);
                             }
                         }
                     }
@@ -1272,7 +1155,7 @@ impl<'a> Walker<'a> {
             } => {
                 for side in [lhs, rhs] {
                     if matches!(side.kind, ExprKind::AttrSet { .. } | ExprKind::BinOp { .. }) {
-                        self.attrs(side, of, node, name, loc, path, flags, scope);
+                        self.attrs(side, of, name, at);
                     }
                 }
             }
