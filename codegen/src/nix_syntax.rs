@@ -525,6 +525,27 @@ impl Expr {
         Some((current, args))
     }
 
+    /// A call of a named function, by the last part of its name: `lib.mkIf c x` → (`mkIf`,
+    /// [c, x]).
+    pub fn named_call(&self) -> Option<(String, Vec<&Expr>)> {
+        let (function, args) = self.call()?;
+        let name = function.dotted_name()?;
+        let last = name.rsplit('.').next().unwrap_or(&name).to_owned();
+        Some((last, args))
+    }
+
+    /// An integer literal, also negated: `3`, `-3`.
+    pub fn int_literal(&self) -> Option<i64> {
+        match &self.kind {
+            ExprKind::Int(i) => Some(*i),
+            ExprKind::Negate(inner) => match inner.kind {
+                ExprKind::Int(i) => i.checked_neg(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The text of a string literal without interpolation.
     pub fn str_literal(&self) -> Option<&str> {
         match &self.kind {
@@ -571,6 +592,26 @@ impl Expr {
             ExprKind::HasAttr { expr, .. } => vec![expr],
             _ => Vec::new(),
         }
+    }
+}
+
+impl Inherit {
+    /// Each inherited name with the expression it stands for: `inherit (from) a;` binds `a` to
+    /// `from.a`, `inherit a;` to the variable `a` of the enclosing scope.
+    pub fn bindings(&self) -> impl Iterator<Item = (&str, Expr)> + '_ {
+        self.names.iter().filter_map(move |key| {
+            let name = key.name.as_deref()?;
+            let kind = match &self.from {
+                Some(from) => ExprKind::Select {
+                    expr: Box::new(from.clone()),
+                    path: vec![key.clone()],
+                    default: None,
+                },
+                None => ExprKind::Ident(name.to_owned()),
+            };
+            let span = key.span.clone();
+            Some((name, Expr { span, kind }))
+        })
     }
 }
 
@@ -646,6 +687,18 @@ mod tests {
         };
         assert_eq!(inherit.from.as_ref().and_then(Expr::ident), Some("lib"));
         assert!(inherit.names[0].is("f"));
+        let (name, value) = inherit.bindings().next().unwrap();
+        assert_eq!(name, "f");
+        assert_eq!(value.dotted_name().as_deref(), Some("lib.f"));
+        let bare = root("{ inherit g; }");
+        let ExprKind::AttrSet { entries, .. } = &bare.kind else {
+            panic!("not a set")
+        };
+        let Entry::Inherit(inherit) = &entries[0] else {
+            panic!()
+        };
+        let (_, value) = inherit.bindings().next().unwrap();
+        assert_eq!(value.ident(), Some("g"));
     }
 
     #[test]
@@ -668,6 +721,16 @@ mod tests {
         assert_eq!(function.dotted_name().as_deref(), Some("lib.mkOverride"));
         assert_eq!(args.len(), 2);
         assert_eq!(args[1].ident(), Some("x"), "parentheses are dropped");
+        let (name, args) = expr.named_call().unwrap();
+        assert_eq!((name.as_str(), args.len()), ("mkOverride", 2));
+        assert_eq!(root("mkIf c x").named_call().unwrap().0, "mkIf");
+        assert!(
+            root("(x: x) 1").named_call().is_none(),
+            "not a named function"
+        );
+        assert_eq!(root("-3").int_literal(), Some(-3));
+        assert_eq!(root("3").int_literal(), Some(3));
+        assert_eq!(root("-x").int_literal(), None);
         assert_eq!(
             root("-3").kind,
             ExprKind::Negate(Box::new(Expr {

@@ -137,6 +137,9 @@ impl Lit<'_> {
 }
 
 fn classify(expr: &Expr) -> Lit<'_> {
+    if let Some(i) = expr.int_literal() {
+        return Lit::Int(i);
+    }
     match &expr.kind {
         ExprKind::Ident(name) => match name.as_str() {
             "null" => Lit::Null,
@@ -144,13 +147,8 @@ fn classify(expr: &Expr) -> Lit<'_> {
             "false" => Lit::Bool(false),
             _ => Lit::Unknown,
         },
-        ExprKind::Int(i) => Lit::Int(*i),
         ExprKind::Float(_) => Lit::Float,
-        ExprKind::Negate(inner) => match inner.kind {
-            ExprKind::Int(i) => Lit::Int(-i),
-            ExprKind::Float(_) => Lit::Float,
-            _ => Lit::Unknown,
-        },
+        ExprKind::Negate(inner) if matches!(inner.kind, ExprKind::Float(_)) => Lit::Float,
         ExprKind::Str(Text::Literal(s)) => Lit::Str(Some(s)),
         ExprKind::Str(Text::Interpolated(_)) => Lit::Str(None),
         ExprKind::Path(_) => Lit::Path,
@@ -177,14 +175,6 @@ fn classify(expr: &Expr) -> Lit<'_> {
     }
 }
 
-/// The last part of a function's dotted name, when the function is named: `lib.mkIf` → `mkIf`.
-fn function_name(expr: &Expr) -> Option<(String, Vec<&Expr>)> {
-    let (function, args) = expr.call()?;
-    let name = function.dotted_name()?;
-    let last = name.rsplit('.').next().unwrap_or(&name).to_owned();
-    Some((last, args))
-}
-
 /// The definitions a value stands for, through `mkIf`, `mkMerge`, `mkDefault`, `mkForce`,
 /// `mkOverride`, `mkBefore`/`mkAfter`/`mkOrder`, `if … then … else`, `let` and `with`.
 fn definitions<'e>(expr: &'e Expr, flags: Flags, out: &mut Vec<(&'e Expr, Flags)>) {
@@ -202,7 +192,7 @@ fn definitions<'e>(expr: &'e Expr, flags: Flags, out: &mut Vec<(&'e Expr, Flags)
             definitions(then, conditional, out);
             definitions(otherwise, conditional, out);
         }
-        ExprKind::Apply { .. } => match function_name(expr) {
+        ExprKind::Apply { .. } => match expr.named_call() {
             Some((name, args)) => match (name.as_str(), args.as_slice()) {
                 ("mkIf", [_, value]) => definitions(
                     value,

@@ -70,25 +70,12 @@ impl Env {
                 }
                 // `inherit (from) a;` binds `a` to `from.a`; a bare `inherit a;` would refer to
                 // itself here, so it is left to the outer scope.
-                Entry::Inherit(inherit) => {
-                    if let Some(from) = &inherit.from {
-                        for key in &inherit.names {
-                            if let Some(name) = &key.name {
-                                vars.insert(
-                                    name.clone(),
-                                    Expr {
-                                        span: key.span.clone(),
-                                        kind: ExprKind::Select {
-                                            expr: Box::new(from.clone()),
-                                            path: vec![key.clone()],
-                                            default: None,
-                                        },
-                                    },
-                                );
-                            }
-                        }
+                Entry::Inherit(inherit) if inherit.from.is_some() => {
+                    for (name, value) in inherit.bindings() {
+                        vars.insert(name.to_owned(), value);
                     }
                 }
+                Entry::Inherit(_) => {}
             }
         }
         self.with_vars(vars)
@@ -226,25 +213,11 @@ impl Loader {
                                 set.push((name.clone(), binding.value.clone(), inner.clone()));
                             }
                         }
+                        // Inherited names are evaluated in the enclosing scope (a bare
+                        // `inherit x;` takes `x` from there).
                         Entry::Inherit(inherit) => {
-                            for key in &inherit.names {
-                                let Some(name) = &key.name else { continue };
-                                let value = match &inherit.from {
-                                    Some(from) => Expr {
-                                        span: key.span.clone(),
-                                        kind: ExprKind::Select {
-                                            expr: Box::new(from.clone()),
-                                            path: vec![key.clone()],
-                                            default: None,
-                                        },
-                                    },
-                                    None => Expr {
-                                        span: key.span.clone(),
-                                        kind: ExprKind::Ident(name.clone()),
-                                    },
-                                };
-                                // A bare `inherit x;` takes `x` from the enclosing scope.
-                                set.push((name.clone(), value, env.clone()));
+                            for (name, value) in inherit.bindings() {
+                                set.push((name.to_owned(), value, env.clone()));
                             }
                         }
                     }

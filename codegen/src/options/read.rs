@@ -76,11 +76,6 @@ struct Reader<'a> {
     tree: &'a mut OptionTree,
 }
 
-/// The last part of a dotted name: `lib.options.mkOption` → `mkOption`.
-fn last_part(name: &str) -> &str {
-    name.rsplit('.').next().unwrap_or(name)
-}
-
 /// A type's name without its `lib.types.` prefix: `lib.types.ints.positive` → `ints.positive`.
 fn type_name(name: &str) -> &str {
     name.strip_prefix("lib.types.")
@@ -263,15 +258,12 @@ impl Reader<'_> {
             return;
         };
         for item in items {
-            let Some((function, args)) = item.call() else {
-                continue;
-            };
-            let Some(name) = function.dotted_name() else {
+            let Some((name, args)) = item.named_call() else {
                 continue;
             };
             let line = self.line(item.span.start);
             let loc = |reader: &mut Self, e: &Expr| reader.loader.eval_strings(e, env);
-            match (last_part(&name), args.as_slice()) {
+            match (name.as_str(), args.as_slice()) {
                 ("mkRemovedOptionModule", [from, message]) => {
                     if let Some(from) = loc(self, from) {
                         let message = self.text_of(message);
@@ -344,25 +336,9 @@ impl Reader<'_> {
         };
         entries.iter().find_map(|entry| match entry {
             Entry::Binding(b) if b.path.len() == 1 && b.path[0].is(name) => Some(b.value.clone()),
-            Entry::Inherit(inherit) if inherit.names.iter().any(|k| k.is(name)) => {
-                Some(match &inherit.from {
-                    Some(from) => Expr {
-                        span: inherit.span.clone(),
-                        kind: ExprKind::Select {
-                            expr: Box::new(from.clone()),
-                            path: vec![nix_syntax::Key {
-                                name: Some(name.to_owned()),
-                                span: inherit.span.clone(),
-                            }],
-                            default: None,
-                        },
-                    },
-                    None => Expr {
-                        span: inherit.span.clone(),
-                        kind: ExprKind::Ident(name.to_owned()),
-                    },
-                })
-            }
+            Entry::Inherit(inherit) => inherit
+                .bindings()
+                .find_map(|(inherited, value)| (inherited == name).then_some(value)),
             _ => None,
         })
     }
@@ -406,14 +382,11 @@ impl Reader<'_> {
     }
 
     fn declaration(&mut self, expr: &Expr, path: Vec<String>, at: usize, env: &Env) {
-        let Some((function, args)) = expr.call() else {
-            return;
-        };
-        let Some(name) = function.dotted_name() else {
+        let Some((name, args)) = expr.named_call() else {
             return;
         };
         let line = self.line(at);
-        let decl = match (last_part(&name), args.as_slice()) {
+        let decl = match (name.as_str(), args.as_slice()) {
             ("mkOption", [attrs]) => {
                 let get = |reader: &Self, field: &str| reader.field(attrs, field);
                 let ty = match get(self, "type") {
@@ -498,15 +471,13 @@ impl Reader<'_> {
     fn text_of(&self, expr: &Expr) -> String {
         match &expr.kind {
             ExprKind::Str(Text::Literal(text) | Text::Interpolated(text)) => text.trim().to_owned(),
-            ExprKind::Apply { .. } => match expr.call() {
-                Some((function, args))
+            ExprKind::Apply { .. } => match expr.named_call() {
+                Some((name, args))
                     if args.len() == 1
-                        && function.dotted_name().is_some_and(|n| {
-                            matches!(
-                                last_part(&n),
-                                "literalExpression" | "literalExample" | "literalMD" | "mdDoc"
-                            )
-                        }) =>
+                        && matches!(
+                            name.as_str(),
+                            "literalExpression" | "literalExample" | "literalMD" | "mdDoc"
+                        ) =>
                 {
                     self.text_of(args[0])
                 }
@@ -642,21 +613,11 @@ impl Reader<'_> {
                         }
                     }
                     ("deferredModuleWith", _) => OptionType::Module,
-                    ("ints.between", [lo, hi]) => {
-                        let bound = |e: &Expr| match &e.kind {
-                            ExprKind::Int(i) => Some(*i),
-                            ExprKind::Negate(inner) => match inner.kind {
-                                ExprKind::Int(i) => Some(-i),
-                                _ => None,
-                            },
-                            _ => None,
-                        };
-                        OptionType::Int {
-                            name: type_name(&one_line(self.source(expr))).to_owned(),
-                            min: bound(lo),
-                            max: bound(hi),
-                        }
-                    }
+                    ("ints.between", [lo, hi]) => OptionType::Int {
+                        name: type_name(&one_line(self.source(expr))).to_owned(),
+                        min: lo.int_literal(),
+                        max: hi.int_literal(),
+                    },
                     (function @ ("strMatching" | "separatedString"), [_]) => OptionType::Str {
                         name: type_name(&one_line(self.source(expr))).to_owned(),
                         non_empty: false,
