@@ -758,8 +758,17 @@ mod tests {
     fn deep_nesting_is_cut_off_not_overflowed() {
         let text = format!("{}1{}", "[".repeat(400), "]".repeat(400));
         let parsed = parse(&text);
-        // Either rnix refuses it, or the tree is lowered down to MAX_DEPTH.
-        assert!(parsed.root.is_some() || !parsed.errors.is_empty());
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        // The lists are lowered down to MAX_DEPTH; below that is one Other, not the `1`.
+        let mut expr = parsed.root.as_ref().expect("a tree");
+        let mut levels = 0;
+        while let ExprKind::List(items) = &expr.kind {
+            assert_eq!(items.len(), 1);
+            expr = &items[0];
+            levels += 1;
+        }
+        assert_eq!(expr.kind, ExprKind::Other, "cut off");
+        assert_eq!(levels, MAX_DEPTH + 1);
         let chain = vec!["1"; 5000].join(" + ");
         assert!(parse(&chain).root.is_some());
     }

@@ -348,7 +348,7 @@ mod tests {
         assert_eq!(
             eval_list("let a = a; in a"),
             None,
-            "a cycle runs out of fuel"
+            "a cycle stops at MAX_EVAL_DEPTH"
         );
     }
 
