@@ -250,8 +250,9 @@ fn read_quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> String {
 struct Run {
     flags: BTreeMap<String, Vec<String>>,
     positionals: Vec<String>,
-    /// Position of each option word, to check the kernel comes last.
-    last_option_index: usize,
+    /// Position of the last word that belongs to an option (the flag, or its value), to check
+    /// the kernel comes last.
+    last_option_word: usize,
 }
 
 impl Run {
@@ -294,14 +295,14 @@ fn parse(argv: &[String]) -> Run {
     assert_eq!(argv[0], "run", "the run subcommand comes first");
     let mut flags: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut positionals = Vec::new();
-    let mut last_option_index = 0;
+    let mut last_option_word = 0;
     let mut words = argv[1..].iter().enumerate();
     while let Some((i, word)) = words.next() {
         if !(word.len() > 1 && word.starts_with('-')) {
             positionals.push(word.clone());
             continue;
         }
-        last_option_index = i;
+        last_option_word = i;
         let spec = flag(word).unwrap_or_else(|| panic!("unknown flag {word}"));
         let long = match word.as_str() {
             "-c" => "--cpus",
@@ -316,9 +317,10 @@ fn parse(argv: &[String]) -> Run {
         let value = if spec.kind == Kind::Switch {
             String::new()
         } else {
-            let (_, value) = words
+            let (at, value) = words
                 .next()
                 .unwrap_or_else(|| panic!("{word} has no value"));
+            last_option_word = at;
             assert!(
                 !(value.len() > 1 && value.starts_with('-')),
                 "argh would read the value {value:?} of {word} as a flag"
@@ -368,7 +370,7 @@ fn parse(argv: &[String]) -> Run {
     Run {
         flags,
         positionals,
-        last_option_index,
+        last_option_word,
     }
 }
 
@@ -409,8 +411,8 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
         "one positional: the kernel"
     );
     assert_eq!(
-        run.last_option_index,
-        words - 3,
+        run.last_option_word,
+        words - 2,
         "the kernel is the last word"
     );
     assert_eq!(run.plain("--initrd"), Some(spec.initrd_path.as_str()));

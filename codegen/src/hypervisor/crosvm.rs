@@ -117,8 +117,8 @@ fn extra_flag(arg: &str) -> Option<&str> {
     )
 }
 
-/// The runner's own part of the command line, before `crosvm.extraArgs`, the initrd and the
-/// kernel.
+/// The runner's own part of the command line, before `crosvm.extraArgs` and the kernel. Every
+/// flag the runner sets is here, so `check` can refuse the same flag in `extraArgs`.
 struct Command {
     args: Vec<Word>,
     requirements: Vec<Requirement>,
@@ -293,6 +293,7 @@ fn command(spec: &RunnerSpec) -> Command {
             Some(kv("gpu", [("socket", kv_string(socket))])),
         );
     }
+    push("--initrd", Some(argv_path(&spec.initrd_path)));
 
     Command {
         args,
@@ -419,8 +420,6 @@ impl Backend for Crosvm {
         } = command(spec);
         args.insert(0, Word::from("run"));
         args.extend(spec.crosvm.extra_args.iter().cloned().map(Word::from));
-        args.push(Word::from("--initrd"));
-        args.push(Word::from(argv_path(&spec.initrd_path)));
         Launch {
             program: Tool::Crosvm,
             host_os: None,
