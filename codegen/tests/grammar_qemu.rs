@@ -369,3 +369,26 @@ fn tun_is_required_by_tap_interfaces_only() {
         );
     }
 }
+
+/// forwardPorts go to the first user interface only: qemu binds every hostfwd of every user
+/// netdev, so the same forward on a second one would fail to bind the host port.
+#[test]
+fn forwarded_ports_go_to_the_first_user_interface_only() {
+    let (mut spec, _) = common::ok_fixture("qemu-every-feature.json");
+    let mut second = spec.interfaces[0].clone();
+    assert_eq!(second.kind, InterfaceType::User);
+    second.id = "usernet2".to_owned();
+    second.mac = "02:00:00:00:00:09".to_owned();
+    spec.interfaces.push(second);
+    let p = Parsed::new(&common::exec_argv(&common::build(&spec))[1..]);
+    let users = p.with_head("-netdev", "user");
+    assert_eq!(users.len(), 2);
+    let forwards = |netdev: &BTreeMap<String, String>| {
+        netdev.contains_key("hostfwd") || netdev.contains_key("guestfwd")
+    };
+    assert!(forwards(&p.find("-netdev", "id", "usernet")));
+    assert!(
+        !forwards(&p.find("-netdev", "id", "usernet2")),
+        "the second user interface forwards nothing"
+    );
+}

@@ -275,8 +275,8 @@ in
         ]
       '';
       description = ''
-        Ports forwarded through user-mode networking (qemu with an interface of type `user`;
-        IPv4 only). Open the guest ports in the guest's firewall too.
+        Ports forwarded through user-mode networking (qemu, on the first interface of type
+        `user`; IPv4 only). Open the guest ports in the guest's firewall too.
       '';
     };
 

@@ -443,12 +443,23 @@ impl Backend for Qemu {
         if spec.tap_interfaces().next().is_some() {
             requirements.push(Requirement::tun());
         }
+        // forwardPorts go to the first user interface: a second netdev with the same hostfwd
+        // would fail to bind the host port.
+        let forwarding = spec
+            .interfaces
+            .iter()
+            .position(|i| i.kind == InterfaceType::User);
         for (i, interface) in spec.interfaces.iter().enumerate() {
             let id = interface.id.clone();
             let mut netdev: Vec<(&str, String)> = vec![("id", id.clone())];
             let head = match interface.kind {
                 InterfaceType::User => {
-                    for forward in &spec.forward_ports {
+                    let forwards = if forwarding == Some(i) {
+                        spec.forward_ports.as_slice()
+                    } else {
+                        &[]
+                    };
+                    for forward in forwards {
                         let proto = forward.proto.name();
                         match forward.from {
                             ForwardFrom::Host => netdev.push((
