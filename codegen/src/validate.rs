@@ -490,6 +490,26 @@ fn check_interfaces(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
             ),
             _ => {}
         }
+        // vhost-net drives a tap or macvtap file descriptor; a user-mode or bridge-helper NIC
+        // has none (qemu refuses vhost=on there). Hypervisors without vhost are refused by the
+        // capability table instead.
+        if interface.tap.vhost
+            && !matches!(interface.kind, InterfaceType::Tap | InterfaceType::Macvtap)
+            && capabilities::supports(spec.hypervisor, "interface.tap.vhost")
+        {
+            findings.push(
+                Diagnostic::error(
+                    code("interface_vhost"),
+                    format!(
+                        "tap.vhost is set on an interface of type {:?}",
+                        interface.kind.name()
+                    ),
+                )
+                .at(path!["interfaces", i, "tap", "vhost"])
+                .label("vhost-net accelerates tap and macvtap interfaces only")
+                .help("set tap.vhost = false, or type = \"tap\""),
+            );
+        }
         if interface.kind == InterfaceType::Macvtap {
             match &interface.macvtap {
                 None => findings.push(

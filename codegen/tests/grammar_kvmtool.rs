@@ -223,6 +223,11 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
     assert_eq!(nets.len(), spec.interfaces.len());
     for (net, interface) in nets.iter().zip(&spec.interfaces) {
         assert_eq!(net["guest_mac"], interface.mac);
+        assert_eq!(
+            net.get("vhost").map(String::as_str),
+            interface.tap.vhost.then_some("1"),
+            "vhost-net as asked for, on taps and macvtaps alike"
+        );
         match interface.kind {
             InterfaceType::User => {
                 assert_eq!(net["mode"], "user");
@@ -231,10 +236,6 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
             InterfaceType::Tap => {
                 assert_eq!(net["mode"], "tap");
                 assert_eq!(net["tapif"], interface.id);
-                assert_eq!(
-                    net.get("vhost").map(String::as_str),
-                    interface.tap.vhost.then_some("1")
-                );
             }
             InterfaceType::Macvtap => {
                 assert_eq!(net["mode"], "tap");

@@ -285,15 +285,19 @@ impl Backend for Kvmtool {
             push(&mut args, "--network", Word::from("mode=none"));
         }
         for (i, interface) in spec.interfaces.iter().enumerate() {
-            let mac = format!("guest_mac={}", interface.mac);
+            // vhost-net takes over the tap or macvtap descriptor lkvm opens; validation keeps
+            // tap.vhost off user interfaces.
+            let mut tail = String::new();
+            if interface.tap.vhost {
+                requirements.push(Requirement::vhost_net(i));
+                tail.push_str(",vhost=1");
+            }
+            tail.push_str(&format!(",guest_mac={}", interface.mac));
             let word = match interface.kind {
-                InterfaceType::User => Word::from(format!("mode=user,{mac}")),
-                InterfaceType::Tap if interface.tap.vhost => {
-                    requirements.push(Requirement::vhost_net(i));
-                    Word::from(format!("mode=tap,tapif={},vhost=1,{mac}", interface.id))
-                }
-                InterfaceType::Tap => Word::from(format!("mode=tap,tapif={},{mac}", interface.id)),
+                InterfaceType::User => Word::from(format!("mode=user{tail}")),
+                InterfaceType::Tap => Word::from(format!("mode=tap,tapif={}{tail}", interface.id)),
                 InterfaceType::Macvtap => {
+                    // lkvm opens a tapif that starts with '/' as a macvtap character device.
                     let var = macvtap_var(i);
                     steps.push(Step::MacvtapDevice {
                         var: var.clone(),
@@ -302,7 +306,7 @@ impl Backend for Kvmtool {
                     Word(vec![
                         Part::Lit("mode=tap,tapif=".to_owned()),
                         Part::Var(var),
-                        Part::Lit(format!(",{mac}")),
+                        Part::Lit(tail),
                     ])
                 }
                 // Refused by the capability table.
