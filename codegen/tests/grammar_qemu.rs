@@ -217,9 +217,11 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
 
     // Interfaces: each netdev of its kind and its NIC with the MAC.
     let queues = spec.vcpu.to_string();
-    for interface in &spec.interfaces {
-        let netdev = p.find("-netdev", "id", &interface.id);
-        let nic = p.find("-device", "netdev", &interface.id);
+    for (i, interface) in spec.interfaces.iter().enumerate() {
+        // The netdev has an id of its own: an interface id need not be a qemu id.
+        let id = format!("net{i}");
+        let netdev = p.find("-netdev", "id", &id);
+        let nic = p.find("-device", "netdev", &id);
         assert_eq!(nic["mac"], interface.mac);
         match interface.kind {
             InterfaceType::User => {
@@ -386,9 +388,41 @@ fn forwarded_ports_go_to_the_first_user_interface_only() {
     let forwards = |netdev: &BTreeMap<String, String>| {
         netdev.contains_key("hostfwd") || netdev.contains_key("guestfwd")
     };
-    assert!(forwards(&p.find("-netdev", "id", "usernet")));
+    assert!(forwards(&p.find("-netdev", "id", "net0")));
+    let second = format!("net{}", spec.interfaces.len() - 1);
     assert!(
-        !forwards(&p.find("-netdev", "id", "usernet2")),
+        !forwards(&p.find("-netdev", "id", &second)),
         "the second user interface forwards nothing"
     );
+}
+
+/// qemu's ids (`id_wellformed`): a letter first, then letters, digits, `-`, `.` and `_`.
+fn is_qemu_id(id: &str) -> bool {
+    id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
+/// An interface id only has to be a Linux interface name; the netdev's qemu id is derived
+/// from the interface's position instead, so `1vm` or `vm@x` cannot make qemu refuse it.
+#[test]
+fn netdev_ids_are_qemu_ids_whatever_the_interface_is_called() {
+    let (mut spec, _) = common::ok_fixture("qemu-every-feature.json");
+    for (interface, id) in spec.interfaces.iter_mut().zip(["1vm", "vm@x", "vm+1", "2"]) {
+        id.clone_into(&mut interface.id);
+    }
+    let p = Parsed::new(&common::exec_argv(&common::build(&spec))[1..]);
+    let netdevs = &p.flags["-netdev"];
+    assert_eq!(netdevs.len(), spec.interfaces.len());
+    for netdev in netdevs {
+        let pairs: BTreeMap<_, _> = opts(netdev).1.into_iter().collect();
+        assert!(is_qemu_id(&pairs["id"]), "{netdev}: not a qemu id");
+        assert_eq!(
+            p.find("-device", "netdev", &pairs["id"])["netdev"],
+            pairs["id"]
+        );
+    }
+    let tap = p.find("-netdev", "ifname", "vm@x");
+    assert_eq!(tap["id"], "net1", "the tap keeps its interface name");
 }

@@ -275,8 +275,9 @@ fn run_case(v: &Values) -> Result<(), TestCaseError> {
         opt(&find(&argv, "-fw_cfg", "name", &name), "file"),
         Some(v.credential_file.clone())
     );
-    find(&argv, "-netdev", "id", &v.netdev);
-    find(&argv, "-device", "netdev", &v.netdev);
+    // The interface id is not a qemu id: the netdev gets one of its own.
+    find(&argv, "-netdev", "id", "net0");
+    find(&argv, "-device", "netdev", "net0");
     prop_assert_eq!(&argv[argv.len() - v.extra.len()..], v.extra.as_slice());
 
     let mkfs = read_nul_separated(&stubs.join("mkfs.argv"));

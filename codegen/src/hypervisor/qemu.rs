@@ -450,8 +450,10 @@ impl Backend for Qemu {
             .iter()
             .position(|i| i.kind == InterfaceType::User);
         for (i, interface) in spec.interfaces.iter().enumerate() {
-            let id = interface.id.clone();
-            let mut netdev: Vec<(&str, String)> = vec![("id", id.clone())];
+            // qemu ids are letters, digits and `-._`, starting with a letter; an interface id
+            // need only be an interface name (`1vm`, `vm@x`), so the netdev gets its own.
+            let netdev_id = format!("net{i}");
+            let mut netdev: Vec<(&str, String)> = vec![("id", netdev_id.clone())];
             let head = match interface.kind {
                 InterfaceType::User => {
                     let forwards = if forwarding == Some(i) {
@@ -505,7 +507,7 @@ impl Backend for Qemu {
                     "bridge"
                 }
                 InterfaceType::Tap => {
-                    netdev.push(("ifname", id.clone()));
+                    netdev.push(("ifname", interface.id.clone()));
                     netdev.push(("script", "no".to_owned()));
                     netdev.push(("downscript", "no".to_owned()));
                     if multi_queue {
@@ -518,7 +520,7 @@ impl Backend for Qemu {
                     next_fd += queues;
                     let fds: Vec<String> = numbers.iter().map(u32::to_string).collect();
                     macvtap_fds.push(MacvtapFds {
-                        interface: id.clone(),
+                        interface: interface.id.clone(),
                         fds: numbers,
                     });
                     if fds.len() == 1 {
@@ -534,7 +536,7 @@ impl Backend for Qemu {
                 requirements.push(Requirement::vhost_net(i));
             }
             a.push("-netdev", opts(head, netdev));
-            let mut device = vec![("netdev", id), ("mac", interface.mac.clone())];
+            let mut device = vec![("netdev", netdev_id), ("mac", interface.mac.clone())];
             if pci {
                 // No NIC boot ROM: the kernel is loaded directly.
                 device.push(("romfile", String::new()));
