@@ -304,6 +304,13 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
     );
     let mem = p.find("-device", "memdev", "vmem0");
     assert_eq!(mem["requested-size"], format!("{}M", spec.hotplugged_mem()));
+    let hotplug = &p.with_head("-object", "memory-backend-memfd")[1];
+    assert_eq!(
+        (hotplug["id"].as_str(), hotplug["share"].as_str()),
+        ("vmem0", "on"),
+        "virtiofsd maps hotplugged memory too"
+    );
+    assert_eq!(hotplug["size"], format!("{}M", spec.hotplug_mem));
     let vfio = p.find("-device", "host", &spec.devices[0].path);
     assert_eq!(Some(&vfio["id"]), spec.devices[0].qemu.id.as_ref());
     assert_eq!(Some(&vfio["bus"]), spec.devices[0].qemu.bus.as_ref());
@@ -425,4 +432,40 @@ fn netdev_ids_are_qemu_ids_whatever_the_interface_is_called() {
     }
     let tap = p.find("-netdev", "ifname", "vm@x");
     assert_eq!(tap["id"], "net1", "the tap keeps its interface name");
+}
+
+/// With huge pages, the virtio-mem region is a hugetlbfs file like the rest of guest memory,
+/// but neither reserved nor preallocated as a whole: the device preallocates what it plugs.
+#[test]
+fn hotplugged_memory_is_backed_like_the_rest_of_guest_memory() {
+    let (mut spec, _) = common::ok_fixture("qemu-every-feature.json");
+    spec.hugepage_mem = true;
+    let p = Parsed::new(&common::exec_argv(&common::build(&spec))[1..]);
+    let files = p.with_head("-object", "memory-backend-file");
+    assert_eq!(files.len(), 2, "main memory and the virtio-mem region");
+    let (main, hotplug) = (&files[0], &files[1]);
+    assert_eq!(main["id"], "mem");
+    assert_eq!(hotplug["id"], "vmem0");
+    for backend in [main, hotplug] {
+        assert_eq!(backend["mem-path"], "/dev/hugepages");
+        assert_eq!(backend["share"], "on");
+    }
+    assert_eq!(main.get("prealloc").map(String::as_str), Some("on"));
+    assert_eq!(hotplug.get("prealloc"), None, "virtio-mem discards it");
+    assert_eq!(hotplug["reserve"], "off");
+    assert_eq!(p.find("-device", "memdev", "vmem0")["prealloc"], "on");
+
+    // Without virtiofs or huge pages, plain RAM.
+    spec.hugepage_mem = false;
+    spec.shares.retain(|s| s.proto != ShareProto::Virtiofs);
+    let p = Parsed::new(&common::exec_argv(&common::build(&spec))[1..]);
+    assert_eq!(
+        p.with_head("-object", "memory-backend-ram")[0]["id"],
+        "vmem0"
+    );
+    assert!(p.with_head("-object", "memory-backend-memfd").is_empty());
+    assert!(
+        !p.find("-device", "memdev", "vmem0")
+            .contains_key("prealloc")
+    );
 }

@@ -67,9 +67,53 @@ fn uses_kvm(spec: &RunnerSpec) -> bool {
     spec.cpu.is_none()
 }
 
-/// Guest memory must be shareable with vhost-user daemons (virtiofsd).
-fn needs_shared_memory(spec: &RunnerSpec) -> bool {
-    spec.shares.iter().any(|s| s.proto == ShareProto::Virtiofs)
+/// What backs guest memory: the main memory and the virtio-mem region alike, so that a
+/// vhost-user daemon (virtiofsd) can map all of it and huge pages back all of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Memory {
+    /// qemu's default anonymous memory.
+    Ram,
+    /// A memfd shared with vhost-user daemons.
+    Shared,
+    /// Files in the hugetlbfs mount, shared too.
+    Hugepages,
+}
+
+fn memory_kind(spec: &RunnerSpec) -> Memory {
+    if spec.hugepage_mem {
+        Memory::Hugepages
+    } else if spec.shares.iter().any(|s| s.proto == ShareProto::Virtiofs) {
+        Memory::Shared
+    } else {
+        Memory::Ram
+    }
+}
+
+/// The memory backend object `id` of `size_mib`. The virtio-mem region (`hotplug`) is neither
+/// preallocated nor reserved up front: virtio-mem discards preallocated memory again, and its
+/// device preallocates each block it plugs instead (`prealloc=on` there).
+fn memory_backend(spec: &RunnerSpec, id: &str, size_mib: u64, hotplug: bool) -> String {
+    let size = format!("{size_mib}M");
+    match memory_kind(spec) {
+        Memory::Ram => opts(&format!("memory-backend-ram,id={id}"), [("size", size)]),
+        Memory::Shared => opts(
+            &format!("memory-backend-memfd,id={id}"),
+            [("size", size), ("share", "on".to_owned())],
+        ),
+        Memory::Hugepages => {
+            let mut o = vec![
+                ("size", size),
+                ("mem-path", "/dev/hugepages".to_owned()),
+                ("share", "on".to_owned()),
+            ];
+            if hotplug {
+                o.push(("reserve", "off".to_owned()));
+            } else {
+                o.push(("prealloc", "on".to_owned()));
+            }
+            opts(&format!("memory-backend-file,id={id}"), o)
+        }
+    }
 }
 
 fn tap_multi_queue(spec: &RunnerSpec) -> bool {
@@ -124,7 +168,7 @@ fn machine_opts(spec: &RunnerSpec, machine: &str) -> BTreeMap<String, String> {
             o.insert("gic-version".to_owned(), "max".to_owned());
         }
     }
-    if needs_shared_memory(spec) || spec.hugepage_mem {
+    if memory_kind(spec) != Memory::Ram {
         o.insert("memory-backend".to_owned(), "mem".to_owned());
     }
     o
@@ -301,26 +345,11 @@ impl Backend for Qemu {
             a.push("-run-with", opts("", [("user", user.clone())]));
         }
 
-        if needs_shared_memory(spec) || spec.hugepage_mem {
-            let size = format!("{}M", spec.mem);
-            let backend = if spec.hugepage_mem {
-                requirements.push(Requirement::hugepages());
-                opts(
-                    "memory-backend-file,id=mem",
-                    [
-                        ("size", size),
-                        ("mem-path", "/dev/hugepages".to_owned()),
-                        ("share", "on".to_owned()),
-                        ("prealloc", "on".to_owned()),
-                    ],
-                )
-            } else {
-                opts(
-                    "memory-backend-memfd,id=mem",
-                    [("size", size), ("share", "on".to_owned())],
-                )
-            };
-            a.push("-object", backend);
+        if memory_kind(spec) == Memory::Hugepages {
+            requirements.push(Requirement::hugepages());
+        }
+        if memory_kind(spec) != Memory::Ram {
+            a.push("-object", memory_backend(spec, "mem", spec.mem, false));
         }
 
         if let Some(store) = &spec.store_disk {
@@ -360,15 +389,18 @@ impl Backend for Qemu {
         if spec.hotplug_mem > 0 {
             a.push(
                 "-object",
-                format!("memory-backend-ram,id=vmem0,size={}M", spec.hotplug_mem),
+                memory_backend(spec, "vmem0", spec.hotplug_mem, true),
             );
-            a.push(
-                "-device",
-                format!(
-                    "virtio-mem-pci,id=vm0,memdev=vmem0,requested-size={}M",
-                    spec.hotplugged_mem()
-                ),
+            let mut device = format!(
+                "virtio-mem-pci,id=vm0,memdev=vmem0,requested-size={}M",
+                spec.hotplugged_mem()
             );
+            if memory_kind(spec) == Memory::Hugepages {
+                // Plugging fails cleanly when huge pages run out, instead of the guest
+                // faulting on memory that was never there.
+                device.push_str(",prealloc=on");
+            }
+            a.push("-device", device);
         }
 
         for (i, volume) in spec.volumes.iter().enumerate() {
