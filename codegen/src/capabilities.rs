@@ -28,6 +28,10 @@ pub struct CapabilityTable {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HypervisorInfo {
+    #[serde(rename = "$comment", default)]
+    pub comment: Option<String>,
+    /// The host OSes the hypervisor runs on, as bash's `$OSTYPE` starts ("linux", "darwin");
+    /// `microvm-run` refuses to start elsewhere.
     pub host_os: Vec<String>,
 }
 

@@ -121,6 +121,25 @@ fn uses_runner_dir(launch: &Launch) -> bool {
         })
 }
 
+/// The host OSes the hypervisor runs on, from the capability table, as bash `$OSTYPE` prefixes;
+/// empty when it runs on every host OS the table names, so `microvm-run` need not check.
+fn host_os(hypervisor: Hypervisor) -> Vec<&'static str> {
+    let table = crate::capabilities::table();
+    let Some(info) = table.hypervisors.get(hypervisor.name()) else {
+        return Vec::new();
+    };
+    let every = table.hypervisors.values().flat_map(|h| &h.host_os);
+    let mut runs_everywhere = true;
+    for os in every {
+        runs_everywhere &= info.host_os.contains(os);
+    }
+    if runs_everywhere {
+        Vec::new()
+    } else {
+        info.host_os.iter().map(String::as_str).collect()
+    }
+}
+
 /// vfkit serves virtiofs itself; everyone else needs one virtiofsd per share.
 pub fn needs_virtiofsd(spec: &RunnerSpec) -> bool {
     spec.hypervisor != Hypervisor::Vfkit && spec.virtiofs_shares().next().is_some()
@@ -170,6 +189,8 @@ struct Context<'a> {
     hypervisor: &'static str,
     /// kvmtool's record of the balloon size, which microvm-balloon keeps and microvm-run removes.
     balloon_state_file: Option<String>,
+    /// The host OSes `microvm-run` starts on (empty: any).
+    host_os: Vec<&'static str>,
     mem: u64,
     socket: Option<&'a str>,
     /// Tool paths by spec key; keys that are not identifiers are also given with `_`.
@@ -327,6 +348,7 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
         hypervisor: spec.hypervisor.name(),
         balloon_state_file: (spec.hypervisor == Hypervisor::Kvmtool)
             .then(|| hypervisor::kvmtool::balloon_state_file(spec)),
+        host_os: host_os(spec.hypervisor),
         mem: spec.mem,
         socket: spec.socket.as_deref(),
         launch: LaunchContext {

@@ -241,3 +241,41 @@ fn readme_matrix_is_generated_from_the_table() {
         }
     }
 }
+
+/// The table's `hostOs` is the one source of where a runner starts: `microvm-run` refuses a
+/// host OS the table does not list for its hypervisor (bash takes `$OSTYPE` from the
+/// environment when it is set there, so each host OS can be tried here).
+#[test]
+fn microvm_run_starts_only_on_the_tables_host_oses() {
+    let table = table();
+    for hv in Hypervisor::ALL {
+        let (_, tree) = common::ok_fixture(&format!("{hv}-minimal.json"));
+        let Some(microvm_codegen::runner::Entry::File { contents, .. }) =
+            tree.get("bin/microvm-run")
+        else {
+            panic!("{hv}: no bin/microvm-run");
+        };
+        let host_os = &table.hypervisors[hv.name()].host_os;
+        for ostype in ["linux-gnu", "darwin23"] {
+            let dir = tempfile::tempdir().unwrap();
+            let output = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(contents)
+                .env("OSTYPE", ostype)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let refused = stderr.contains(&format!("{hv} runs only on"));
+            let listed = host_os.iter().any(|os| ostype.starts_with(os.as_str()));
+            assert_eq!(refused, !listed, "{hv} on {ostype}: {stderr}");
+            if refused {
+                assert_eq!(output.status.code(), Some(1));
+                assert!(
+                    stderr.contains(&format!("not on {ostype}")),
+                    "{hv}: {stderr}"
+                );
+            }
+        }
+    }
+}

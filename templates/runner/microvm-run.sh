@@ -1,10 +1,11 @@
 {% include "common/header.sh" %}
-{%- if launch.host_os %}
-
+{%- if host_os %}
 case $OSTYPE in
-  {{ launch.host_os }}*) ;;
+{%- for os in host_os %}
+  {{ os }}*) ;;
+{%- endfor %}
   *)
-    echo "microvm-run: {{ hypervisor | safe }} runs only on {{ launch.host_os | safe }} hosts, not on $OSTYPE" >&2
+    echo 'microvm-run:' {{ hypervisor }} 'runs only on' {% for os in host_os %}{% if not loop.first %} or {% endif %}{{ os }}{% endfor %} "hosts, not on $OSTYPE" >&2
     exit 1
     ;;
 esac

@@ -228,7 +228,6 @@ impl Backend for Alioth {
 
         Launch {
             program: Tool::Alioth,
-            host_os: None,
             after_extra_args: Vec::new(),
             args,
             requirements,

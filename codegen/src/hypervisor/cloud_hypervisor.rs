@@ -325,7 +325,6 @@ impl Backend for CloudHypervisor {
         }
 
         Launch {
-            host_os: None,
             after_extra_args: Vec::new(),
             program: Tool::CloudHypervisor,
             args,

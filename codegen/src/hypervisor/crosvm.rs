@@ -422,7 +422,6 @@ impl Backend for Crosvm {
         args.extend(spec.crosvm.extra_args.iter().cloned().map(Word::from));
         Launch {
             program: Tool::Crosvm,
-            host_os: None,
             // The kernel is the one positional argument: it comes last, after the arguments
             // extraArgsScript adds at run time too.
             after_extra_args: vec![Word::from(argv_path(&spec.kernel))],

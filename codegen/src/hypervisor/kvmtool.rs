@@ -327,7 +327,6 @@ impl Backend for Kvmtool {
 
         Launch {
             program: Tool::Lkvm,
-            host_os: None,
             after_extra_args: Vec::new(),
             args,
             requirements,

@@ -163,9 +163,6 @@ pub enum Step {
 pub struct Launch {
     #[serde(skip)]
     pub program: Tool,
-    /// The host OS the hypervisor runs on, when it is not every OS: `microvm-run` refuses to
-    /// start elsewhere with a message (a bash `$OSTYPE` prefix such as "darwin").
-    pub host_os: Option<String>,
     pub args: Vec<Word>,
     /// Words after the run-time `extraArgsScript` arguments (a trailing positional argument).
     pub after_extra_args: Vec<Word>,

@@ -697,7 +697,6 @@ impl Backend for Qemu {
         }
 
         Launch {
-            host_os: None,
             after_extra_args: Vec::new(),
             program: Tool::Qemu,
             args: a.0,

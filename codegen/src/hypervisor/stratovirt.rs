@@ -439,7 +439,6 @@ impl Backend for Stratovirt {
 
         Launch {
             program: Tool::Unbuffer,
-            host_os: None,
             after_extra_args: Vec::new(),
             args,
             requirements,

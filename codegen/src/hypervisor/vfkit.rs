@@ -4,8 +4,9 @@
 //! asks for a graceful stop there (`POST /vm/state {"state":"Stop"}`, `RequestStop()`, which the
 //! guest sees as a power button; `HardStop` would pull the plug).
 //!
-//! vfkit runs only on macOS: `microvm-run` refuses other hosts at run time (the runner is still
-//! generated everywhere, so it can be built and inspected on Linux).
+//! vfkit runs only on macOS (`hostOs` in the capability table): `microvm-run` refuses other
+//! hosts at run time (the runner is still generated everywhere, so it can be built and
+//! inspected on Linux).
 //!
 //! Grammar: crc-org/vfkit `doc/usage.md`, `pkg/cmdline/cmdline.go` (flags),
 //! `pkg/cmdline/string_slice.go` (`--bootloader` is split at commas outside double quotes, so
@@ -352,7 +353,6 @@ impl Backend for Vfkit {
 
         Launch {
             program: Tool::Vfkit,
-            host_os: Some("darwin".to_owned()),
             after_extra_args: Vec::new(),
             args,
             requirements: Vec::new(),

@@ -475,7 +475,6 @@ impl Backend for Firecracker {
         args.extend(spec.firecracker.extra_args.iter().cloned().map(Word::from));
         Launch {
             program: Tool::Firecracker,
-            host_os: None,
             after_extra_args: Vec::new(),
             args,
             requirements,
