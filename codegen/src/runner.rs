@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::hypervisor::{self, Launch, Part, Step, Word};
+use crate::hypervisor::{self, Launch, Part, Step, VirtiofsServer, Word};
 use crate::render::{self, RenderError, Renderer};
 use crate::spec::{DeviceBus, Hypervisor, RunnerSpec, Tool, volume};
 
@@ -140,9 +140,10 @@ fn host_os(hypervisor: Hypervisor) -> Vec<&'static str> {
     }
 }
 
-/// vfkit serves virtiofs itself; everyone else needs one virtiofsd per share.
+/// Whether the runner starts virtiofsd: for virtiofs shares the hypervisor does not serve itself.
 pub fn needs_virtiofsd(spec: &RunnerSpec) -> bool {
-    spec.hypervisor != Hypervisor::Vfkit && spec.virtiofs_shares().next().is_some()
+    hypervisor::backend(spec.hypervisor).virtiofs_server() != VirtiofsServer::BuiltIn
+        && spec.virtiofs_shares().next().is_some()
 }
 
 #[derive(Serialize)]
@@ -249,9 +250,7 @@ fn virtiofsd_argv(spec: &RunnerSpec, share: &crate::spec::Share, virtiofsd: &str
     if share.read_only {
         argv.push(Word::from("--readonly"));
     }
-    if spec.hypervisor == Hypervisor::Crosvm {
-        // crosvm's vhost-user fs device takes the mount tag from the backend. (qemu sets the tag
-        // itself; virtiofsd's --tag makes qemu 7.1–8.0 crash, so only crosvm gets it.)
+    if hypervisor::backend(spec.hypervisor).virtiofs_server() == VirtiofsServer::VirtiofsdWithTag {
         argv.push(Word::from(format!("--tag={}", share.tag)));
     }
     for arg in o.extra_args.iter().chain(&share.extra_args) {

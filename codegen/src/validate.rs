@@ -4,13 +4,11 @@
 
 use crate::capabilities;
 use crate::diagnostic::Diagnostic;
-use crate::hypervisor;
+use crate::hypervisor::{self, VirtiofsServer};
 use crate::json_path::JsonPath;
 use crate::path;
 use crate::runner;
-use crate::spec::{
-    DeviceBus, ForwardFrom, Hypervisor, InterfaceType, RunnerSpec, ShareProto, Tool, volume,
-};
+use crate::spec::{DeviceBus, ForwardFrom, InterfaceType, RunnerSpec, ShareProto, Tool, volume};
 use crate::unique;
 
 /// More vCPUs than any of the hypervisors accepts.
@@ -344,7 +342,7 @@ fn check_shares(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
             );
         }
         if share.proto == ShareProto::Virtiofs
-            && spec.hypervisor != Hypervisor::Vfkit
+            && hypervisor::backend(spec.hypervisor).virtiofs_server() != VirtiofsServer::BuiltIn
             && share.socket.as_deref().is_none_or(str::is_empty)
         {
             findings.push(

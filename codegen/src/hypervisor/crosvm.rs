@@ -32,7 +32,9 @@
 
 use serde_json::json;
 
-use super::{Backend, Launch, MacvtapFds, Part, Requirement, Step, Word, kv, refuse_chars};
+use super::{
+    Backend, Launch, MacvtapFds, Part, Requirement, Step, VirtiofsServer, Word, kv, refuse_chars,
+};
 use crate::diagnostic::Diagnostic;
 use crate::path;
 use crate::spec::{DeviceBus, Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
@@ -442,6 +444,11 @@ impl Backend for Crosvm {
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
         (spec.socket.is_some() && spec.balloon).then_some(BALLOON_TEMPLATE)
+    }
+
+    fn virtiofs_server(&self) -> VirtiofsServer {
+        // crosvm's vhost-user fs device takes the mount tag from the backend.
+        VirtiofsServer::VirtiofsdWithTag
     }
 }
 

@@ -171,6 +171,19 @@ pub struct Launch {
     pub steps: Vec<Step>,
 }
 
+/// How a hypervisor's virtiofs shares are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtiofsServer {
+    /// One virtiofsd per share, on the share's vhost-user socket; the hypervisor gives the
+    /// guest the tag itself.
+    Virtiofsd,
+    /// One virtiofsd per share, told the tag (`--tag`): the hypervisor's vhost-user fs device
+    /// takes it from the backend.
+    VirtiofsdWithTag,
+    /// The hypervisor serves the shared directories itself: no virtiofsd, no socket.
+    BuiltIn,
+}
+
 /// What one hypervisor contributes to a runner.
 pub trait Backend {
     /// Spec checks only this hypervisor needs (on top of the capability table).
@@ -187,6 +200,11 @@ pub trait Backend {
     /// Extra files of the runner (such as a hypervisor config file), by relative path.
     fn extra_files(&self, _spec: &RunnerSpec) -> Vec<(String, String)> {
         Vec::new()
+    }
+    /// Who serves the virtiofs shares. (qemu sets the tag itself, and virtiofsd's `--tag`
+    /// makes qemu 7.1–8.0 crash, so the tag goes to virtiofsd only where it must.)
+    fn virtiofs_server(&self) -> VirtiofsServer {
+        VirtiofsServer::Virtiofsd
     }
 }
 

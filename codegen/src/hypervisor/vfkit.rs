@@ -15,7 +15,7 @@
 //! is an error) and `pkg/rest/rest.go` (the URI, and its 103-byte path limit from macOS's
 //! `sockaddr_un`).
 
-use super::{Backend, Launch, Part, Step, Word, refuse_chars};
+use super::{Backend, Launch, Part, Step, VirtiofsServer, Word, refuse_chars};
 use crate::diagnostic::Diagnostic;
 use crate::path;
 use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
@@ -373,5 +373,10 @@ impl Backend for Vfkit {
     fn balloon_template(&self, _: &RunnerSpec) -> Option<&'static str> {
         // vfkit's virtio-balloon has no run-time control; the capability table refuses it.
         None
+    }
+
+    fn virtiofs_server(&self) -> VirtiofsServer {
+        // Virtualization.framework's virtio-fs device shares the directory itself.
+        VirtiofsServer::BuiltIn
     }
 }
