@@ -24,6 +24,9 @@ pub const MAX_UNIX_SOCKET_PATH_BYTES: usize = 107;
 pub const MAX_9P_TAG_BYTES: usize = 31;
 /// The virtio-fs device's `tag` field is 36 bytes.
 pub const MAX_VIRTIOFS_TAG_BYTES: usize = 36;
+/// virtio-blk carries a disk id (serial) of at most 20 bytes (VIRTIO_BLK_ID_BYTES): qemu cuts a
+/// longer serial short without a word, crosvm and Virtualization.framework refuse it.
+pub const MAX_DISK_SERIAL_BYTES: usize = 20;
 
 /// The sizes every backend can compute with: vCPUs and memory within the limits checked here.
 pub fn within_bounds(spec: &RunnerSpec) -> bool {
@@ -44,6 +47,7 @@ pub fn validate(spec: &RunnerSpec) -> Vec<Diagnostic> {
     check_basics(spec, &mut findings);
     check_memory(spec, &mut findings);
     check_volumes(spec, &mut findings);
+    check_disk_serials(spec, &mut findings);
     check_shares(spec, &mut findings);
     check_mount_points(spec, &mut findings);
     check_interfaces(spec, &mut findings);
@@ -289,6 +293,30 @@ fn check_volumes(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
                 )
                 .at(at("label"))
                 .help(format!("shorten the label to {max} bytes")),
+            );
+        }
+    }
+}
+
+fn check_disk_serials(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    // Where the hypervisor has no serials at all, the capability table refuses them.
+    if !capabilities::supports(spec.hypervisor, "volume.serial") {
+        return;
+    }
+    for (i, volume) in spec.volumes.iter().enumerate() {
+        if let Some(serial) = &volume.serial
+            && serial.len() > MAX_DISK_SERIAL_BYTES
+        {
+            findings.push(
+                Diagnostic::error(
+                    code("serial_too_long"),
+                    format!(
+                        "disk serial {serial:?} is {} bytes; virtio-blk ids hold {MAX_DISK_SERIAL_BYTES}",
+                        serial.len()
+                    ),
+                )
+                .at(path!["volumes", i, "serial"])
+                .help(format!("shorten the serial to {MAX_DISK_SERIAL_BYTES} bytes")),
             );
         }
     }

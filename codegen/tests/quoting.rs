@@ -150,7 +150,7 @@ fn values_strategy() -> impl Strategy<Value = Values> {
                 params,
                 store,
                 image: format!("img-{image}"),
-                serial,
+                serial: fit(serial, 20),
                 label: fit(label, 16),
                 mkfs_arg,
                 source,

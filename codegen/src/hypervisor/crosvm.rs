@@ -44,9 +44,6 @@ pub struct Crosvm;
 pub const SHUTDOWN_TEMPLATE: &str = "shutdown/crosvm.sh";
 pub const BALLOON_TEMPLATE: &str = "balloon/crosvm.sh";
 
-/// crosvm's virtio-blk `id=` holds 20 bytes (`DISK_ID_LEN`).
-const MAX_DISK_ID_BYTES: usize = 20;
-
 /// The Wayland context types the GPU device offers, as microvm.nix configures it.
 const GPU_CONTEXT_TYPES: &str = "virgl:virgl2:cross-domain";
 
@@ -358,24 +355,6 @@ impl Backend for Crosvm {
                 .at(path!["graphics", "socket"])
                 .help("set graphics.socket to a path for the vhost-user GPU socket, such as \"<hostName>-gpu.sock\""),
             );
-        }
-
-        for (i, volume) in spec.volumes.iter().enumerate() {
-            if let Some(serial) = &volume.serial
-                && serial.len() > MAX_DISK_ID_BYTES
-            {
-                findings.push(
-                    Diagnostic::error(
-                        "microvm::crosvm::serial_too_long",
-                        format!(
-                            "disk serial {serial:?} is {} bytes; crosvm's disk id holds {MAX_DISK_ID_BYTES}",
-                            serial.len()
-                        ),
-                    )
-                    .at(path!["volumes", i, "serial"])
-                    .help(format!("shorten the serial to {MAX_DISK_ID_BYTES} bytes")),
-                );
-            }
         }
 
         for (i, share) in spec.shares.iter().enumerate() {

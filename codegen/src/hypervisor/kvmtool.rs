@@ -84,8 +84,7 @@ fn macvtap_var(index: usize) -> String {
     format!("macvtap{index}")
 }
 
-fn check_disks(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
-    let hv = Hypervisor::Kvmtool;
+fn check_disk_images(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
     let store = usize::from(spec.store_disk.is_some());
     if store + spec.volumes.len() > MAX_DISKS {
         let first_extra = MAX_DISKS - store;
@@ -106,8 +105,8 @@ fn check_disks(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
             .help("combine volumes, share directories with proto = \"9p\", or use hypervisor = \"qemu\""),
         );
     }
+    super::check_disks(findings, spec, "--disk", "--disk", &[',']);
     let mut disk = |value: &str, at: crate::json_path::JsonPath| {
-        refuse_chars(findings, hv, value, at.clone(), "--disk", &[',']);
         if value.starts_with("scsi:") {
             findings.push(
                 Diagnostic::error(
@@ -147,7 +146,7 @@ impl Backend for Kvmtool {
                 )),
             );
         }
-        check_disks(spec, &mut findings);
+        check_disk_images(spec, &mut findings);
         for (i, share) in spec.shares.iter().enumerate() {
             if share.proto != ShareProto::NineP {
                 continue;

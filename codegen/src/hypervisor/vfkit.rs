@@ -30,9 +30,6 @@ pub const MAX_SOCKET_PATH_BYTES: usize = 103;
 /// The mount tag of the Rosetta share; the guest module mounts it by this name.
 pub const ROSETTA_TAG: &str = "rosetta";
 
-/// Virtualization.framework's limit on a virtio-blk device identifier, in (ASCII) bytes.
-pub const MAX_DEVICE_ID_BYTES: usize = 20;
-
 /// Flags this backend sets itself (with their short forms); the same flag in
 /// `vfkit.extraArgs` would be a second bootloader, a conflicting kernel, or a silent override.
 const OWN_FLAGS: &[(&str, Option<&str>, &str)] = &[
@@ -150,46 +147,19 @@ impl Backend for Vfkit {
                 );
             }
         }
-        if let Some(store) = &spec.store_disk {
-            refuse_chars(
-                &mut findings,
-                hv,
-                store,
-                path!["storeDisk"],
-                "--device",
-                DEVICE_SYNTAX,
-            );
-        }
+        super::check_disks(&mut findings, spec, "--device", "--device", DEVICE_SYNTAX);
         for (i, volume) in spec.volumes.iter().enumerate() {
-            refuse_chars(
-                &mut findings,
-                hv,
-                &volume.image,
-                path!["volumes", i, "image"],
-                "--device",
-                DEVICE_SYNTAX,
-            );
-            if let Some(serial) = &volume.serial {
-                refuse_chars(
-                    &mut findings,
-                    hv,
-                    serial,
-                    path!["volumes", i, "serial"],
-                    "--device",
-                    DEVICE_SYNTAX,
+            if let Some(serial) = &volume.serial
+                && !serial.is_ascii()
+            {
+                findings.push(
+                    Diagnostic::error(
+                        "microvm::vfkit::serial",
+                        format!("disk serial {serial:?} is not ASCII"),
+                    )
+                    .at(path!["volumes", i, "serial"])
+                    .help("Virtualization.framework takes block device identifiers of ASCII characters only; rename the serial"),
                 );
-                if serial.len() > MAX_DEVICE_ID_BYTES || !serial.is_ascii() {
-                    findings.push(
-                        Diagnostic::error(
-                            "microvm::vfkit::serial",
-                            format!(
-                                "disk serial {serial:?} is not an ASCII name of at most {MAX_DEVICE_ID_BYTES} bytes"
-                            ),
-                        )
-                        .at(path!["volumes", i, "serial"])
-                        .help("Virtualization.framework takes block device identifiers of up to 20 ASCII bytes; shorten the serial"),
-                    );
-                }
             }
         }
         for (i, share) in spec.shares.iter().enumerate() {
