@@ -494,7 +494,7 @@ fn values_vfkit_cannot_carry_are_refused() {
     assert_eq!(
         refused,
         [
-            "microvm::vfkit::extra_args $.vfkit.extraArgs",
+            "microvm::vfkit::extra_args $.vfkit.extraArgs[0]",
             "microvm::vfkit::rosetta_arch $.vfkit.rosetta.enable",
             "microvm::vfkit::serial $.volumes[0].serial",
             "microvm::vfkit::socket_path_too_long $.socket",

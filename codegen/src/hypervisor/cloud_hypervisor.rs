@@ -5,7 +5,7 @@
 //! Grammar: cloud-hypervisor's `vmm/src/config.rs` (`*::SYNTAX`) and `docs/*.md`; values are
 //! `key=value` pairs joined by `,` with no escape for commas.
 
-use super::{Backend, Launch, MacvtapFds, Requirement, Word, kv, refuse_chars};
+use super::{Backend, Launch, MacvtapFds, OwnFlag, Requirement, Word, kv, refuse_chars};
 use crate::diagnostic::Diagnostic;
 use crate::path;
 use crate::spec::{
@@ -23,14 +23,27 @@ pub const VSOCK_SOCKET: &str = "notify.vsock";
 
 /// Flags this backend sets itself; the same flag in `cloud-hypervisor.extraArgs` would be a
 /// duplicate cloud-hypervisor refuses (or a second device), so it is refused here first.
-const OWN_FLAGS: &[(&str, &str)] = &[
-    ("--cpus", "microvm.vcpu"),
-    ("--memory", "microvm.mem"),
-    ("--kernel", "microvm.kernel"),
-    ("--initramfs", "microvm.initrdPath"),
-    ("--cmdline", "microvm.kernelParams"),
-    ("--api-socket", "microvm.socket"),
-];
+fn own_flags(spec: &RunnerSpec) -> Vec<OwnFlag> {
+    let mut own = vec![
+        OwnFlag::new("--cpus", "microvm.vcpu"),
+        OwnFlag::new("--memory", "microvm.mem"),
+        OwnFlag::new("--kernel", "microvm.kernel"),
+        OwnFlag::new("--initramfs", "microvm.initrdPath"),
+        OwnFlag::new("--cmdline", "microvm.kernelParams"),
+        OwnFlag::new("--api-socket", "microvm.socket"),
+    ];
+    if spec.vsock.cid.is_some() {
+        // cloud-hypervisor has one vsock device.
+        own.push(OwnFlag::new("--vsock", "microvm.vsock.cid"));
+    }
+    if !spec.cloud_hypervisor.platform_oem_strings.is_empty() {
+        own.push(OwnFlag::new(
+            "--platform",
+            "microvm.cloud-hypervisor.platformOEMStrings",
+        ));
+    }
+    own
+}
 
 fn on_off(value: bool) -> String {
     if value { "on" } else { "off" }.to_owned()
@@ -41,10 +54,7 @@ fn multi_queue(spec: &RunnerSpec) -> bool {
 }
 
 fn user_sets(spec: &RunnerSpec, flag: &str) -> bool {
-    spec.cloud_hypervisor
-        .extra_args
-        .iter()
-        .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    super::sets_flag(&spec.cloud_hypervisor.extra_args, flag)
 }
 
 fn cmdline(spec: &RunnerSpec) -> String {
@@ -67,38 +77,12 @@ impl Backend for CloudHypervisor {
     fn check(&self, spec: &RunnerSpec) -> Vec<Diagnostic> {
         let hv = Hypervisor::CloudHypervisor;
         let mut findings = Vec::new();
-        for (flag, option) in OWN_FLAGS {
-            if user_sets(spec, flag) {
-                findings.push(
-                    Diagnostic::error(
-                        "microvm::cloud_hypervisor::extra_args",
-                        format!("cloud-hypervisor.extraArgs sets {flag}, which the runner sets from {option}"),
-                    )
-                    .at(path!["cloud-hypervisor", "extraArgs"])
-                    .help(format!("remove {flag} from extraArgs and set {option} instead")),
-                );
-            }
-        }
-        if spec.vsock.cid.is_some() && user_sets(spec, "--vsock") {
-            findings.push(
-                Diagnostic::error(
-                    "microvm::cloud_hypervisor::extra_args",
-                    "cloud-hypervisor.extraArgs adds a second vsock device",
-                )
-                .at(path!["cloud-hypervisor", "extraArgs"])
-                .help("cloud-hypervisor has one vsock device: set microvm.vsock.cid or pass --vsock, not both"),
-            );
-        }
-        if !spec.cloud_hypervisor.platform_oem_strings.is_empty() && user_sets(spec, "--platform") {
-            findings.push(
-                Diagnostic::error(
-                    "microvm::cloud_hypervisor::extra_args",
-                    "cloud-hypervisor.extraArgs sets --platform next to platformOEMStrings",
-                )
-                .at(path!["cloud-hypervisor", "extraArgs"])
-                .help("put the OEM strings in cloud-hypervisor.platformOEMStrings only"),
-            );
-        }
+        super::refuse_own_flags(
+            &mut findings,
+            hv,
+            &spec.cloud_hypervisor.extra_args,
+            &own_flags(spec),
+        );
         for (i, oem) in spec
             .cloud_hypervisor
             .platform_oem_strings

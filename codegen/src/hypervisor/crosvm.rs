@@ -33,7 +33,8 @@
 use serde_json::json;
 
 use super::{
-    Backend, Launch, MacvtapFds, Part, Requirement, Step, VirtiofsServer, Word, kv, refuse_chars,
+    Backend, Launch, MacvtapFds, OwnFlag, Part, Requirement, Step, VirtiofsServer, Word, kv,
+    refuse_chars,
 };
 use crate::diagnostic::Diagnostic;
 use crate::path;
@@ -49,16 +50,16 @@ const GPU_CONTEXT_TYPES: &str = "virgl:virgl2:cross-domain";
 
 /// Single-valued `crosvm run` options (argh `Option` fields, refused when given twice), with
 /// their short aliases and the spec option the runner sets them from.
-const SINGLE_FLAGS: &[(&str, Option<&str>, &str)] = &[
-    ("--cpus", Some("-c"), "microvm.vcpu"),
-    ("--mem", Some("-m"), "microvm.mem"),
-    ("--initrd", Some("-i"), "microvm.initrdPath"),
-    ("--socket", Some("-s"), "microvm.socket"),
-    ("--pivot-root", None, "microvm.crosvm.pivotRoot"),
-    ("--vsock", None, "microvm.vsock.cid"),
-    ("--init-mem", None, "microvm.initialBalloonMem"),
-    ("--no-balloon", None, "microvm.balloon"),
-    ("--balloon-page-reporting", None, "microvm.balloon"),
+const SINGLE_FLAGS: &[OwnFlag] = &[
+    OwnFlag::new("--cpus", "microvm.vcpu").with_short("-c"),
+    OwnFlag::new("--mem", "microvm.mem").with_short("-m"),
+    OwnFlag::new("--initrd", "microvm.initrdPath").with_short("-i"),
+    OwnFlag::new("--socket", "microvm.socket").with_short("-s"),
+    OwnFlag::new("--pivot-root", "microvm.crosvm.pivotRoot"),
+    OwnFlag::new("--vsock", "microvm.vsock.cid"),
+    OwnFlag::new("--init-mem", "microvm.initialBalloonMem"),
+    OwnFlag::new("--no-balloon", "microvm.balloon"),
+    OwnFlag::new("--balloon-page-reporting", "microvm.balloon"),
 ];
 
 /// A string value in crosvm's `key=value` grammar (`serde_keyvalue::key_values::any_string`):
@@ -100,20 +101,6 @@ fn kernel_params(spec: &RunnerSpec) -> String {
         line.push_str(param);
     }
     line
-}
-
-/// `crosvm.extraArgs` flag in its long form, or None for a value.
-fn extra_flag(arg: &str) -> Option<&str> {
-    if arg.len() < 2 || !arg.starts_with('-') {
-        return None;
-    }
-    let flag = arg.split_once('=').map_or(arg, |(flag, _)| flag);
-    Some(
-        SINGLE_FLAGS
-            .iter()
-            .find(|(_, short, _)| *short == Some(flag))
-            .map_or(flag, |(long, _, _)| long),
-    )
 }
 
 /// The runner's own part of the command line, before `crosvm.extraArgs` and the kernel. Every
@@ -307,33 +294,22 @@ impl Backend for Crosvm {
         let hv = Hypervisor::Crosvm;
         let mut findings = Vec::new();
 
-        let own: Vec<String> = command(spec)
+        // The single-valued flags the runner's own words set.
+        let words: Vec<String> = command(spec)
             .args
             .iter()
             .filter_map(Word::literal)
-            .filter_map(|w| extra_flag(&w).map(str::to_owned))
             .collect();
-        for (i, arg) in spec.crosvm.extra_args.iter().enumerate() {
-            let Some(flag) = extra_flag(arg) else {
-                continue;
-            };
-            let Some((_, _, option)) = SINGLE_FLAGS.iter().find(|(long, _, _)| *long == flag)
-            else {
-                continue;
-            };
-            if own.iter().any(|w| w == flag) {
-                findings.push(
-                    Diagnostic::error(
-                        "microvm::crosvm::extra_args",
-                        format!("crosvm.extraArgs sets {flag}, which the runner sets from {option}"),
-                    )
-                    .at(path!["crosvm", "extraArgs", i])
-                    .help(format!(
-                        "crosvm takes {flag} once: remove it from extraArgs and set {option} instead"
-                    )),
-                );
-            }
-        }
+        let own: Vec<OwnFlag> = SINGLE_FLAGS
+            .iter()
+            .filter(|flag| {
+                words
+                    .iter()
+                    .any(|w| super::flag_name(w, SINGLE_FLAGS) == Some(flag.long))
+            })
+            .copied()
+            .collect();
+        super::refuse_own_flags(&mut findings, hv, &spec.crosvm.extra_args, &own);
 
         if spec.balloon && !spec.deflate_on_oom {
             findings.push(
@@ -454,11 +430,12 @@ mod tests {
 
     #[test]
     fn extra_flags_are_compared_in_their_long_form() {
-        assert_eq!(extra_flag("-c"), Some("--cpus"));
-        assert_eq!(extra_flag("--mem=size=2"), Some("--mem"));
-        assert_eq!(extra_flag("-s=x"), Some("--socket"));
-        assert_eq!(extra_flag("--gpu"), Some("--gpu"));
-        assert_eq!(extra_flag("value"), None);
-        assert_eq!(extra_flag("-"), None);
+        let flag = |word| super::super::flag_name(word, SINGLE_FLAGS);
+        assert_eq!(flag("-c"), Some("--cpus"));
+        assert_eq!(flag("--mem=size=2"), Some("--mem"));
+        assert_eq!(flag("-s=x"), Some("--socket"));
+        assert_eq!(flag("--gpu"), Some("--gpu"));
+        assert_eq!(flag("value"), None);
+        assert_eq!(flag("-"), None);
     }
 }

@@ -275,6 +275,88 @@ pub fn refuse_chars(
     }
 }
 
+/// A single-valued flag of a hypervisor's command line: its long form, its one-dash alias, and
+/// the spec option the runner sets it from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnFlag {
+    pub long: &'static str,
+    pub short: Option<&'static str>,
+    pub option: &'static str,
+}
+
+impl OwnFlag {
+    pub const fn new(long: &'static str, option: &'static str) -> OwnFlag {
+        OwnFlag {
+            long,
+            short: None,
+            option,
+        }
+    }
+
+    pub const fn with_short(self, short: &'static str) -> OwnFlag {
+        OwnFlag {
+            short: Some(short),
+            ..self
+        }
+    }
+}
+
+/// The flag a command-line word sets, in its long form: `--x` and `--x=value` set `--x`; a
+/// one-dash alias of `flags`, alone or with its value attached (`-c`, `-c=4`, `-c4`), sets its
+/// long flag; another one-dash word is returned up to its `=`. A value sets none.
+pub fn flag_name<'a>(word: &'a str, flags: &[OwnFlag]) -> Option<&'a str> {
+    if word.len() < 2 || !word.starts_with('-') {
+        return None;
+    }
+    if !word.starts_with("--")
+        && let Some(flag) = flags
+            .iter()
+            .find(|f| f.short.is_some_and(|short| word.starts_with(short)))
+    {
+        return Some(flag.long);
+    }
+    Some(word.split_once('=').map_or(word, |(flag, _)| flag))
+}
+
+/// Whether `extra_args` sets the flag `long` (in any of its spellings).
+pub fn sets_flag(extra_args: &[String], long: &str) -> bool {
+    extra_args
+        .iter()
+        .any(|arg| flag_name(arg, &[]) == Some(long))
+}
+
+/// Refuses every word of `<hv>.extraArgs` that sets a flag the runner sets itself (`own`):
+/// the hypervisor would refuse the flag given twice, or one of the two would silently win.
+pub fn refuse_own_flags(
+    findings: &mut Vec<Diagnostic>,
+    hv: Hypervisor,
+    extra_args: &[String],
+    own: &[OwnFlag],
+) {
+    for (i, arg) in extra_args.iter().enumerate() {
+        let Some(name) = flag_name(arg, own) else {
+            continue;
+        };
+        let Some(flag) = own.iter().find(|f| f.long == name) else {
+            continue;
+        };
+        findings.push(
+            Diagnostic::error(
+                format!("microvm::{}::extra_args", hv.name().replace('-', "_")),
+                format!(
+                    "{hv}.extraArgs sets {name}, which the runner sets from {}",
+                    flag.option
+                ),
+            )
+            .at(crate::path![hv.name(), "extraArgs", i])
+            .help(format!(
+                "remove {name} from extraArgs and set {} instead",
+                flag.option
+            )),
+        );
+    }
+}
+
 /// The disk values of a `key=value,…` grammar: the store disk and volume images (`disk_flag`)
 /// and volume serials (`serial_flag`) keep out the grammar's `syntax` characters. (How long a
 /// serial may be is checked for every hypervisor by validation.)
@@ -315,5 +397,49 @@ pub fn check_disks(
                 syntax,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLAGS: &[OwnFlag] = &[
+        OwnFlag::new("--cpus", "microvm.vcpu").with_short("-c"),
+        OwnFlag::new("--kernel", "microvm.kernel"),
+    ];
+
+    #[test]
+    fn every_spelling_of_a_flag_names_its_long_form() {
+        for word in ["--cpus", "--cpus=4", "-c", "-c=4", "-c4"] {
+            assert_eq!(flag_name(word, FLAGS), Some("--cpus"), "{word}");
+        }
+        assert_eq!(flag_name("--gpu=x", FLAGS), Some("--gpu"));
+        assert_eq!(flag_name("-z=1", FLAGS), Some("-z"));
+        for value in ["4", "-", "", "path=x"] {
+            assert_eq!(flag_name(value, FLAGS), None, "{value}");
+        }
+    }
+
+    #[test]
+    fn own_flags_in_extra_args_are_refused_where_they_stand() {
+        let extra: Vec<String> = ["--gpu", "-c4", "backend=2d", "--kernel=/k", "-1"]
+            .map(String::from)
+            .to_vec();
+        let mut findings = Vec::new();
+        refuse_own_flags(&mut findings, Hypervisor::Crosvm, &extra, FLAGS);
+        let refused: Vec<String> = findings
+            .iter()
+            .map(|d| format!("{} {}", d.code, d.path().unwrap()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                "microvm::crosvm::extra_args $.crosvm.extraArgs[1]",
+                "microvm::crosvm::extra_args $.crosvm.extraArgs[3]",
+            ]
+        );
+        assert!(findings[1].message.contains("--kernel"));
+        assert!(sets_flag(&extra, "--kernel") && !sets_flag(&extra, "--mem"));
     }
 }

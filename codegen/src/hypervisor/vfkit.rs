@@ -15,7 +15,7 @@
 //! is an error) and `pkg/rest/rest.go` (the URI, and its 103-byte path limit from macOS's
 //! `sockaddr_un`).
 
-use super::{Backend, Launch, Part, Step, VirtiofsServer, Word, refuse_chars};
+use super::{Backend, Launch, OwnFlag, Part, Step, VirtiofsServer, Word, refuse_chars};
 use crate::diagnostic::Diagnostic;
 use crate::path;
 use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
@@ -32,21 +32,22 @@ pub const ROSETTA_TAG: &str = "rosetta";
 
 /// Flags this backend sets itself (with their short forms); the same flag in
 /// `vfkit.extraArgs` would be a second bootloader, a conflicting kernel, or a silent override.
-const OWN_FLAGS: &[(&str, Option<&str>, &str)] = &[
-    ("--cpus", Some("-c"), "microvm.vcpu"),
-    ("--memory", Some("-m"), "microvm.mem"),
-    ("--bootloader", Some("-b"), "microvm.kernel"),
-    ("--kernel", Some("-k"), "microvm.kernel"),
-    ("--initrd", Some("-i"), "microvm.initrdPath"),
-    ("--kernel-cmdline", Some("-C"), "microvm.kernelParams"),
-];
-
-fn user_sets(spec: &RunnerSpec, long: &str, short: Option<&str>) -> bool {
-    spec.vfkit.extra_args.iter().any(|a| {
-        a == long
-            || a.starts_with(&format!("{long}="))
-            || short.is_some_and(|s| a.starts_with(s) && !a.starts_with("--"))
-    })
+fn own_flags(spec: &RunnerSpec) -> Vec<OwnFlag> {
+    let mut own = vec![
+        OwnFlag::new("--cpus", "microvm.vcpu").with_short("-c"),
+        OwnFlag::new("--memory", "microvm.mem").with_short("-m"),
+        OwnFlag::new("--bootloader", "microvm.kernel").with_short("-b"),
+        OwnFlag::new("--kernel", "microvm.kernel").with_short("-k"),
+        OwnFlag::new("--initrd", "microvm.initrdPath").with_short("-i"),
+        OwnFlag::new("--kernel-cmdline", "microvm.kernelParams").with_short("-C"),
+    ];
+    if spec.socket.is_some() {
+        own.push(OwnFlag::new("--restful-uri", "microvm.socket"));
+    }
+    if spec.vfkit.log_level.is_some() {
+        own.push(OwnFlag::new("--log-level", "microvm.vfkit.logLevel"));
+    }
+    own
 }
 
 fn cmdline(spec: &RunnerSpec) -> String {
@@ -69,40 +70,7 @@ impl Backend for Vfkit {
     fn check(&self, spec: &RunnerSpec) -> Vec<Diagnostic> {
         let hv = Hypervisor::Vfkit;
         let mut findings = Vec::new();
-        for (flag, short, option) in OWN_FLAGS {
-            if user_sets(spec, flag, *short) {
-                findings.push(
-                    Diagnostic::error(
-                        "microvm::vfkit::extra_args",
-                        format!("vfkit.extraArgs sets {flag}, which the runner sets from {option}"),
-                    )
-                    .at(path!["vfkit", "extraArgs"])
-                    .help(format!(
-                        "remove {flag} from extraArgs and set {option} instead"
-                    )),
-                );
-            }
-        }
-        if spec.socket.is_some() && user_sets(spec, "--restful-uri", None) {
-            findings.push(
-                Diagnostic::error(
-                    "microvm::vfkit::extra_args",
-                    "vfkit.extraArgs sets --restful-uri, which the runner sets from microvm.socket",
-                )
-                .at(path!["vfkit", "extraArgs"])
-                .help("remove --restful-uri from extraArgs, or set microvm.socket = null"),
-            );
-        }
-        if spec.vfkit.log_level.is_some() && user_sets(spec, "--log-level", None) {
-            findings.push(
-                Diagnostic::error(
-                    "microvm::vfkit::extra_args",
-                    "vfkit.extraArgs sets --log-level, which the runner sets from vfkit.logLevel",
-                )
-                .at(path!["vfkit", "extraArgs"])
-                .help("remove --log-level from extraArgs and set vfkit.logLevel instead"),
-            );
-        }
+        super::refuse_own_flags(&mut findings, hv, &spec.vfkit.extra_args, &own_flags(spec));
         if let Some(socket) = &spec.socket {
             // A relative socket is made absolute with the working directory at run time, where
             // microvm-run checks the whole path; here only its least possible length is known.

@@ -38,7 +38,7 @@ use self::config::{
     Balloon, BootSource, Config, CpuConfig, CpuTemplate, Drive, Entropy, HugePages, IoEngine,
     MachineConfig, NetworkInterface, Vsock,
 };
-use super::{Backend, Launch, Requirement, Step, Word, runner_file};
+use super::{Backend, Launch, OwnFlag, Requirement, Step, Word, runner_file};
 use crate::diagnostic::Diagnostic;
 use crate::json_path::JsonPath;
 use crate::path;
@@ -62,10 +62,11 @@ pub const MAX_VCPUS: u32 = 32;
 pub const BALLOON_STATS_INTERVAL_S: u16 = 1;
 
 /// Flags the runner sets itself; firecracker refuses a flag given twice.
-const OWN_FLAGS: &[(&str, &str)] = &[
-    ("--config-file", "the generated config file"),
-    ("--api-sock", "microvm.socket"),
-    ("--no-api", "microvm.socket = null"),
+const OWN_FLAGS: &[OwnFlag] = &[
+    // The config file is generated from the spec; extraConfig adds to it.
+    OwnFlag::new("--config-file", "microvm.firecracker.extraConfig"),
+    OwnFlag::new("--api-sock", "microvm.socket"),
+    OwnFlag::new("--no-api", "microvm.socket"),
 ];
 
 fn code(name: &str) -> String {
@@ -369,45 +370,34 @@ fn shutdown_script(spec: &RunnerSpec) -> bool {
 }
 
 fn check_extra_args(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
-    let at = || path!["firecracker", "extraArgs"];
+    let extra_args = &spec.firecracker.extra_args;
+    super::refuse_own_flags(findings, spec.hypervisor, extra_args, OWN_FLAGS);
     let mut seen: Vec<&str> = Vec::new();
-    for arg in &spec.firecracker.extra_args {
-        if !arg.starts_with("--") {
+    for (i, arg) in extra_args.iter().enumerate() {
+        // firecracker's flags are `--name`; anything else is a value.
+        let Some(flag) = super::flag_name(arg, OWN_FLAGS).filter(|f| f.starts_with("--")) else {
             continue;
-        }
-        if let Some((flag, _)) = arg.split_once('=') {
+        };
+        if flag != arg {
             findings.push(
                 Diagnostic::error(
                     code("extra_args"),
                     format!("firecracker does not read {arg:?}: it takes {flag} and its value as two arguments"),
                 )
-                .at(at())
+                .at(path!["firecracker", "extraArgs", i])
                 .help(format!("write \"{flag}\" and the value as two list items")),
             );
-            continue;
-        }
-        if let Some((_, option)) = OWN_FLAGS.iter().find(|(flag, _)| flag == arg) {
+        } else if seen.contains(&flag) && !OWN_FLAGS.iter().any(|own| own.long == flag) {
             findings.push(
                 Diagnostic::error(
                     code("extra_args"),
-                    format!(
-                        "firecracker.extraArgs sets {arg}, which the runner sets from {option}"
-                    ),
+                    format!("firecracker.extraArgs gives {flag} twice, which firecracker refuses"),
                 )
-                .at(at())
-                .help(format!("remove {arg} from extraArgs; the runner passes it")),
-            );
-        } else if seen.contains(&arg.as_str()) {
-            findings.push(
-                Diagnostic::error(
-                    code("extra_args"),
-                    format!("firecracker.extraArgs gives {arg} twice, which firecracker refuses"),
-                )
-                .at(at())
-                .help(format!("give {arg} once")),
+                .at(path!["firecracker", "extraArgs", i])
+                .help(format!("give {flag} once")),
             );
         }
-        seen.push(arg);
+        seen.push(flag);
     }
 }
 
