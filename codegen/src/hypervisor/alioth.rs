@@ -14,7 +14,7 @@ use super::{Backend, Launch, Part, Requirement, Step, Word, kv, refuse_chars};
 use crate::diagnostic::Diagnostic;
 use crate::json_path::JsonPath;
 use crate::path;
-use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, System, Tool};
+use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, Tool};
 
 pub struct Alioth;
 
@@ -40,16 +40,12 @@ fn on_off(value: bool) -> String {
 fn cmdline(spec: &RunnerSpec) -> String {
     // x86_64 has a 16450 UART (ttyS0), aarch64 a PL011 (ttyAMA0). reboot=t: a triple fault
     // makes KVM exit, so a guest reboot ends alioth (and the service restarts it).
-    let console = match spec.system {
-        System::X86_64Linux => "console=ttyS0 reboot=t",
-        System::Aarch64Linux => "console=ttyAMA0",
-    };
-    let mut line = format!("{console} panic=-1");
-    for param in &spec.kernel_params {
-        line.push(' ');
-        line.push_str(param);
+    let mut own = vec![super::uart_console(spec.system)];
+    if spec.system.is_x86_64() {
+        own.push("reboot=t");
     }
-    line
+    own.push("panic=-1");
+    super::kernel_cmdline(spec, &own)
 }
 
 /// The variable `microvm-run` sets to the character device of the `index`th macvtap.

@@ -8,9 +8,7 @@
 use super::{Backend, Launch, MacvtapFds, OwnFlag, Requirement, Word, kv, refuse_chars};
 use crate::diagnostic::Diagnostic;
 use crate::path;
-use crate::spec::{
-    DeviceBus, Hypervisor, ImageType, InterfaceType, RunnerSpec, ShareProto, System, Tool,
-};
+use crate::spec::{DeviceBus, Hypervisor, ImageType, InterfaceType, RunnerSpec, ShareProto, Tool};
 
 pub struct CloudHypervisor;
 
@@ -58,16 +56,8 @@ fn user_sets(spec: &RunnerSpec, flag: &str) -> bool {
 }
 
 fn cmdline(spec: &RunnerSpec) -> String {
-    let console = match spec.system {
-        System::X86_64Linux => "console=ttyS0",
-        System::Aarch64Linux => "console=ttyAMA0",
-    };
-    let mut line = format!("{console} reboot=t panic=-1");
-    for param in &spec.kernel_params {
-        line.push(' ');
-        line.push_str(param);
-    }
-    line
+    let console = super::uart_console(spec.system);
+    super::kernel_cmdline(spec, &[console, "reboot=t", "panic=-1"])
 }
 
 /// Characters cloud-hypervisor's option parser treats as syntax.

@@ -95,12 +95,7 @@ fn can_power_off(spec: &RunnerSpec) -> bool {
 
 fn kernel_params(spec: &RunnerSpec) -> String {
     // crosvm's serial port is a 16550 UART (ttyS0) on x86_64 and aarch64 alike.
-    let mut line = "console=ttyS0 reboot=k panic=1".to_owned();
-    for param in &spec.kernel_params {
-        line.push(' ');
-        line.push_str(param);
-    }
-    line
+    super::kernel_cmdline(spec, &["console=ttyS0", "reboot=k", "panic=1"])
 }
 
 /// The runner's own part of the command line, before `crosvm.extraArgs` and the kernel. Every

@@ -63,20 +63,25 @@ fn code(name: &str) -> String {
 
 /// The kernel command line (lkvm passes it as is under `--nodefaults`).
 fn params(spec: &RunnerSpec) -> String {
-    let mut line = if spec.system.is_x86_64() {
+    let own: &[&str] = if spec.system.is_x86_64() {
         // lkvm's own x86 defaults (x86/kvm.c kvm__arch_set_cmdline) for its emulated hardware.
-        String::from(
-            "noapic noacpi pci=conf1 reboot=k panic=1 i8042.direct=1 i8042.dumbkbd=1 \
-             i8042.nopnp=1 earlyprintk=serial i8042.noaux=1 console=ttyS0",
-        )
+        &[
+            "noapic",
+            "noacpi",
+            "pci=conf1",
+            "reboot=k",
+            "panic=1",
+            "i8042.direct=1",
+            "i8042.dumbkbd=1",
+            "i8042.nopnp=1",
+            "earlyprintk=serial",
+            "i8042.noaux=1",
+            "console=ttyS0",
+        ]
     } else {
-        String::from("panic=1 console=ttyS0")
+        &["panic=1", "console=ttyS0"]
     };
-    for param in &spec.kernel_params {
-        line.push(' ');
-        line.push_str(param);
-    }
-    line
+    super::kernel_cmdline(spec, own)
 }
 
 /// The shell variable `microvm-run` sets to the character device of the i-th interface.

@@ -13,7 +13,7 @@ pub mod vfkit;
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::Diagnostic;
-use crate::spec::{Hypervisor, RunnerSpec, Tool};
+use crate::spec::{Hypervisor, RunnerSpec, System, Tool};
 
 /// One word of a command line. Literal parts are quoted when rendered; variable parts expand
 /// a shell variable the runner script sets at run time (such as a device path).
@@ -219,6 +219,26 @@ pub fn backend(hypervisor: Hypervisor) -> &'static dyn Backend {
         Hypervisor::Alioth => &alioth::Alioth,
         Hypervisor::Vfkit => &vfkit::Vfkit,
     }
+}
+
+/// The console parameter for the architecture's usual first UART, where the hypervisor
+/// emulates that one: an 8250 (`ttyS0`) on x86_64, a PL011 (`ttyAMA0`) on aarch64.
+pub fn uart_console(system: System) -> &'static str {
+    match system {
+        System::X86_64Linux => "console=ttyS0",
+        System::Aarch64Linux => "console=ttyAMA0",
+    }
+}
+
+/// The guest kernel's command line: the hypervisor's own parameters, then `kernelParams`,
+/// separated by spaces.
+pub fn kernel_cmdline(spec: &RunnerSpec, own: &[&str]) -> String {
+    let params = spec.kernel_params.iter().map(String::as_str);
+    own.iter()
+        .copied()
+        .chain(params)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Escapes a value for qemu's `key=value,…` option syntax, where a literal comma is doubled.

@@ -175,21 +175,13 @@ fn machine_opts(spec: &RunnerSpec, machine: &str) -> BTreeMap<String, String> {
 }
 
 fn kernel_cmdline(spec: &RunnerSpec) -> String {
-    let mut params: Vec<&str> = Vec::new();
+    let mut own: Vec<&str> = Vec::new();
     if spec.qemu.serial_console {
-        params.push(match spec.system {
-            System::X86_64Linux => "console=ttyS0",
-            System::Aarch64Linux => "console=ttyAMA0",
-        });
+        own.push(super::uart_console(spec.system));
     }
     // reboot=t triple-faults instead of resetting, and -no-reboot turns that into an exit.
-    params.extend(["reboot=t", "panic=-1"]);
-    let mut line = params.join(" ");
-    for param in &spec.kernel_params {
-        line.push(' ');
-        line.push_str(param);
-    }
-    line
+    own.extend(["reboot=t", "panic=-1"]);
+    super::kernel_cmdline(spec, &own)
 }
 
 struct Args(Vec<Word>);

@@ -90,16 +90,12 @@ fn drive_io(direct: bool) -> [(&'static str, String); 2] {
 }
 
 fn cmdline(spec: &RunnerSpec) -> String {
-    let mut line = match spec.system {
-        System::X86_64Linux => "console=ttyS0 edd=off reboot=t panic=-1",
-        System::Aarch64Linux => "console=ttyAMA0 reboot=t panic=-1",
+    let mut own = vec![super::uart_console(spec.system)];
+    if spec.system.is_x86_64() {
+        own.push("edd=off");
     }
-    .to_owned();
-    for param in &spec.kernel_params {
-        line.push(' ');
-        line.push_str(param);
-    }
-    line
+    own.extend(["reboot=t", "panic=-1"]);
+    super::kernel_cmdline(spec, &own)
 }
 
 /// virtio-mmio transports beyond the reserved disk and NIC slots.

@@ -52,13 +52,12 @@ fn own_flags(spec: &RunnerSpec) -> Vec<OwnFlag> {
 
 fn cmdline(spec: &RunnerSpec) -> String {
     // With graphics the console is the framebuffer; otherwise virtio-serial's hvc0.
-    let console = if spec.graphics.enable { "tty0" } else { "hvc0" };
-    let mut line = format!("console={console} reboot=t panic=-1");
-    for param in &spec.kernel_params {
-        line.push(' ');
-        line.push_str(param);
-    }
-    line
+    let console = if spec.graphics.enable {
+        "console=tty0"
+    } else {
+        "console=hvc0"
+    };
+    super::kernel_cmdline(spec, &[console, "reboot=t", "panic=-1"])
 }
 
 /// `--device` values are split at every comma; there is no escape.

@@ -81,15 +81,11 @@ fn extra_config_path() -> JsonPath {
 /// x86_64 the i8042 settings for firecracker's minimal keyboard controller, the device that
 /// delivers Ctrl-Alt-Del.
 fn boot_args(spec: &RunnerSpec) -> String {
-    let mut line = String::from("console=ttyS0 reboot=k panic=1");
+    let mut own = vec!["console=ttyS0", "reboot=k", "panic=1"];
     if spec.system.is_x86_64() {
-        line.push_str(" i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd");
+        own.extend(["i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd"]);
     }
-    for param in &spec.kernel_params {
-        line.push(' ');
-        line.push_str(param);
-    }
-    line
+    super::kernel_cmdline(spec, &own)
 }
 
 /// `microvm.firecracker.cpu` as an inline custom CPU template.
