@@ -279,12 +279,12 @@ mod tests {
     fn run_time_parts_expand_inside_double_quotes() {
         let word = Word(vec![
             Part::Lit("mode=tap,tapif=".into()),
-            Part::Var("macvtap_dev_0".into()),
+            Part::Var("macvtap0".into()),
             Part::Lit(",mac=x y".into()),
         ]);
         assert_eq!(
             render_word(&word).unwrap(),
-            "'mode=tap,tapif='\"${macvtap_dev_0}\"',mac=x y'"
+            "'mode=tap,tapif='\"${macvtap0}\"',mac=x y'"
         );
     }
 

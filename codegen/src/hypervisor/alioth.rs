@@ -10,7 +10,7 @@
 //! at the next comma (there is no escape), a value starting with `id_` is looked up among `-o`
 //! objects, unknown keys are errors, and booleans are on/off/true/false.
 
-use super::{Backend, Launch, Part, Requirement, Step, Word, kv, refuse_chars};
+use super::{Backend, Launch, Part, Requirement, Word, kv, macvtap_device, on_off, refuse_chars};
 use crate::diagnostic::Diagnostic;
 use crate::json_path::JsonPath;
 use crate::path;
@@ -33,10 +33,6 @@ fn multi_queue(spec: &RunnerSpec) -> bool {
     queue_pairs(spec) > 1
 }
 
-fn on_off(value: bool) -> String {
-    if value { "on" } else { "off" }.to_owned()
-}
-
 fn cmdline(spec: &RunnerSpec) -> String {
     // x86_64 has a 16450 UART (ttyS0), aarch64 a PL011 (ttyAMA0). reboot=t: a triple fault
     // makes KVM exit, so a guest reboot ends alioth (and the service restarts it).
@@ -46,11 +42,6 @@ fn cmdline(spec: &RunnerSpec) -> String {
     }
     own.push("panic=-1");
     super::kernel_cmdline(spec, &own)
-}
-
-/// The variable `microvm-run` sets to the character device of the `index`th macvtap.
-fn macvtap_var(index: usize) -> String {
-    format!("macvtap_dev_{index}")
 }
 
 /// Refuses a value serde-aco would not read back as itself: a comma ends the value, and a
@@ -177,8 +168,7 @@ impl Backend for Alioth {
             );
         }
 
-        let mut macvtaps = 0;
-        for interface in &spec.interfaces {
+        for (i, interface) in spec.interfaces.iter().enumerate() {
             // alioth requires mtu; 1500 is what the host side of a tap or macvtap has.
             let mut pairs = vec![("mac", interface.mac.clone()), ("mtu", "1500".to_owned())];
             if multi_queue(spec) {
@@ -192,12 +182,8 @@ impl Backend for Alioth {
                 InterfaceType::Macvtap => {
                     // A macvtap is opened through its character device, /dev/tap<ifindex>,
                     // which exists once macvtap-up has run; each open is one more queue.
-                    let var = macvtap_var(macvtaps);
-                    macvtaps += 1;
-                    steps.push(Step::MacvtapDevice {
-                        var: var.clone(),
-                        interface: interface.id.clone(),
-                    });
+                    let (step, var) = macvtap_device(i, &interface.id);
+                    steps.push(step);
                     Word(vec![
                         Part::Lit("tap,tap=".to_owned()),
                         Part::Var(var),

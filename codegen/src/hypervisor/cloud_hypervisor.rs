@@ -5,10 +5,12 @@
 //! Grammar: cloud-hypervisor's `vmm/src/config.rs` (`*::SYNTAX`) and `docs/*.md`; values are
 //! `key=value` pairs joined by `,` with no escape for commas.
 
-use super::{Backend, Launch, MacvtapFds, OwnFlag, Requirement, Word, kv, refuse_chars};
+use super::{
+    Backend, Launch, MacvtapFdNumbers, OwnFlag, Requirement, Word, kv, on_off, refuse_chars,
+};
 use crate::diagnostic::Diagnostic;
 use crate::path;
-use crate::spec::{DeviceBus, Hypervisor, ImageType, InterfaceType, RunnerSpec, ShareProto, Tool};
+use crate::spec::{DeviceBus, Hypervisor, InterfaceType, RunnerSpec, ShareProto, Tool};
 
 pub struct CloudHypervisor;
 
@@ -41,10 +43,6 @@ fn own_flags(spec: &RunnerSpec) -> Vec<OwnFlag> {
         ));
     }
     own
-}
-
-fn on_off(value: bool) -> String {
-    if value { "on" } else { "off" }.to_owned()
 }
 
 fn multi_queue(spec: &RunnerSpec) -> bool {
@@ -198,17 +196,11 @@ impl Backend for CloudHypervisor {
             push("--disk", kv("", pairs));
         }
         for volume in &spec.volumes {
-            let image_type = match volume.image_type {
-                ImageType::Raw => "raw",
-                ImageType::Qcow2 => "qcow2",
-                ImageType::Vhd => "vhd",
-                ImageType::Vhdx => "vhdx",
-            };
             let mut pairs = vec![
                 ("path", volume.image.clone()),
                 ("readonly", on_off(volume.read_only)),
                 ("direct", on_off(volume.direct)),
-                ("image_type", image_type.to_owned()),
+                ("image_type", volume.image_type.name().to_owned()),
             ];
             if let Some(serial) = &volume.serial {
                 pairs.push(("serial", serial.clone()));
@@ -229,22 +221,19 @@ impl Backend for CloudHypervisor {
             );
         }
 
-        let mut macvtap_fds = Vec::new();
-        let mut next_fd = 3;
+        let mut macvtap_fds = MacvtapFdNumbers::default();
         let queues = if multi_queue(spec) { spec.vcpu } else { 1 };
         for interface in &spec.interfaces {
             let mut pairs = Vec::new();
             match interface.kind {
                 InterfaceType::Tap => pairs.push(("tap", interface.id.clone())),
                 InterfaceType::Macvtap => {
-                    let fds: Vec<u32> = (next_fd..next_fd + queues).collect();
-                    next_fd += queues;
-                    let list: Vec<String> = fds.iter().map(u32::to_string).collect();
-                    pairs.push(("fd", format!("[{}]", list.join(","))));
-                    macvtap_fds.push(MacvtapFds {
-                        interface: interface.id.clone(),
-                        fds,
-                    });
+                    let fds: Vec<String> = macvtap_fds
+                        .open(&interface.id, queues)
+                        .iter()
+                        .map(u32::to_string)
+                        .collect();
+                    pairs.push(("fd", format!("[{}]", fds.join(","))));
                 }
                 // Refused by the capability table.
                 InterfaceType::User | InterfaceType::Bridge => continue,
@@ -303,7 +292,7 @@ impl Backend for CloudHypervisor {
             program: Tool::CloudHypervisor,
             args,
             requirements,
-            macvtap_fds,
+            macvtap_fds: macvtap_fds.opened(),
             steps,
         }
     }

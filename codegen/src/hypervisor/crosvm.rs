@@ -33,8 +33,8 @@
 use serde_json::json;
 
 use super::{
-    Backend, Launch, MacvtapFds, OwnFlag, Part, Requirement, Step, VirtiofsServer, Word, kv,
-    refuse_chars,
+    Backend, Launch, MacvtapFdNumbers, MacvtapFds, OwnFlag, Part, Requirement, Step,
+    VirtiofsServer, Word, argv_path, kv, refuse_chars, true_false,
 };
 use crate::diagnostic::Diagnostic;
 use crate::path;
@@ -70,19 +70,6 @@ pub fn kv_string(value: &str) -> String {
     } else {
         format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
     }
-}
-
-/// A path as an argh argument: one starting with `-` would be taken for a flag.
-pub fn argv_path(path: &str) -> String {
-    if path.starts_with('-') {
-        format!("./{path}")
-    } else {
-        path.to_owned()
-    }
-}
-
-fn bool_str(value: bool) -> String {
-    if value { "true" } else { "false" }.to_owned()
 }
 
 fn multi_queue(spec: &RunnerSpec) -> bool {
@@ -151,16 +138,19 @@ fn command(spec: &RunnerSpec) -> Command {
     if let Some(store) = &spec.store_disk {
         push(
             "--block",
-            Some(kv("", [("path", kv_string(store)), ("ro", bool_str(true))])),
+            Some(kv(
+                "",
+                [("path", kv_string(store)), ("ro", true_false(true))],
+            )),
         );
     }
     for volume in &spec.volumes {
         let mut pairs = vec![
             ("path", kv_string(&volume.image)),
-            ("ro", bool_str(volume.read_only)),
+            ("ro", true_false(volume.read_only)),
         ];
         if volume.direct {
-            pairs.push(("direct", bool_str(true)));
+            pairs.push(("direct", true_false(true)));
         }
         if let Some(serial) = &volume.serial {
             pairs.push(("id", kv_string(serial)));
@@ -192,8 +182,7 @@ fn command(spec: &RunnerSpec) -> Command {
         }
     }
 
-    let mut macvtap_fds = Vec::new();
-    let mut next_fd = 3;
+    let mut macvtap_fds = MacvtapFdNumbers::default();
     for interface in &spec.interfaces {
         let mut pairs = Vec::new();
         match interface.kind {
@@ -205,13 +194,10 @@ fn command(spec: &RunnerSpec) -> Command {
                 }
             }
             InterfaceType::Macvtap => {
-                macvtap_fds.push(MacvtapFds {
-                    interface: interface.id.clone(),
-                    fds: vec![next_fd],
-                });
-                pairs.push(("tap-fd", next_fd.to_string()));
+                // One queue: see the module comment.
+                let fd = macvtap_fds.open(&interface.id, 1)[0];
+                pairs.push(("tap-fd", fd.to_string()));
                 pairs.push(("mac", interface.mac.clone()));
-                next_fd += 1;
             }
             // Refused by the capability table.
             InterfaceType::User | InterfaceType::Bridge => continue,
@@ -279,7 +265,7 @@ fn command(spec: &RunnerSpec) -> Command {
     Command {
         args,
         requirements,
-        macvtap_fds,
+        macvtap_fds: macvtap_fds.opened(),
         steps,
     }
 }
@@ -414,13 +400,6 @@ mod tests {
         assert_eq!(kv_string("say \"hi\" \\o/"), "\"say \\\"hi\\\" \\\\o/\"");
         assert_eq!(kv_string("[x]"), "\"[x]\"");
         assert_eq!(kv_string(""), "\"\"");
-    }
-
-    #[test]
-    fn paths_never_look_like_flags() {
-        assert_eq!(argv_path("-vm.sock"), "./-vm.sock");
-        assert_eq!(argv_path("vm.sock"), "vm.sock");
-        assert_eq!(argv_path("/abs/-x"), "/abs/-x");
     }
 
     #[test]

@@ -31,7 +31,7 @@
 //! once, as pulling the plug would, and the only guest-visible path (`lkvm debug -s` magic SysRq
 //! keys on the serial port) is not an orderly shutdown either.
 
-use super::{Backend, Launch, Part, Requirement, Step, Word, refuse_chars};
+use super::{Backend, Launch, Part, Requirement, Step, Word, macvtap_device, refuse_chars};
 use crate::diagnostic::Diagnostic;
 use crate::path;
 use crate::spec::{
@@ -82,11 +82,6 @@ fn params(spec: &RunnerSpec) -> String {
         &["panic=1", "console=ttyS0"]
     };
     super::kernel_cmdline(spec, own)
-}
-
-/// The shell variable `microvm-run` sets to the character device of the i-th interface.
-fn macvtap_var(index: usize) -> String {
-    format!("macvtap{index}")
 }
 
 fn check_disk_images(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
@@ -302,11 +297,8 @@ impl Backend for Kvmtool {
                 InterfaceType::Tap => Word::from(format!("mode=tap,tapif={}{tail}", interface.id)),
                 InterfaceType::Macvtap => {
                     // lkvm opens a tapif that starts with '/' as a macvtap character device.
-                    let var = macvtap_var(i);
-                    steps.push(Step::MacvtapDevice {
-                        var: var.clone(),
-                        interface: interface.id.clone(),
-                    });
+                    let (step, var) = macvtap_device(i, &interface.id);
+                    steps.push(step);
                     Word(vec![
                         Part::Lit("mode=tap,tapif=".to_owned()),
                         Part::Var(var),

@@ -133,6 +133,52 @@ pub struct MacvtapFds {
     pub fds: Vec<u32>,
 }
 
+/// Hands out the descriptor numbers `microvm-run` opens macvtap devices on: from 3 on (after
+/// stdin, stdout and stderr), one per queue, in the order the interfaces come.
+#[derive(Debug)]
+pub struct MacvtapFdNumbers {
+    next: u32,
+    opened: Vec<MacvtapFds>,
+}
+
+impl Default for MacvtapFdNumbers {
+    fn default() -> MacvtapFdNumbers {
+        MacvtapFdNumbers {
+            next: 3,
+            opened: Vec::new(),
+        }
+    }
+}
+
+impl MacvtapFdNumbers {
+    /// The descriptors of `interface`'s `queues` queues.
+    pub fn open(&mut self, interface: &str, queues: u32) -> Vec<u32> {
+        let fds: Vec<u32> = (self.next..self.next + queues).collect();
+        self.next += queues;
+        self.opened.push(MacvtapFds {
+            interface: interface.to_owned(),
+            fds: fds.clone(),
+        });
+        fds
+    }
+
+    /// Every device opened, for [`Launch::macvtap_fds`].
+    pub fn opened(self) -> Vec<MacvtapFds> {
+        self.opened
+    }
+}
+
+/// For a hypervisor that opens a macvtap's character device itself: the step that sets a
+/// shell variable to `/dev/tap<ifindex>` of the `index`th interface, and that variable.
+pub fn macvtap_device(index: usize, interface: &str) -> (Step, String) {
+    let var = format!("macvtap{index}");
+    let step = Step::MacvtapDevice {
+        var: var.clone(),
+        interface: interface.to_owned(),
+    };
+    (step, var)
+}
+
 /// Preparation specific to one hypervisor, run by `microvm-run` after `preStart`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -239,6 +285,25 @@ pub fn kernel_cmdline(spec: &RunnerSpec, own: &[&str]) -> String {
         .chain(params)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A boolean as `on`/`off`.
+pub fn on_off(value: bool) -> String {
+    if value { "on" } else { "off" }.to_owned()
+}
+
+/// A boolean as `true`/`false`.
+pub fn true_false(value: bool) -> String {
+    if value { "true" } else { "false" }.to_owned()
+}
+
+/// A path as a command-line word of its own: one starting with `-` would be taken for a flag.
+pub fn argv_path(path: &str) -> String {
+    if path.starts_with('-') {
+        format!("./{path}")
+    } else {
+        path.to_owned()
+    }
 }
 
 /// Escapes a value for qemu's `key=value,…` option syntax, where a literal comma is doubled.
@@ -428,6 +493,23 @@ mod tests {
         OwnFlag::new("--cpus", "microvm.vcpu").with_short("-c"),
         OwnFlag::new("--kernel", "microvm.kernel"),
     ];
+
+    #[test]
+    fn paths_never_look_like_flags() {
+        assert_eq!(argv_path("-vm.sock"), "./-vm.sock");
+        assert_eq!(argv_path("vm.sock"), "vm.sock");
+        assert_eq!(argv_path("/abs/-x"), "/abs/-x");
+    }
+
+    #[test]
+    fn macvtap_descriptors_follow_each_other_from_3() {
+        let mut numbers = MacvtapFdNumbers::default();
+        assert_eq!(numbers.open("a", 2), [3, 4]);
+        assert_eq!(numbers.open("b", 1), [5]);
+        let opened = numbers.opened();
+        assert_eq!(opened[1].interface, "b");
+        assert_eq!(opened[1].fds, [5]);
+    }
 
     #[test]
     fn every_spelling_of_a_flag_names_its_long_form() {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Backend, Launch, MacvtapFds, Requirement, Word, qemu_opt};
+use super::{Backend, Launch, MacvtapFdNumbers, Requirement, Word, kv, on_off, qemu_opt};
 use crate::diagnostic::Diagnostic;
 use crate::path;
 use crate::spec::{
@@ -122,20 +122,12 @@ fn tap_multi_queue(spec: &RunnerSpec) -> bool {
 
 /// Joins `key=value` pairs into qemu option syntax, escaping values.
 fn opts<'a>(head: &str, pairs: impl IntoIterator<Item = (&'a str, String)>) -> String {
-    let mut out = head.to_owned();
-    for (key, value) in pairs {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(key);
-        out.push('=');
-        out.push_str(&qemu_opt(&value));
-    }
-    out
-}
-
-fn on_off(value: bool) -> String {
-    if value { "on" } else { "off" }.to_owned()
+    kv(
+        head,
+        pairs
+            .into_iter()
+            .map(|(key, value)| (key, qemu_opt(&value))),
+    )
 }
 
 fn machine_opts(spec: &RunnerSpec, machine: &str) -> BTreeMap<String, String> {
@@ -270,7 +262,7 @@ impl Backend for Qemu {
         let pci = uses_pci(spec);
         let mut a = Args(Vec::new());
         let mut requirements = Vec::new();
-        let mut macvtap_fds = Vec::new();
+        let mut macvtap_fds = MacvtapFdNumbers::default();
 
         a.push("-name", opts("", [("guest", spec.host_name.clone())]));
         let mopts = machine_opts(spec, &machine);
@@ -462,7 +454,6 @@ impl Backend for Qemu {
 
         let multi_queue = tap_multi_queue(spec);
         let queues = if multi_queue { spec.vcpu } else { 1 };
-        let mut next_fd = 3;
         // A macvtap interface arrives as an open /dev/tapN descriptor; only taps need tun.
         if spec.tap_interfaces().next().is_some() {
             requirements.push(Requirement::tun());
@@ -540,13 +531,11 @@ impl Backend for Qemu {
                     "tap"
                 }
                 InterfaceType::Macvtap => {
-                    let numbers: Vec<u32> = (next_fd..next_fd + queues).collect();
-                    next_fd += queues;
-                    let fds: Vec<String> = numbers.iter().map(u32::to_string).collect();
-                    macvtap_fds.push(MacvtapFds {
-                        interface: interface.id.clone(),
-                        fds: numbers,
-                    });
+                    let fds: Vec<String> = macvtap_fds
+                        .open(&interface.id, queues)
+                        .iter()
+                        .map(u32::to_string)
+                        .collect();
                     if fds.len() == 1 {
                         netdev.push(("fd", fds[0].clone()));
                     } else {
@@ -693,7 +682,7 @@ impl Backend for Qemu {
             program: Tool::Qemu,
             args: a.0,
             requirements,
-            macvtap_fds,
+            macvtap_fds: macvtap_fds.opened(),
             steps: Vec::new(),
         }
     }

@@ -38,7 +38,10 @@
 //!   takes the guest's target memory in bytes, like qemu. With huge pages the balloon takes
 //!   memory from the guest but stratovirt returns none of it to the host.
 
-use super::{Backend, Launch, MacvtapFds, Requirement, Word, kv, refuse_chars};
+use super::{
+    Backend, Launch, MacvtapFdNumbers, Requirement, Word, argv_path, kv, on_off, refuse_chars,
+    true_false,
+};
 use crate::diagnostic::Diagnostic;
 use crate::path;
 use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
@@ -62,23 +65,6 @@ pub const MAX_TAG_BYTES: usize = 35;
 
 /// Characters `str_slip_to_clap` splits values at.
 const SYNTAX: &[char] = &[',', '='];
-
-fn on_off(value: bool) -> String {
-    if value { "on" } else { "off" }.to_owned()
-}
-
-fn true_false(value: bool) -> String {
-    if value { "true" } else { "false" }.to_owned()
-}
-
-/// A path as a value: one starting with `-` would be read as a flag.
-fn path_value(path: &str) -> String {
-    if path.starts_with('-') {
-        format!("./{path}")
-    } else {
-        path.to_owned()
-    }
-}
 
 /// `-drive` settings stratovirt accepts together: O_DIRECT with native AIO, the page cache
 /// with synchronous I/O (native AIO without O_DIRECT and O_DIRECT without AIO are refused).
@@ -282,13 +268,13 @@ impl Backend for Stratovirt {
             requirements.push(Requirement::hugepages());
             push("-mem-path", "/dev/hugepages".to_owned());
         }
-        push("-kernel", path_value(&spec.kernel));
-        push("-initrd", path_value(&spec.initrd_path));
+        push("-kernel", argv_path(&spec.kernel));
+        push("-initrd", argv_path(&spec.initrd_path));
         push("-append", cmdline(spec));
         push("-serial", "stdio".to_owned());
         if let Some(socket) = &spec.socket {
             // stratovirt removes a leftover socket file itself before binding.
-            push("-qmp", format!("unix:{},server,nowait", path_value(socket)));
+            push("-qmp", format!("unix:{},server,nowait", argv_path(socket)));
         }
         push(
             "-object",
@@ -317,7 +303,7 @@ impl Backend for Stratovirt {
                         "",
                         [
                             ("id", drive.clone()),
-                            ("file", path_value(file)),
+                            ("file", argv_path(file)),
                             ("format", "raw".to_owned()),
                             ("readonly", on_off(read_only)),
                             direct,
@@ -354,7 +340,7 @@ impl Backend for Stratovirt {
                         ("id", chardev.clone()),
                         (
                             "path",
-                            path_value(share.socket.as_deref().unwrap_or_default()),
+                            argv_path(share.socket.as_deref().unwrap_or_default()),
                         ),
                     ],
                 ),
@@ -372,22 +358,20 @@ impl Backend for Stratovirt {
             );
         }
 
-        let mut macvtap_fds = Vec::new();
-        let mut next_fd = 3;
+        let mut macvtap_fds = MacvtapFdNumbers::default();
         for (i, interface) in spec.interfaces.iter().enumerate() {
             let netdev = format!("net{i}");
             let host = match interface.kind {
                 InterfaceType::Tap => ("ifname", interface.id.clone()),
                 InterfaceType::Macvtap => {
-                    let fds = vec![next_fd];
-                    next_fd += 1;
-                    let list: Vec<String> = fds.iter().map(u32::to_string).collect();
-                    macvtap_fds.push(MacvtapFds {
-                        interface: interface.id.clone(),
-                        fds,
-                    });
-                    // A colon-separated list (one fd per queue pair).
-                    ("fds", list.join(":"))
+                    // Single-queue (see the module comment): one descriptor, though `fds`
+                    // is a colon-separated list (one fd per queue pair).
+                    let fds: Vec<String> = macvtap_fds
+                        .open(&interface.id, 1)
+                        .iter()
+                        .map(u32::to_string)
+                        .collect();
+                    ("fds", fds.join(":"))
                 }
                 // Refused by the capability table.
                 InterfaceType::User | InterfaceType::Bridge => continue,
@@ -438,7 +422,7 @@ impl Backend for Stratovirt {
             after_extra_args: Vec::new(),
             args,
             requirements,
-            macvtap_fds,
+            macvtap_fds: macvtap_fds.opened(),
             steps: Vec::new(),
         }
     }
