@@ -6,20 +6,15 @@
 //! `key=value` pairs joined by `,` with no escape for commas.
 
 use super::{
-    Backend, Launch, MacvtapFdNumbers, OwnFlag, Requirement, Word, kv, on_off, refuse_chars,
+    Backend, Launch, MacvtapFdNumbers, OwnFlag, Requirement, VSOCK_MUX_SOCKET, Word, kv, on_off,
+    refuse_chars,
 };
 use crate::diagnostic::Diagnostic;
 use crate::path;
+use crate::render;
 use crate::spec::{DeviceBus, Hypervisor, InterfaceType, RunnerSpec, ShareProto, Tool};
 
 pub struct CloudHypervisor;
-
-pub const SHUTDOWN_TEMPLATE: &str = "shutdown/cloud-hypervisor.sh";
-pub const BALLOON_TEMPLATE: &str = "balloon/cloud-hypervisor.sh";
-
-/// Where the vsock device's Unix socket lives (the hybrid vsock multiplexer): the same relative
-/// name microvm.nix uses, so `ssh vsock-mux/<state dir>/notify.vsock` keeps working.
-pub const VSOCK_SOCKET: &str = "notify.vsock";
 
 /// Flags this backend sets itself; the same flag in `cloud-hypervisor.extraArgs` would be a
 /// duplicate cloud-hypervisor refuses (or a second device), so it is refused here first.
@@ -251,7 +246,7 @@ impl Backend for CloudHypervisor {
 
         if let Some(cid) = spec.vsock.cid {
             steps.push(super::Step::Remove {
-                path: VSOCK_SOCKET.to_owned(),
+                path: VSOCK_MUX_SOCKET.to_owned(),
             });
             push(
                 "--vsock",
@@ -259,7 +254,7 @@ impl Backend for CloudHypervisor {
                     "",
                     [
                         ("cid", cid.to_string()),
-                        ("socket", VSOCK_SOCKET.to_owned()),
+                        ("socket", VSOCK_MUX_SOCKET.to_owned()),
                     ],
                 ),
             );
@@ -302,10 +297,17 @@ impl Backend for CloudHypervisor {
     }
 
     fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        spec.socket.as_ref().map(|_| SHUTDOWN_TEMPLATE)
+        spec.socket
+            .as_ref()
+            .map(|_| render::CLOUD_HYPERVISOR_SHUTDOWN)
     }
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        (spec.socket.is_some() && spec.balloon).then_some(BALLOON_TEMPLATE)
+        (spec.socket.is_some() && spec.balloon).then_some(render::CLOUD_HYPERVISOR_BALLOON)
+    }
+
+    fn vsock_mux_socket(&self) -> Option<&'static str> {
+        // The vsock device is cloud-hypervisor's hybrid vsock, on this socket.
+        Some(VSOCK_MUX_SOCKET)
     }
 }

@@ -38,12 +38,10 @@ use super::{
 };
 use crate::diagnostic::Diagnostic;
 use crate::path;
+use crate::render;
 use crate::spec::{DeviceBus, Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
 
 pub struct Crosvm;
-
-pub const SHUTDOWN_TEMPLATE: &str = "shutdown/crosvm.sh";
-pub const BALLOON_TEMPLATE: &str = "balloon/crosvm.sh";
 
 /// The Wayland context types the GPU device offers, as microvm.nix configures it.
 const GPU_CONTEXT_TYPES: &str = "virgl:virgl2:cross-domain";
@@ -375,11 +373,11 @@ impl Backend for Crosvm {
     }
 
     fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        (spec.socket.is_some() && can_power_off(spec)).then_some(SHUTDOWN_TEMPLATE)
+        (spec.socket.is_some() && can_power_off(spec)).then_some(render::CROSVM_SHUTDOWN)
     }
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        (spec.socket.is_some() && spec.balloon).then_some(BALLOON_TEMPLATE)
+        (spec.socket.is_some() && spec.balloon).then_some(render::CROSVM_BALLOON)
     }
 
     fn virtiofs_server(&self) -> VirtiofsServer {

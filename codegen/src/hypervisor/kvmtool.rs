@@ -34,13 +34,12 @@
 use super::{Backend, Launch, Part, Requirement, Step, Word, macvtap_device, refuse_chars};
 use crate::diagnostic::Diagnostic;
 use crate::path;
+use crate::render;
 use crate::spec::{
     DeviceBus, Hypervisor, InterfaceType, RunnerSpec, ShareProto, ShareSecurityModel, Tool,
 };
 
 pub struct Kvmtool;
-
-pub const BALLOON_TEMPLATE: &str = "balloon/kvmtool.sh";
 
 /// `MAX_DISK_IMAGES` in kvmtool's `include/kvm/disk-image.h`.
 pub const MAX_DISKS: usize = 4;
@@ -342,6 +341,6 @@ impl Backend for Kvmtool {
     }
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        spec.balloon.then_some(BALLOON_TEMPLATE)
+        spec.balloon.then_some(render::KVMTOOL_BALLOON)
     }
 }

@@ -217,6 +217,11 @@ pub struct Launch {
     pub steps: Vec<Step>,
 }
 
+/// The Unix socket, in the VM's working directory, through which a hypervisor with hybrid vsock
+/// multiplexes the guest's vsock ports (connect, then `CONNECT <port>`; systemd's ssh proxy
+/// calls that `vsock-mux/<path>`). microvm.nix's name, so habits and scripts carry over.
+pub const VSOCK_MUX_SOCKET: &str = "notify.vsock";
+
 /// How a hypervisor's virtiofs shares are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VirtiofsServer {
@@ -251,6 +256,12 @@ pub trait Backend {
     /// makes qemu 7.1–8.0 crash, so the tag goes to virtiofsd only where it must.)
     fn virtiofs_server(&self) -> VirtiofsServer {
         VirtiofsServer::Virtiofsd
+    }
+    /// The socket the guest's vsock is reached through, relative to the VM's working
+    /// directory, when the hypervisor multiplexes it ([`VSOCK_MUX_SOCKET`]); None when the
+    /// host's vsock reaches the guest by its cid.
+    fn vsock_mux_socket(&self) -> Option<&'static str> {
+        None
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::{Backend, Launch, MacvtapFdNumbers, Requirement, Word, kv, on_off, qemu_opt};
 use crate::diagnostic::Diagnostic;
 use crate::path;
+use crate::render;
 use crate::spec::{
     DeviceBus, ForwardFrom, GraphicsBackend, ImageType, InterfaceType, RunnerSpec, ShareProto,
     System, Tool,
@@ -16,9 +17,6 @@ pub struct Qemu;
 /// virtio-mmio transports of qemu's `microvm` machine: qemu 7.2 accepts 24 `virtio-*-device`s
 /// and refuses the 25th ("No 'virtio-bus' bus found"). More devices than this need PCI.
 pub const MICROVM_MMIO_TRANSPORTS: usize = 24;
-
-pub const SHUTDOWN_TEMPLATE: &str = "shutdown/qemu.sh";
-pub const BALLOON_TEMPLATE: &str = crate::render::QMP_BALLOON;
 
 /// The machine type: the spec's, or the default for the guest and its features.
 pub fn machine(spec: &RunnerSpec) -> String {
@@ -692,10 +690,10 @@ impl Backend for Qemu {
     }
 
     fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        spec.socket.as_ref().map(|_| SHUTDOWN_TEMPLATE)
+        spec.socket.as_ref().map(|_| render::QEMU_SHUTDOWN)
     }
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        (spec.socket.is_some() && spec.balloon).then_some(BALLOON_TEMPLATE)
+        (spec.socket.is_some() && spec.balloon).then_some(render::QMP_BALLOON)
     }
 }

@@ -44,11 +44,10 @@ use super::{
 };
 use crate::diagnostic::Diagnostic;
 use crate::path;
+use crate::render;
 use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
 
 pub struct Stratovirt;
-
-pub const BALLOON_TEMPLATE: &str = crate::render::QMP_BALLOON;
 
 /// Block device slots of the microvm machine (`MMIO_REPLACEABLE_BLK_NR`).
 pub const MAX_BLOCK_DEVICES: usize = 4;
@@ -437,7 +436,7 @@ impl Backend for Stratovirt {
     }
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        (spec.socket.is_some() && spec.balloon).then_some(BALLOON_TEMPLATE)
+        (spec.socket.is_some() && spec.balloon).then_some(render::QMP_BALLOON)
     }
 }
 

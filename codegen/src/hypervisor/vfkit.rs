@@ -18,11 +18,10 @@
 use super::{Backend, Launch, OwnFlag, Part, Step, VirtiofsServer, Word, refuse_chars};
 use crate::diagnostic::Diagnostic;
 use crate::path;
+use crate::render;
 use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
 
 pub struct Vfkit;
-
-pub const SHUTDOWN_TEMPLATE: &str = "shutdown/vfkit.sh";
 
 /// The longest unix socket path vfkit accepts: `sun_path` is 104 bytes on macOS, with the NUL.
 pub const MAX_SOCKET_PATH_BYTES: usize = 103;
@@ -304,7 +303,7 @@ impl Backend for Vfkit {
     }
 
     fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        spec.socket.as_ref().map(|_| SHUTDOWN_TEMPLATE)
+        spec.socket.as_ref().map(|_| render::VFKIT_SHUTDOWN)
     }
 
     fn balloon_template(&self, _: &RunnerSpec) -> Option<&'static str> {

@@ -572,17 +572,16 @@ pub fn ssh(context: &Context, name: &str, args: &[String]) -> Result<(), Error> 
             name: name.to_owned(),
         });
     }
-    // cloud-hypervisor and firecracker expose the guest's vsock as a Unix socket with a
-    // CONNECT handshake (systemd's ssh proxy calls that vsock-mux); the others use the host's
-    // vsock, addressed by cid.
-    let multiplexed = matches!(
-        vm.hypervisor().as_deref().and_then(Hypervisor::from_name),
-        Some(Hypervisor::CloudHypervisor | Hypervisor::Firecracker)
-    );
-    let target = if multiplexed {
-        format!("vsock-mux/{}/notify.vsock", vm.dir.display())
-    } else {
-        format!("vsock/{cid}")
+    // Some hypervisors expose the guest's vsock as a Unix socket with a CONNECT handshake
+    // (systemd's ssh proxy calls that vsock-mux); the others use the host's vsock, by cid.
+    let mux_socket = vm
+        .hypervisor()
+        .as_deref()
+        .and_then(Hypervisor::from_name)
+        .and_then(|hv| crate::hypervisor::backend(hv).vsock_mux_socket());
+    let target = match mux_socket {
+        Some(socket) => format!("vsock-mux/{}/{socket}", vm.dir.display()),
+        None => format!("vsock/{cid}"),
     };
     let (options, remote) = split_ssh_options(args);
     let mut command = Command::new("ssh");

@@ -38,22 +38,17 @@ use self::config::{
     Balloon, BootSource, Config, CpuConfig, CpuTemplate, Drive, Entropy, HugePages, IoEngine,
     MachineConfig, NetworkInterface, Vsock,
 };
-use super::{Backend, Launch, OwnFlag, Requirement, Step, Word, runner_file};
+use super::{Backend, Launch, OwnFlag, Requirement, Step, VSOCK_MUX_SOCKET, Word, runner_file};
 use crate::diagnostic::Diagnostic;
 use crate::json_path::JsonPath;
 use crate::path;
+use crate::render;
 use crate::spec::{FirecrackerIoEngine, InterfaceType, RunnerSpec, Tool};
 
 pub struct Firecracker;
 
-pub const SHUTDOWN_TEMPLATE: &str = "shutdown/firecracker.sh";
-pub const BALLOON_TEMPLATE: &str = "balloon/firecracker.sh";
-
 /// The config file, relative to the runner directory.
 pub const CONFIG_FILE: &str = "share/microvm/firecracker.json";
-
-/// The vsock device's Unix socket (firecracker's hybrid vsock), in the working directory.
-pub const VSOCK_SOCKET: &str = "notify.vsock";
 
 /// `MAX_SUPPORTED_VCPUS` in firecracker's `machine_config.rs`.
 pub const MAX_VCPUS: u32 = 32;
@@ -174,7 +169,7 @@ pub fn generated_config(spec: &RunnerSpec) -> Result<Config, Box<Diagnostic>> {
             vsock_id: None,
             // Validation refuses cids that do not fit.
             guest_cid: u32::try_from(cid).unwrap_or(u32::MAX),
-            uds_path: VSOCK_SOCKET.to_owned(),
+            uds_path: VSOCK_MUX_SOCKET.to_owned(),
         }),
         balloon: spec.balloon.then(|| Balloon {
             amount_mib: u32::try_from(spec.initial_balloon_mem).unwrap_or(u32::MAX),
@@ -475,11 +470,16 @@ impl Backend for Firecracker {
     }
 
     fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        shutdown_script(spec).then_some(SHUTDOWN_TEMPLATE)
+        shutdown_script(spec).then_some(render::FIRECRACKER_SHUTDOWN)
     }
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        balloon_script(spec).then_some(BALLOON_TEMPLATE)
+        balloon_script(spec).then_some(render::FIRECRACKER_BALLOON)
+    }
+
+    fn vsock_mux_socket(&self) -> Option<&'static str> {
+        // firecracker's vsock is a hybrid vsock on this socket (`uds_path`).
+        Some(VSOCK_MUX_SOCKET)
     }
 
     fn extra_files(&self, spec: &RunnerSpec) -> Vec<(String, String)> {
