@@ -345,8 +345,7 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
     let context = Context {
         host_name: &spec.host_name,
         hypervisor: spec.hypervisor.name(),
-        balloon_state_file: (spec.hypervisor == Hypervisor::Kvmtool)
-            .then(|| hypervisor::kvmtool::balloon_state_file(spec)),
+        balloon_state_file: hypervisor::backend(spec.hypervisor).balloon_state_file(spec),
         host_os: host_os(spec.hypervisor),
         mem: spec.mem,
         socket: spec.socket.as_deref(),

@@ -52,7 +52,7 @@ const MAX_NAME_BYTES: usize = 255 - ".sock".len();
 
 /// Where `microvm-balloon` keeps the balloon size it last set, relative to the working
 /// directory.
-pub fn balloon_state_file(spec: &RunnerSpec) -> String {
+fn balloon_state_file(spec: &RunnerSpec) -> String {
     format!("{LKVM_DIR}/{}.balloon", spec.host_name)
 }
 
@@ -342,5 +342,10 @@ impl Backend for Kvmtool {
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
         spec.balloon.then_some(render::KVMTOOL_BALLOON)
+    }
+
+    fn balloon_state_file(&self, spec: &RunnerSpec) -> Option<String> {
+        // lkvm only inflates or deflates by a number of MiB.
+        spec.balloon.then(|| balloon_state_file(spec))
     }
 }

@@ -248,6 +248,11 @@ pub trait Backend {
     fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str>;
     /// Template of `bin/microvm-balloon`, when the balloon can be changed at run time.
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str>;
+    /// Where `microvm-balloon` records the balloon size it set, relative to the working
+    /// directory, for a hypervisor that only moves the balloon by a difference.
+    fn balloon_state_file(&self, _spec: &RunnerSpec) -> Option<String> {
+        None
+    }
     /// Extra files of the runner (such as a hypervisor config file), by relative path.
     fn extra_files(&self, _spec: &RunnerSpec) -> Vec<(String, String)> {
         Vec::new()
