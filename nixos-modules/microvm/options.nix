@@ -409,7 +409,7 @@ in
             tap.vhost = mkOption {
               type = types.bool;
               default = false;
-              description = "vhost-net acceleration for a tap (qemu; needs vhost_net on the host).";
+              description = "vhost-net acceleration for a tap or macvtap interface (qemu, kvmtool; needs /dev/vhost-net on the host).";
             };
           };
         }
