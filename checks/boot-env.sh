@@ -70,16 +70,14 @@ apt_update() {
 
 packages=(qemu-system-x86 busybox-static cpio kmod erofs-utils squashfs-tools e2fsprogs iproute2 socat)
 ((with_virtiofsd)) && packages+=(libcap-ng-dev libseccomp-dev)
-missing=()
-for p in "${packages[@]}"; do
-	dpkg -s "$p" 2>/dev/null | grep -qx 'Status: install ok installed' || missing+=("$p")
-done
+# shellcheck source=checks/lib/apt.sh
+. "$here/lib/apt.sh"
+mapfile -t missing < <(apt_missing "${packages[@]}")
 if ((${#missing[@]})); then
 	((EUID == 0)) || die "missing packages (${missing[*]}); run as root"
 	apt_update
 	say "installing ${missing[*]}"
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
-		die "apt-get install ${missing[*]} failed"
+	apt_install "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
 fi
 [[ -x $busybox ]] || die "$busybox is missing (busybox-static)"
 

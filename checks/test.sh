@@ -22,15 +22,14 @@ say() { printf 'test.sh: %s\n' "$*" >&2; }
 # Debian packages the tiers use; installed when missing and we are root.
 packages=(shellcheck qemu-system-x86 busybox-static erofs-utils squashfs-tools e2fsprogs cpio
 	iproute2 kmod socat curl nix-bin libcap-ng-dev libseccomp-dev systemd)
-missing=()
-for p in "${packages[@]}"; do
-	dpkg -s "$p" 2>/dev/null | grep -qx 'Status: install ok installed' || missing+=("$p")
-done
+# shellcheck source=checks/lib/apt.sh
+. "$here/lib/apt.sh"
+mapfile -t missing < <(apt_missing "${packages[@]}")
 if ((${#missing[@]})); then
 	if ((EUID == 0)); then
 		say "installing ${missing[*]}"
 		apt-get update -qq >&2
-		apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+		apt_install "${missing[@]}" >&2
 	else
 		say "not root: cannot install ${missing[*]}"
 	fi
@@ -64,23 +63,25 @@ else
 fi
 
 # Tier 4 reads nixpkgs' lib from NIXPKGS_LIB. Unset, the revision pinned in checks/nixpkgs-lib.rev
-# is unpacked from a local mirror of nix-community/nixpkgs.lib, or downloaded from GitHub.
+# is taken from the per-user cache, where it is downloaded on first use.
+nixpkgs_lib_hint=
 if [[ -z ${NIXPKGS_LIB:-} ]]; then
 	rev=$(<"$here/nixpkgs-lib.rev")
-	dest=$repo/.cache/nixpkgs-lib
-	if [[ $(cat "$dest/.rev" 2>/dev/null) != "$rev" ]]; then
-		rm -rf "$dest"
-		mkdir -p "$dest"
-		mirror=/work/.mirror/nix-community+nixpkgs.lib/repo
-		if git --git-dir="$mirror" cat-file -e "$rev^{commit}" 2>/dev/null; then
-			git --git-dir="$mirror" archive "$rev" lib | tar -x -C "$dest"
-		elif curl -fsSL --max-time 60 "https://github.com/nix-community/nixpkgs.lib/archive/$rev.tar.gz" |
-			tar -xz -C "$dest" --strip-components=1 2>/dev/null; then
-			:
+	dest=${XDG_CACHE_HOME:-$HOME/.cache}/microvm-codegen/nixpkgs-lib-$rev
+	if [[ ! -f $dest/lib/default.nix ]]; then
+		url=https://github.com/nix-community/nixpkgs.lib/archive/$rev.tar.gz
+		tmp=$(mktemp -d "${TMPDIR:-/tmp}/nixpkgs-lib.XXXXXX")
+		if curl -fsSL --max-time 60 "$url" | tar -xz -C "$tmp" --strip-components=1 2>/dev/null &&
+			[[ -f $tmp/lib/default.nix ]]; then
+			mkdir -p "${dest%/*}"
+			rm -rf "$dest"
+			mv "$tmp" "$dest"
 		else
-			say "nixpkgs.lib $rev is neither in a local mirror nor downloadable"
+			rm -rf "$tmp"
+			nixpkgs_lib_hint="nixpkgs.lib $rev is not in $dest and cannot be downloaded from $url;"
+			nixpkgs_lib_hint+=" set NIXPKGS_LIB to the lib/ of a nixpkgs or nix-community/nixpkgs.lib"
+			nixpkgs_lib_hint+=" checkout, or unpack that revision so that $dest/lib/default.nix exists"
 		fi
-		[[ -f $dest/lib/default.nix ]] && echo "$rev" >"$dest/.rev"
 	fi
 	if [[ -f $dest/lib/default.nix ]]; then
 		export NIXPKGS_LIB=$dest/lib
@@ -92,7 +93,7 @@ if ! command -v nix-instantiate >/dev/null; then
 	skipped "Nix parse test" "nix-instantiate is not installed" 'binary(nix_parse)'
 	tier4=
 elif [[ -z ${NIXPKGS_LIB:-} ]]; then
-	skipped "tier 4 (Nix evaluation)" "NIXPKGS_LIB unset" 'binary(nix_eval) | binary(nix_host)'
+	skipped "tier 4 (Nix evaluation)" "$nixpkgs_lib_hint" 'binary(nix_eval) | binary(nix_host)'
 	tier4=
 fi
 # A spec evaluated by Nix boots a guest: needs the boot environment (tier 3) and tier 4.
