@@ -108,8 +108,6 @@ let
       kvmtool.lkvm = bin cfg.kvmtool.package "lkvm";
       stratovirt = {
         stratovirt = bin cfg.stratovirt.package "stratovirt";
-        # stratovirt's stdio console refuses a stdin that is not a terminal (as under systemd).
-        unbuffer = bin vmPkgs.expect "unbuffer";
       }
       // optionalAttrs cfg.balloon (withSocket socat);
       alioth.alioth = bin cfg.alioth.package "alioth";
@@ -130,6 +128,7 @@ let
     "ln"
     "rm"
     "truncate"
+    "cat"
     "chown"
     "sleep"
     "nproc"

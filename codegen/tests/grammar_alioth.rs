@@ -74,6 +74,10 @@ const FS_DIR: Fields = &[
     ("path", &[], Kind::Str, true),
     ("dax_window", &[], U64, false),
 ];
+const CONSOLE_LOG: Fields = &[
+    ("path", &[], Kind::Str, true),
+    ("append", &[], Kind::Bool, false),
+];
 const VSOCK_VHOST: Fields = &[("cid", &[], U32, true), ("dev", &[], Kind::Str, false)];
 const VSOCK_UDS: Fields = &[("cid", &[], U32, true), ("path", &[], Kind::Str, true)];
 
@@ -89,6 +93,13 @@ enum Takes {
 /// may emit or a user could reasonably add.
 const FLAGS: &[(&str, Option<&str>, Takes, bool)] = &[
     ("--kernel", Some("-k"), Takes::Plain, false),
+    ("--pvh", None, Takes::Plain, false),
+    (
+        "--console",
+        None,
+        Takes::Enum(&[("stdio", &[]), ("log", CONSOLE_LOG)]),
+        false,
+    ),
     ("--initramfs", Some("-i"), Takes::Plain, false),
     ("--cmdline", Some("-c"), Takes::Plain, false),
     ("--firmware", Some("-f"), Takes::Plain, false),
@@ -293,10 +304,18 @@ fn build(spec: &RunnerSpec) -> microvm_codegen::runner::Tree {
     common::build(&spec.unwrap())
 }
 
+/// The command line as `microvm-run` runs it, on a terminal or not, with a bzImage kernel.
+fn alioth_argv(tree: &microvm_codegen::runner::Tree, terminal: bool) -> Vec<String> {
+    let (on_terminal, piped) = common::console_values(tree, "console");
+    let console = if terminal { on_terminal } else { piped };
+    let argv = common::substitute(&common::exec_argv(tree), "console", &console);
+    common::substitute(&argv, "kernel_flag", "--kernel")
+}
+
 #[test]
 fn every_feature_command_line_matches_the_grammar_and_the_spec() {
     let (spec, tree) = common::ok_fixture("alioth-every-feature.json");
-    let argv = common::exec_argv(&tree);
+    let argv = alioth_argv(&tree, false);
     assert_eq!(argv[0], spec.tools.alioth.clone().unwrap());
     let flags = parse(&argv[1..]).unwrap();
     let one = |flag: &str| flags[flag][0].clone();
@@ -317,6 +336,18 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
         "{cmdline}"
     );
     assert!(flags.contains_key("--entropy"));
+    let console = one("--console");
+    assert_eq!(
+        console.variant.as_deref(),
+        Some("log"),
+        "no terminal: a log"
+    );
+    assert_eq!(console.keys["path"], "/proc/self/fd/$console_pipe");
+    let on_terminal = parse(&alioth_argv(&tree, true)[1..]).unwrap();
+    assert_eq!(
+        on_terminal["--console"][0].variant.as_deref(),
+        Some("stdio")
+    );
 
     let blk = &flags["--blk"];
     assert_eq!(blk.len(), 1 + spec.volumes.len());
@@ -400,7 +431,7 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
 #[test]
 fn minimal_command_line_matches_the_grammar() {
     let (spec, tree) = common::ok_fixture("alioth-minimal.json");
-    let flags = parse(&common::exec_argv(&tree)[1..]).unwrap();
+    let flags = parse(&alioth_argv(&tree, false)[1..]).unwrap();
     assert_eq!(flags["--cpu"][0].keys["count"], "1");
     assert_eq!(
         parse_int(&flags["--memory"][0].keys["size"]).unwrap(),
@@ -418,7 +449,7 @@ fn single_vcpu_taps_are_single_queue_on_both_sides() {
     let (mut spec, _) = common::ok_fixture("alioth-every-feature.json");
     spec.vcpu = 1;
     let tree = build(&spec);
-    let flags = parse(&common::exec_argv(&tree)[1..]).unwrap();
+    let flags = parse(&alioth_argv(&tree, false)[1..]).unwrap();
     for net in &flags["--net"] {
         assert!(!net.keys.contains_key("queue_pairs"), "{net:?}");
     }
@@ -430,7 +461,7 @@ fn aarch64_guests_get_the_pl011_console() {
     let (mut spec, _) = common::ok_fixture("alioth-minimal.json");
     spec.system = System::Aarch64Linux;
     let tree = build(&spec);
-    let flags = parse(&common::exec_argv(&tree)[1..]).unwrap();
+    let flags = parse(&alioth_argv(&tree, false)[1..]).unwrap();
     assert!(
         flags["--cmdline"][0].plain.starts_with("console=ttyAMA0 "),
         "{:?}",

@@ -90,12 +90,12 @@ fn keys(flag: &str, class: &str) -> Option<&'static [&'static str]> {
             "membuf-percent",
             "monitor-interval",
         ],
-        ("-device", "virtio-rng-device") => &["id", "rng", "max-bytes", "period"],
         ("-netdev", "tap") => &[
             "id", "ifname", "fd", "fds", "queues", "vhost", "vhostfd", "vhostfds", "path", "macnat",
         ],
         ("-chardev", "socket") => &["id", "path", "server", "nowait"],
-        ("-object", "rng-random") => &["id", "filename"],
+        ("-chardev", "stdio") => &["id"],
+        ("-chardev", "file") => &["id", "path"],
         _ => return None,
     })
 }
@@ -218,18 +218,19 @@ fn parse(argv: &[String]) -> Run {
             .map(|o| o.keys["id"].clone())
             .collect()
     };
-    let (drives, netdevs, chardevs, objects) = (
-        ids_of("-drive"),
-        ids_of("-netdev"),
-        ids_of("-chardev"),
-        ids_of("-object"),
-    );
+    let (drives, netdevs, chardevs) = (ids_of("-drive"), ids_of("-netdev"), ids_of("-chardev"));
+    assert!(run.opts("-object").is_empty(), "no objects are defined");
+    if let Some(serial) = run.plain("-serial") {
+        let id = serial
+            .strip_prefix("chardev:")
+            .expect("-serial chardev:<id>");
+        assert!(chardevs.contains(id), "-serial {serial} names no chardev");
+    }
     for device in run.opts("-device") {
         for (key, known) in [
             ("drive", &drives),
             ("netdev", &netdevs),
             ("chardev", &chardevs),
-            ("rng", &objects),
         ] {
             if let Some(reference) = device.keys.get(key) {
                 assert!(
@@ -262,9 +263,11 @@ fn parse(argv: &[String]) -> Run {
     run
 }
 
+/// The command line as `microvm-run` runs it without a terminal (as under systemd).
 fn stratovirt_run(tree: &Tree) -> (Vec<String>, Run) {
-    let argv = common::exec_argv(tree);
-    let run = parse(&argv[2..]);
+    let (_, piped) = common::console_values(tree, "console");
+    let argv = common::substitute(&common::exec_argv(tree), "console", &piped);
+    let run = parse(&argv[1..]);
     (argv, run)
 }
 
@@ -290,12 +293,7 @@ fn script(tree: &Tree, name: &str) -> Option<String> {
 fn every_feature_command_line_matches_the_grammar_and_the_spec() {
     let (spec, tree) = common::ok_fixture("stratovirt-every-feature.json");
     let (argv, run) = stratovirt_run(&tree);
-    assert_eq!(
-        Some(&argv[0]),
-        spec.tools.unbuffer.as_ref(),
-        "a terminal for -serial stdio"
-    );
-    assert_eq!(Some(&argv[1]), spec.tools.stratovirt.as_ref());
+    assert_eq!(Some(&argv[0]), spec.tools.stratovirt.as_ref());
 
     assert_eq!(run.plain("-name"), Some(spec.host_name.as_str()));
     let machine = &run.opts("-machine")[0];
@@ -314,7 +312,10 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
     for param in &spec.kernel_params {
         assert!(append.split(' ').any(|p| p == param), "{param} missing");
     }
-    assert_eq!(run.plain("-serial"), Some("stdio"));
+    assert_eq!(run.plain("-serial"), Some("chardev:console0"));
+    let console = &run.opts("-chardev")[0];
+    assert_eq!(console.class, "file", "no terminal: a file chardev");
+    assert_eq!(console.keys["path"], "/proc/self/fd/$console_pipe");
     assert_eq!(
         run.plain("-qmp"),
         Some(format!("unix:{},server,nowait", spec.socket.clone().unwrap()).as_str())
@@ -337,7 +338,11 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
         assert_eq!(blk.keys.get("serial"), volume.serial.as_ref());
     }
 
-    let chardevs = run.opts("-chardev");
+    let chardevs: Vec<_> = run
+        .opts("-chardev")
+        .into_iter()
+        .filter(|c| c.class == "socket")
+        .collect();
     let fs = run.devices("vhost-user-fs-device");
     let shares: Vec<_> = spec.virtiofs_shares().collect();
     assert_eq!(fs.len(), shares.len());
@@ -392,8 +397,10 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
         balloon[0].keys["deflate-on-oom"],
         spec.deflate_on_oom.to_string()
     );
-    let rng = run.devices("virtio-rng-device");
-    assert_eq!(rng.len(), 1);
+    assert!(
+        run.devices("virtio-rng-device").is_empty(),
+        "stratovirt 2.5 builds virtio-rng only with a feature"
+    );
 
     // x86_64: 11 virtio-mmio interrupts, 6 of them the reserved disk and NIC slots.
     let others = run.opts("-device").len() - blks.len() - nics.len();

@@ -46,6 +46,21 @@ if [ "$(LC_ALL=C; echo "${#checked_path}")" -gt {{ step.max_bytes }} ] || [[ $ch
   echo {{ step.message }} "(it is $checked_path)" >&2
   exit 1
 fi
+{%- elif step.kind == "console" %}
+# The console: the terminal when there is one, else a pipe copied to stdout (a service's
+# stdout is the journal's socket, which the hypervisor cannot open as a file).
+if [ -t 0 ]; then
+  {{ step.var | safe }}={{ step.terminal }}
+else
+  exec {console_pipe}> >(exec {{ tools.cat }})
+  {{ step.var | safe }}={{ step.piped_prefix }}/proc/self/fd/$console_pipe
+fi
+{%- elif step.kind == "kernel-flag" %}
+# An ELF kernel (vmlinux) and a boot-protocol image (bzImage) are loaded by different flags.
+{{ step.var | safe }}={{ step.other }}
+if [ "$(LC_ALL=C; IFS= read -r -n 4 -d '' magic <{{ step.kernel }} || true; echo "$magic")" = $'\x7fELF' ]; then
+  {{ step.var | safe }}={{ step.elf }}
+fi
 {%- elif step.kind == "background" %}
 {{ step.argv | argv }} &
 waited=0

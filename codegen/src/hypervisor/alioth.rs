@@ -9,14 +9,28 @@
 //! value deserializer `serde-aco/src/de.rs`. Every value is `variant,key=value,…`: a value ends
 //! at the next comma (there is no escape), a value starting with `id_` is looked up among `-o`
 //! objects, unknown keys are errors, and booleans are on/off/true/false.
+//!
+//! - The console (`--console`, `alioth/src/device/console.rs`) defaults to stdio, which needs a
+//!   terminal: without one, as under systemd, alioth fails with "Failed to create a console".
+//!   `microvm-run` passes `stdio` only on a terminal, else `log,path=` a pipe it copies to
+//!   stdout (`LogConsole` opens the path for writing, which the journal's socket refuses).
+//! - `--kernel` loads only a boot-protocol image (bzImage: "Missing magic number 0xaa55"
+//!   otherwise); an ELF vmlinux with a PVH note goes to `--pvh` (x86_64 only). `microvm-run`
+//!   picks the flag by the kernel file's magic.
 
-use super::{Backend, Launch, Part, Requirement, Word, kv, macvtap_device, on_off, refuse_chars};
+use super::{
+    Backend, Launch, Part, Requirement, Step, Word, kv, macvtap_device, on_off, refuse_chars,
+};
 use crate::diagnostic::Diagnostic;
 use crate::json_path::JsonPath;
 use crate::path;
 use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, Tool};
 
 pub struct Alioth;
+
+/// The `microvm-run` variables holding the `--console` value and the kernel's flag.
+const CONSOLE_VAR: &str = "console";
+const KERNEL_FLAG_VAR: &str = "kernel_flag";
 
 /// The most queues a Linux tap or macvtap device takes (`MAX_TAP_QUEUES`).
 const MAX_TAP_QUEUES: u32 = 256;
@@ -124,10 +138,28 @@ impl Backend for Alioth {
                 ],
             ),
         );
-        push(&mut args, "--kernel", spec.kernel.clone());
+        if spec.system.is_x86_64() {
+            steps.push(Step::KernelFlag {
+                var: KERNEL_FLAG_VAR.to_owned(),
+                kernel: spec.kernel.clone(),
+                elf: "--pvh".to_owned(),
+                other: "--kernel".to_owned(),
+            });
+            args.push(Word(vec![Part::Var(KERNEL_FLAG_VAR.to_owned())]));
+            args.push(Word::from(spec.kernel.clone()));
+        } else {
+            push(&mut args, "--kernel", spec.kernel.clone());
+        }
         push(&mut args, "--initramfs", spec.initrd_path.clone());
         push(&mut args, "--cmdline", cmdline(spec));
         args.push(Word::from("--entropy"));
+        steps.push(Step::Console {
+            var: CONSOLE_VAR.to_owned(),
+            terminal: "stdio".to_owned(),
+            piped_prefix: "log,path=".to_owned(),
+        });
+        args.push(Word::from("--console"));
+        args.push(Word(vec![Part::Var(CONSOLE_VAR.to_owned())]));
 
         if let Some(store) = &spec.store_disk {
             push(

@@ -194,6 +194,23 @@ pub enum Step {
     /// Start a helper daemon in the background (killed when `microvm-run` exits) and wait up to
     /// 30 s for the socket it creates.
     Background { argv: Vec<Word>, socket: String },
+    /// Set `var` to the hypervisor's console setting: `terminal` when stdin is a terminal, else
+    /// `piped_prefix` followed by the path of a pipe whose reader copies to stdout. For a
+    /// hypervisor that opens its console itself and needs a terminal for stdio (or a path it
+    /// can open, which the journal's socket behind a service's stdout is not).
+    Console {
+        var: String,
+        terminal: String,
+        piped_prefix: String,
+    },
+    /// Set `var` to `elf` when `kernel` is an ELF file, else to `other`: the flag that loads
+    /// that kind of kernel image.
+    KernelFlag {
+        var: String,
+        kernel: String,
+        elf: String,
+        other: String,
+    },
     /// Refuse to start when a unix socket path known only at run time (a word with variables,
     /// such as `PWD`) is longer than `max_bytes`, or holds `%`, `?` or a control character, which
     /// a URI would not carry as themselves; `message` says which option to change.

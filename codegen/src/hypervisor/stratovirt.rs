@@ -26,10 +26,16 @@
 //!   as `DriveConfig::check` demands (native for O_DIRECT, off otherwise).
 //! - stratovirt refuses to start without a QMP socket (`check_api_channel`), so `socket` is
 //!   required.
-//! - `-serial stdio` puts stdin into raw mode and refuses to start when stdin is not a
-//!   terminal (`set_termi_raw_mode` in `util/src/lib.rs`), as under systemd; stratovirt
-//!   therefore runs under expect's `unbuffer`, which gives it a pseudo-terminal and copies its
-//!   output to the runner's stdout.
+//! - The serial console is `-chardev stdio` only when stdin is a terminal: stdio puts stdin
+//!   into raw mode and refuses to start otherwise (`set_termi_raw_mode` in `util/src/lib.rs`),
+//!   as under systemd. Without a terminal it is `-chardev file` on a pipe that `microvm-run`
+//!   copies to stdout (`ChardevType::File` opens the path read-write, which a pipe allows and
+//!   the journal's socket does not). Running stratovirt under expect's `unbuffer` instead, as
+//!   microvm.nix does, closes the descriptors of macvtap interfaces on the way.
+//! - No virtio-rng: stratovirt 2.5 builds it only with the `virtio_rng` feature (2.4, which
+//!   nixpkgs packages, always has it), and a runner must start on both; the guest kernel seeds
+//!   itself (RDRAND, jitter entropy). vsock, likewise gated behind `vhost_vsock` in 2.5, is
+//!   emitted only when asked for (`vsock.cid`), and then needs a stratovirt built with it.
 //! - No `microvm-shutdown`: the microvm machine has no ACPI power button and no keyboard
 //!   controller. QMP `system_powerdown` there only moves the VM to the shut-down state without
 //!   telling the guest (the `MachineLifecycle::powerdown` default), `input_event` is a no-op,
@@ -39,8 +45,8 @@
 //!   memory from the guest but stratovirt returns none of it to the host.
 
 use super::{
-    Backend, Launch, MacvtapFdNumbers, Requirement, Word, argv_path, kv, on_off, refuse_chars,
-    true_false,
+    Backend, Launch, MacvtapFdNumbers, Part, Requirement, Step, Word, argv_path, kv, on_off,
+    refuse_chars, true_false,
 };
 use crate::diagnostic::Diagnostic;
 use crate::path;
@@ -61,6 +67,10 @@ pub const MAX_VCPUS: u32 = 254;
 pub const MEM_RANGE_MIB: (u64, u64) = (128, 512 * 1024);
 /// The vhost-user-fs tag must be shorter than its 36-byte field (`valid_tag`).
 pub const MAX_TAG_BYTES: usize = 35;
+
+/// The serial console's chardev, and the `microvm-run` variable holding its `-chardev` value.
+const CONSOLE_ID: &str = "console0";
+const CONSOLE_VAR: &str = "console";
 
 /// Characters `str_slip_to_clap` splits values at.
 const SYNTAX: &[char] = &[',', '='];
@@ -85,7 +95,7 @@ fn cmdline(spec: &RunnerSpec) -> String {
 
 /// virtio-mmio transports beyond the reserved disk and NIC slots.
 fn other_transports(spec: &RunnerSpec) -> usize {
-    1 + spec.virtiofs_shares().count()
+    spec.virtiofs_shares().count()
         + usize::from(spec.vsock.cid.is_some())
         + usize::from(spec.balloon)
 }
@@ -166,13 +176,13 @@ impl Backend for Stratovirt {
                 Diagnostic::error(
                     "microvm::stratovirt::mmio_slots",
                     format!(
-                        "stratovirt's x86_64 microvm machine has interrupts for {X86_64_MMIO_TRANSPORTS} virtio devices, {} of them taken by the disk and NIC slots; this spec needs {others} more (rng, virtiofs shares, vsock, balloon)",
+                        "stratovirt's x86_64 microvm machine has interrupts for {X86_64_MMIO_TRANSPORTS} virtio devices, {} of them taken by the disk and NIC slots; this spec needs {others} more (virtiofs shares, vsock, balloon)",
                         MAX_BLOCK_DEVICES + MAX_NET_DEVICES
                     ),
                 )
                 .at(path!["shares"])
                 .help(format!(
-                    "use at most {free} of: the rng (always), one per virtiofs share, vsock, balloon"
+                    "use at most {free} of: one per virtiofs share, vsock, balloon"
                 )),
             );
         }
@@ -225,16 +235,10 @@ impl Backend for Stratovirt {
     }
 
     fn tools(&self, spec: &RunnerSpec) -> Vec<(Tool, String)> {
-        let mut tools = vec![
-            (
-                Tool::Stratovirt,
-                "hypervisor = \"stratovirt\" runs it".to_owned(),
-            ),
-            (
-                Tool::Unbuffer,
-                "microvm-run gives stratovirt's serial console a terminal with it".to_owned(),
-            ),
-        ];
+        let mut tools = vec![(
+            Tool::Stratovirt,
+            "hypervisor = \"stratovirt\" runs it".to_owned(),
+        )];
         if self.balloon_template(spec).is_some() {
             tools.push((
                 Tool::Socat,
@@ -245,9 +249,7 @@ impl Backend for Stratovirt {
     }
 
     fn launch(&self, spec: &RunnerSpec) -> Launch {
-        let mut args: Vec<Word> = vec![Word::from(
-            spec.tools.get(Tool::Stratovirt).unwrap_or_default(),
-        )];
+        let mut args: Vec<Word> = Vec::new();
         let mut push = |flag: &str, value: String| {
             args.push(Word::from(flag));
             args.push(Word::from(value));
@@ -270,28 +272,17 @@ impl Backend for Stratovirt {
         push("-kernel", argv_path(&spec.kernel));
         push("-initrd", argv_path(&spec.initrd_path));
         push("-append", cmdline(spec));
-        push("-serial", "stdio".to_owned());
+        args.push(Word::from("-chardev"));
+        args.push(Word(vec![Part::Var(CONSOLE_VAR.to_owned())]));
+        let mut push = |flag: &str, value: String| {
+            args.push(Word::from(flag));
+            args.push(Word::from(value));
+        };
+        push("-serial", format!("chardev:{CONSOLE_ID}"));
         if let Some(socket) = &spec.socket {
             // stratovirt removes a leftover socket file itself before binding.
             push("-qmp", format!("unix:{},server,nowait", argv_path(socket)));
         }
-        push(
-            "-object",
-            kv(
-                "rng-random",
-                [
-                    ("id", "rng0".to_owned()),
-                    ("filename", "/dev/random".to_owned()),
-                ],
-            ),
-        );
-        push(
-            "-device",
-            kv(
-                "virtio-rng-device",
-                [("id", "rng".to_owned()), ("rng", "rng0".to_owned())],
-            ),
-        );
 
         let mut disk =
             |drive: String, file: &str, read_only: bool, direct: bool, serial: Option<String>| {
@@ -417,12 +408,16 @@ impl Backend for Stratovirt {
         }
 
         Launch {
-            program: Tool::Unbuffer,
+            program: Tool::Stratovirt,
             after_extra_args: Vec::new(),
             args,
             requirements,
             macvtap_fds: macvtap_fds.opened(),
-            steps: Vec::new(),
+            steps: vec![Step::Console {
+                var: CONSOLE_VAR.to_owned(),
+                terminal: kv("stdio", [("id", CONSOLE_ID.to_owned())]),
+                piped_prefix: format!("file,id={CONSOLE_ID},path="),
+            }],
         }
     }
 

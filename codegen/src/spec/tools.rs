@@ -70,14 +70,15 @@ tools! {
     socat => Socat, "socat";
     /// Talks to HTTP control sockets (cloud-hypervisor, firecracker, vfkit).
     curl => Curl, "curl";
-    /// expect's `unbuffer`: runs stratovirt on a pseudo-terminal, which its stdio console needs.
-    unbuffer => Unbuffer, "unbuffer";
     /// iproute2's `ip`, for taps and macvtaps.
     ip => Ip, "ip";
     mkdir => Mkdir, "mkdir";
     ln => Ln, "ln";
     rm => Rm, "rm";
     truncate => Truncate, "truncate";
+    /// Copies a hypervisor's console from a pipe to the runner's stdout, where there is no
+    /// terminal to give it.
+    cat => Cat, "cat";
     /// Marks new volume images no-copy-on-write; failures are ignored.
     chattr => Chattr, "chattr";
     chown => Chown, "chown";

@@ -133,6 +133,32 @@ pub fn exec_argv(tree: &Tree) -> Vec<String> {
     words
 }
 
+/// `argv` with the run-time variable `var` (a `${var}` in a word) replaced by `value`, as
+/// `microvm-run` sets it.
+pub fn substitute(argv: &[String], var: &str, value: &str) -> Vec<String> {
+    let pattern = format!("${{{var}}}");
+    argv.iter().map(|w| w.replace(&pattern, value)).collect()
+}
+
+/// The values `microvm-run`'s console step gives `var`: (on a terminal, without one), with
+/// the pipe's descriptor as `$console_pipe`.
+pub fn console_values(tree: &Tree, var: &str) -> (String, String) {
+    let Some(Entry::File { contents, .. }) = tree.get("bin/microvm-run") else {
+        panic!("no bin/microvm-run");
+    };
+    let assigned: Vec<String> = contents
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix(&format!("{var}=")))
+        .map(|v| shlex::split(v).expect("valid shell").concat())
+        .collect();
+    assert_eq!(
+        assigned.len(),
+        2,
+        "{var} is set on a terminal and without one"
+    );
+    (assigned[0].clone(), assigned[1].clone())
+}
+
 /// Loads an accepted fixture and builds its tree.
 pub fn ok_fixture(name: &str) -> (RunnerSpec, Tree) {
     let text = fixture_text(&fixtures().join("ok").join(name));
