@@ -232,6 +232,61 @@ let
     }
   ];
 
+  # Guests that reach the modules' other NixOS settings: a writable store overlay on a volume,
+  # the host's store shared into a qemu guest (systemd initrd, so a mount unit), and vfkit with
+  # Rosetta. Graphics (boot.kernelModules) and the store disk (boot.initrd.availableKernelModules)
+  # add to lists that system.nix defines too.
+  overlayGuest = guest [
+    {
+      networking.hostName = "overlay";
+      microvm.writableStoreOverlay = "/nix/.rw-store";
+      microvm.volumes = [
+        {
+          image = "store.img";
+          mountPoint = "/nix/.rw-store";
+          size = 64;
+        }
+      ];
+    }
+  ];
+  hostStoreGuest = guest [
+    {
+      networking.hostName = "hoststore";
+      microvm.shares = [
+        {
+          tag = "ro-store";
+          source = "/nix/store";
+          mountPoint = "/nix/.ro-store";
+        }
+      ];
+      microvm.interfaces = [
+        {
+          type = "user";
+          id = "usernet";
+          mac = "02:00:00:00:02:01";
+        }
+      ];
+      services.openssh.enable = true;
+    }
+  ];
+  rosettaGuest = guest [
+    {
+      networking.hostName = "rosetta";
+      microvm.hypervisor = "vfkit";
+      microvm.vfkit.rosetta.enable = true;
+    }
+  ];
+  graphicsGuest = guest [
+    {
+      networking.hostName = "graphics";
+      microvm.graphics.enable = true;
+    }
+  ];
+
+  # A guest with one module of ours added (below, `mistyped`): its spec, which needs the
+  # system's toplevel and so every NixOS option's value, as building it would.
+  specWith = module: (guest [ module ]).microvm.runnerSpec.qemu;
+
   pick = names: attrs: lib.getAttrs names attrs;
 in
 {
@@ -385,6 +440,81 @@ in
   };
 
   host = import ./host.nix { inherit lib standIns; };
+
+  # NixOS options misused next to the guest module; each must fail to evaluate, as in NixOS.
+  mistyped = {
+    kernelParam = specWith { boot.kernelParam = [ "quiet" ]; };
+    hostname = specWith { networking.hostname = "x"; };
+    fileSystemDevices = specWith { fileSystems."/data".devices = "/dev/vdb"; };
+    kernelParamsString = specWith { boot.kernelParams = "quiet"; };
+    # Read by nothing of ours: found by the toplevel, which needs every option's value.
+    autologinUserInt = specWith { services.getty.autologinUser = 0; };
+    # Two definitions of a systemd unit key that are neither equal nor all lists.
+    unitKeyConflict = specWith {
+      systemd.services.nix-daemon.serviceConfig.Nice = lib.mkMerge [
+        5
+        [ 6 ]
+      ];
+    };
+  };
+
+  # Lists several of our modules define, merged as NixOS merges them.
+  kernelModuleLists = {
+    # system.nix and store-disk.nix
+    available = graphicsGuest.boot.initrd.availableKernelModules;
+    # system.nix and graphics.nix
+    kernel = graphicsGuest.boot.kernelModules;
+    initrd = graphicsGuest.boot.initrd.kernelModules;
+    storeOnDisk = graphicsGuest.microvm.storeOnDisk;
+    storeDiskType = graphicsGuest.microvm.storeDiskType;
+    # The toplevel evaluates: every NixOS option's value merges and has its type.
+    toplevel = "${graphicsGuest.system.build.toplevel}";
+  };
+
+  # The NixOS settings the modules make in the other guests, and their toplevels.
+  nixosSettings = {
+    overlay = {
+      toplevel = "${overlayGuest.system.build.toplevel}";
+      store = pick [
+        "neededForBoot"
+        "overlay"
+      ] overlayGuest.fileSystems."/nix/store";
+      roStore = pick [
+        "device"
+        "fsType"
+        "neededForBoot"
+      ] overlayGuest.fileSystems."/nix/.ro-store";
+      rwStore = pick [ "neededForBoot" ] overlayGuest.fileSystems."/nix/.rw-store";
+      initrdKernelModules = overlayGuest.boot.initrd.kernelModules;
+      nixDaemon = overlayGuest.systemd.services.nix-daemon.enable;
+    };
+    hostStore = {
+      toplevel = "${hostStoreGuest.system.build.toplevel}";
+      store = pick [
+        "device"
+        "fsType"
+        "options"
+        "neededForBoot"
+      ] hostStoreGuest.fileSystems."/nix/store";
+      initrdSystemd = hostStoreGuest.boot.initrd.systemd.enable;
+      mounts = map (pick [
+        "what"
+        "where"
+        "overrideStrategy"
+        "unitConfig"
+      ]) hostStoreGuest.systemd.mounts;
+      switch = hostStoreGuest.system.switch.enable;
+      networks = hostStoreGuest.systemd.network.networks;
+      powerKey = hostStoreGuest.services.logind.settings.Login.HandlePowerKey;
+      blacklisted = hostStoreGuest.boot.blacklistedKernelModules;
+      generators = hostStoreGuest.systemd.generators;
+      documentation = hostStoreGuest.documentation.enable;
+    };
+    rosetta = {
+      toplevel = "${rosettaGuest.system.build.toplevel}";
+      enable = rosettaGuest.virtualisation.rosetta.enable;
+    };
+  };
 
   coverage = {
     tableFeatures = builtins.attrNames microvmLib.table.features;

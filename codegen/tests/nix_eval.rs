@@ -272,8 +272,17 @@ fn guest_mounts_the_store_volumes_and_shares_and_configures_interfaces_by_mac() 
     let defaults = nix::eval("defaults");
     let fs = &defaults["fileSystems"];
     assert_eq!(fs["/"]["fsType"], json!("tmpfs"));
+    // Entries as NixOS's fileSystems submodule gives them: what the module sets, over the
+    // submodule's defaults.
+    let entry = |mount: &str| {
+        let value = &fs[mount];
+        json!({
+            "device": value["device"], "fsType": value["fsType"], "options": value["options"],
+            "neededForBoot": value["neededForBoot"], "noCheck": value["noCheck"]
+        })
+    };
     assert_eq!(
-        fs["/nix/store"],
+        entry("/nix/store"),
         json!({
             "device": "/dev/disk/by-label/nix-store", "fsType": "erofs", "neededForBoot": true,
             "noCheck": true, "options": ["x-systemd.after=systemd-modules-load.service"]
@@ -281,8 +290,11 @@ fn guest_mounts_the_store_volumes_and_shares_and_configures_interfaces_by_mac() 
     );
     // The store disk is vda, so the first volume without label or serial is vdb.
     assert_eq!(
-        fs["/var"],
-        json!({ "device": "/dev/vdb", "fsType": "ext4" })
+        entry("/var"),
+        json!({
+            "device": "/dev/vdb", "fsType": "ext4", "neededForBoot": false, "noCheck": false,
+            "options": ["defaults"]
+        })
     );
     assert_eq!(fs["/data"]["device"], json!("data"));
     assert_eq!(fs["/data"]["fsType"], json!("9p"));
@@ -537,4 +549,144 @@ fn flake_outputs_are_wired_for_every_hypervisor() {
         names(&flake["formatter"]),
         BTreeSet::from(["aarch64-darwin", "aarch64-linux", "x86_64-linux"].map(String::from))
     );
+}
+
+/// The stand-ins declare NixOS's options with NixOS's types and no catch-all, so a misspelt
+/// path or a value of the wrong type set next to the guest module fails to evaluate, as in
+/// NixOS, even where nothing of ours reads it.
+#[test]
+fn misused_nixos_options_fail_to_evaluate_as_in_nixos() {
+    let fails = |attr: &str, expected: &[&str]| {
+        let error = nix::eval_with(&format!("mistyped.{attr}"), &[])
+            .expect_err(&format!("mistyped.{attr} must not evaluate"));
+        for text in expected {
+            assert!(
+                error.contains(text),
+                "mistyped.{attr}: no {text:?} in\n{error}"
+            );
+        }
+    };
+    fails(
+        "kernelParam",
+        &["The option `boot.kernelParam' does not exist"],
+    );
+    fails(
+        "hostname",
+        &[
+            "The option `networking.hostname' does not exist",
+            "networking.hostName",
+        ],
+    );
+    fails(
+        "fileSystemDevices",
+        &["The option `fileSystems.\"/data\".devices' does not exist"],
+    );
+    fails(
+        "kernelParamsString",
+        &["`boot.kernelParams' is not of type", "list of"],
+    );
+    fails(
+        "autologinUserInt",
+        &["`services.getty.autologinUser' is not of type `null or string'"],
+    );
+    fails(
+        "unitKeyConflict",
+        &["`systemd.services.nix-daemon.serviceConfig.Nice' has conflicting definition values"],
+    );
+}
+
+/// `boot.initrd.availableKernelModules` (system.nix and store-disk.nix) and
+/// `boot.kernelModules` (system.nix and graphics.nix) are defined by two of our modules each;
+/// NixOS concatenates list definitions, and so must the stand-ins.
+#[test]
+fn kernel_module_lists_defined_by_several_modules_merge() {
+    let lists = nix::eval("kernelModuleLists");
+    assert_eq!(lists["storeOnDisk"], json!(true));
+    let store_disk_type = lists["storeDiskType"].as_str().unwrap().to_owned();
+    let available = strings(&lists["available"]);
+    for module in ["vmw_vsock_virtio_transport", store_disk_type.as_str()] {
+        assert!(
+            available.iter().any(|m| m == module),
+            "boot.initrd.availableKernelModules has {module}: {available:?}"
+        );
+    }
+    let kernel = strings(&lists["kernel"]);
+    for module in ["button", "drm", "virtio_gpu"] {
+        assert!(
+            kernel.iter().any(|m| m == module),
+            "boot.kernelModules has {module}: {kernel:?}"
+        );
+    }
+    assert!(strings(&lists["initrd"]).contains(&"virtio_blk".to_owned()));
+    assert_eq!(lists["toplevel"], json!("/stand-in/nixos-system-graphics"));
+}
+
+/// The NixOS settings the guest module makes beyond the default guest (writable store overlay,
+/// the host's store shared with a systemd initrd, Rosetta on vfkit) have NixOS's types: each
+/// guest's toplevel evaluates, and the settings hold what the modules set.
+#[test]
+fn the_guest_modules_nixos_settings_have_nixos_types() {
+    let settings = nix::eval("nixosSettings");
+
+    let overlay = &settings["overlay"];
+    assert_eq!(overlay["toplevel"], json!("/stand-in/nixos-system-overlay"));
+    assert_eq!(
+        overlay["store"],
+        json!({
+            "neededForBoot": true,
+            "overlay": {
+                "lowerdir": ["/nix/.ro-store"],
+                "upperdir": "/nix/.rw-store/store",
+                "workdir": "/nix/.rw-store/work"
+            }
+        })
+    );
+    assert_eq!(overlay["roStore"]["fsType"], json!("erofs"));
+    assert_eq!(overlay["rwStore"]["neededForBoot"], json!(true));
+    assert!(strings(&overlay["initrdKernelModules"]).contains(&"overlay".to_owned()));
+    assert_eq!(
+        overlay["nixDaemon"],
+        json!(true),
+        "Nix builds on a writable store"
+    );
+
+    let host_store = &settings["hostStore"];
+    assert_eq!(
+        host_store["toplevel"],
+        json!("/stand-in/nixos-system-hoststore")
+    );
+    assert_eq!(host_store["store"]["device"], json!("/nix/.ro-store"));
+    assert_eq!(host_store["store"]["options"], json!(["ro", "bind"]));
+    assert_eq!(host_store["initrdSystemd"], json!(true));
+    assert_eq!(
+        host_store["mounts"],
+        json!([{
+            "what": "store", "where": "/nix/store", "overrideStrategy": "asDropin",
+            "unitConfig": { "DefaultDependencies": false }
+        }])
+    );
+    assert_eq!(
+        host_store["switch"],
+        json!(true),
+        "sshd on and the host's store shared"
+    );
+    assert_eq!(
+        host_store["networks"]["80-microvm-usernet"]["matchConfig"],
+        json!({ "MACAddress": "02:00:00:00:02:01" })
+    );
+    assert_eq!(host_store["powerKey"], json!("poweroff"));
+    let blacklisted = strings(&host_store["blacklisted"]);
+    assert!(
+        blacklisted.contains(&"rfkill".to_owned()),
+        "{blacklisted:?}"
+    );
+    assert_eq!(
+        host_store["generators"],
+        json!({ "systemd-gpt-auto-generator": "/dev/null" })
+    );
+    assert_eq!(host_store["documentation"], json!(false));
+
+    let rosetta = &settings["rosetta"];
+    assert_eq!(rosetta["toplevel"], json!("/stand-in/nixos-system-rosetta"));
+    assert_eq!(rosetta["enable"], json!(true));
 }
