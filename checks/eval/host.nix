@@ -12,8 +12,8 @@ let
       modules = [ { networking.hostName = name; } ] ++ modules;
     };
 
-  host =
-    vms:
+  hostWith =
+    modules: vms:
     (lib.evalModules {
       modules = [
         ../../nixos-modules/host
@@ -24,8 +24,10 @@ let
           microvm.host.evalGuest = { name, vm }: guest name ([ vm.config ] ++ vm.extraModules);
           microvm.vms = vms;
         }
-      ];
+      ]
+      ++ modules;
     }).config;
+  host = hostWith [ ];
 
   # "alpha" comes already evaluated and starts at boot; "beta" is fully declarative, does not
   # autostart, and shares a directory from /srv (the hypervisor writes it).
@@ -63,6 +65,15 @@ in
     packages = map (p: p.name) twoVms.systemd.packages;
     commands = map (p: p.name) twoVms.environment.systemPackages;
     commandText = (builtins.head twoVms.environment.systemPackages).passthru.text;
+    # The host's other NixOS settings, and its toplevel, which needs every NixOS option's value
+    # (with NixOS's types) as building the host would.
+    kernelModules = twoVms.boot.kernelModules;
+    loginLimits = twoVms.security.pam.loginLimits;
+    targetWantedBy = twoVms.systemd.targets.microvms.wantedBy;
+    reconcileWantedBy = twoVms.systemd.services.microvm-reconcile.wantedBy;
+    toplevel = "${twoVms.system.build.toplevel}";
   };
+  # A NixOS setting misspelt next to the host module fails, as in NixOS.
+  mistyped = (hostWith [ { users.user.microvm.isSystemUser = true; } ] { inherit alpha; }).microvm.host.spec;
   oneVm.spec = oneVm.microvm.host.spec;
 }

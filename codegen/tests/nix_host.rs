@@ -122,3 +122,35 @@ fn a_vm_removed_between_two_evaluations_is_on_the_reconciliation_list() {
         second.display()
     )));
 }
+
+/// The host module's NixOS settings have NixOS's types (the host's toplevel, which needs every
+/// NixOS option's value, evaluates) and a misspelt NixOS path next to it fails, as in NixOS.
+#[test]
+fn the_host_modules_nixos_settings_have_nixos_types() {
+    let evaluated = nix::eval("host.twoVms");
+    assert_eq!(evaluated["toplevel"], "/stand-in/nixos-system-nixos");
+    assert_eq!(evaluated["user"]["isSystemUser"], true);
+    assert_eq!(evaluated["user"]["name"], "microvm");
+    assert_eq!(
+        evaluated["kernelModules"],
+        serde_json::json!(["tap", "vhost_net"])
+    );
+    assert_eq!(
+        evaluated["loginLimits"],
+        serde_json::json!([{ "domain": "microvm", "type": "-", "item": "memlock", "value": "infinity" }])
+    );
+    assert_eq!(
+        evaluated["targetWantedBy"],
+        serde_json::json!(["multi-user.target"])
+    );
+    assert_eq!(
+        evaluated["reconcileWantedBy"],
+        serde_json::json!(["multi-user.target"])
+    );
+
+    let error = nix::eval_with("host.mistyped", &[]).expect_err("users.user does not exist");
+    assert!(
+        error.contains("The option `users.user' does not exist"),
+        "{error}"
+    );
+}
