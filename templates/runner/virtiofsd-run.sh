@@ -1,12 +1,14 @@
 {% include "common/header.sh" %}
-# Serves every virtiofs share of this VM with its own virtiofsd, restarts a virtiofsd that exits
-# (each one ends when the VM disconnects), and reports readiness once every socket exists.
+# Serves every virtiofs share of this VM with its own virtiofsd. Readiness is reported only once
+# every virtiofsd is running and has made its socket; one that exits before that (a virtiofsd
+# refusing its flags) ends virtiofsd-run with an error instead. After that, a virtiofsd that exits
+# (each one ends when the VM disconnects) is started again.
 
-children=()
+pids=()
 stop() {
   trap - TERM INT EXIT
-  if [ "${#children[@]}" -gt 0 ]; then
-    kill -TERM "${children[@]}" 2>/dev/null || true
+  if [ "${#pids[@]}" -gt 0 ]; then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
     wait || true
   fi
 }
@@ -17,33 +19,46 @@ trap stop EXIT
 threads=$({{ tools.nproc }})
 {%- endif %}
 
-# Runs one virtiofsd again and again until told to stop.
-supervise() {
-  local socket=$1 child=""
-  shift
-  trap 'if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null || true; wait "$child" || true; fi; exit 0' TERM INT
-  while :; do
-    {{ tools.rm }} -f -- "$socket"
-    "$@" &
-    child=$!
-    status=0
-    wait "$child" || status=$?
-    child=""
-    echo "virtiofsd-run: virtiofsd for $socket exited with status $status; restarting" >&2
-    {{ tools.sleep }} 1
-  done
-}
-{% for share in virtiofs %}
-supervise {{ share.socket }} {{ share.argv | argv }} &
-children+=("$!")
-{%- endfor %}
+sockets=({% for share in virtiofs %}{% if not loop.first %} {% endif %}{{ share.socket }}{% endfor %})
 
-all_sockets_exist() {
-  true{% for share in virtiofs %} && [ -S {{ share.socket }} ]{% endfor %}
+# Starts virtiofsd number $1 on a fresh socket (one left by an earlier run would look ready).
+start() {
+  {{ tools.rm }} -f -- "${sockets[$1]}"
+  case $1 in
+{%- for share in virtiofs %}
+  {{ loop.index0 }}) {{ share.argv | argv }} & ;;
+{%- endfor %}
+  esac
+  pids[$1]=$!
 }
+
+# Whether virtiofsd number $1 still runs (bash collects a child as soon as it exits).
+running() {
+  kill -0 "${pids[$1]}" 2>/dev/null
+}
+
+for i in "${!sockets[@]}"; do
+  start "$i"
+done
 
 waited=0
-until all_sockets_exist; do
+while :; do
+  up=0
+  for i in "${!sockets[@]}"; do
+    if [ -S "${sockets[i]}" ]; then
+      up=$((up + 1))
+    fi
+    # Checked after the socket: a socket counts only when its virtiofsd still runs.
+    if ! running "$i"; then
+      status=0
+      wait "${pids[i]}" || status=$?
+      echo "virtiofsd-run: virtiofsd for ${sockets[i]} exited with status $status while starting; not ready" >&2
+      exit 1
+    fi
+  done
+  if [ "$up" -eq "${#sockets[@]}" ]; then
+    break
+  fi
   if [ "$waited" -ge 300 ]; then
     echo "virtiofsd-run: the virtiofsd sockets did not appear within 30 s" >&2
     exit 1
@@ -58,4 +73,18 @@ if [ -n "${NOTIFY_SOCKET:-}" ]; then
 fi
 {%- endif %}
 
-wait
+# From here on, a virtiofsd that exits is started again. Every one is checked before waiting:
+# bash's `wait -n` misses a child that exited while a foreground command (sleep, rm) ran.
+while :; do
+  for i in "${!sockets[@]}"; do
+    if ! running "$i"; then
+      status=0
+      wait "${pids[i]}" || status=$?
+      echo "virtiofsd-run: virtiofsd for ${sockets[i]} exited with status $status; restarting" >&2
+      {{ tools.sleep }} 1
+      start "$i"
+      continue 2
+    fi
+  done
+  wait -n || true
+done
