@@ -8,7 +8,9 @@ use crate::hypervisor::{self, VirtiofsServer};
 use crate::json_path::JsonPath;
 use crate::path;
 use crate::runner;
-use crate::spec::{DeviceBus, ForwardFrom, InterfaceType, RunnerSpec, ShareProto, Tool, volume};
+use crate::spec::{
+    DeviceBus, ForwardFrom, InterfaceType, RunnerSpec, Share, ShareProto, Tool, volume,
+};
 use crate::unique;
 
 /// More vCPUs than any of the hypervisors accepts.
@@ -379,6 +381,52 @@ fn check_shares(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
                     .help("set socket to a path for virtiofsd's vhost-user socket, such as \"<hostName>-virtiofs-<tag>.sock\""),
             );
         }
+        check_posix_acl(spec, i, share, findings);
+    }
+}
+
+/// virtiofsd refuses to translate ids (`--translate-uid`, `--translate-gid`) with POSIX ACLs on
+/// ("Cannot use --translate-uid or --translate-gid with --posix-acl=always", virtiofsd 1.14's
+/// `src/main.rs`), and `posixAcl` (the default) passes `--posix-acl`. The virtiofsd would exit
+/// at every start. The Nix module asserts the same (nixos-modules/microvm/asserts.nix).
+fn check_posix_acl(spec: &RunnerSpec, i: usize, share: &Share, findings: &mut Vec<Diagnostic>) {
+    if share.proto != ShareProto::Virtiofs
+        || !share.posix_acl
+        || hypervisor::backend(spec.hypervisor).virtiofs_server() == VirtiofsServer::BuiltIn
+    {
+        return;
+    }
+    let everywhere = spec
+        .virtiofsd
+        .extra_args
+        .iter()
+        .enumerate()
+        .map(|(j, arg)| (arg, path!["virtiofsd", "extraArgs", j]));
+    let here = share
+        .extra_args
+        .iter()
+        .enumerate()
+        .map(|(j, arg)| (arg, path!["shares", i, "extraArgs", j]));
+    for (arg, at) in everywhere.chain(here) {
+        let Some(flag) = hypervisor::flag_name(arg, &[])
+            .filter(|f| ["--translate-uid", "--translate-gid"].contains(f))
+        else {
+            continue;
+        };
+        findings.push(
+            Diagnostic::error(
+                code("share_posix_acl"),
+                format!(
+                    "the virtiofs share {:?} has posixAcl = true and {flag}, which virtiofsd refuses together",
+                    share.tag
+                ),
+            )
+            .at(at)
+            .label("virtiofsd cannot translate ids and keep POSIX ACLs")
+            .help(format!(
+                "set shares[{i}].posixAcl = false to remap ids, or remove {flag} to keep ACLs"
+            )),
+        );
     }
 }
 
