@@ -8,8 +8,9 @@
 #
 # Everything goes to ${MICROVM_TEST_CACHE:-<repo>/.cache/boot}. The last line
 # on stdout is the path of <cache>/env, which sets MICROVM_TEST_KERNEL,
-# MICROVM_TEST_INITRD, MICROVM_TEST_VIRTIOFSD (empty when not built) and
-# MICROVM_TEST_TSC_KHZ. Progress goes to stderr.
+# MICROVM_TEST_INITRD, MICROVM_TEST_VIRTIOFSD (empty when not built),
+# MICROVM_TEST_TSC_KHZ, MICROVM_TEST_VMLINUX (the kernel as an ELF file) and
+# MICROVM_TEST_STORE_DISK (a small erofs image). Progress goes to stderr.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -70,7 +71,7 @@ apt_update() {
 
 packages=(qemu-system-x86 busybox-static cpio kmod erofs-utils squashfs-tools e2fsprogs iproute2 socat)
 ((with_virtiofsd)) && packages+=(libcap-ng-dev libseccomp-dev)
-# shellcheck source=checks/lib/apt.sh
+# shellcheck source=/dev/null
 . "$here/lib/apt.sh"
 mapfile -t missing < <(apt_missing "${packages[@]}")
 if ((${#missing[@]})); then
@@ -264,6 +265,43 @@ else
 	echo "$inputs" >"$initrd.inputs"
 fi
 
+# --- ELF kernel and store disk for the real-VMM tier --------------------------
+
+# firecracker and cloud-hypervisor boot an uncompressed ELF vmlinux (with its PVH note), which
+# is the bzImage's payload: setup_sects at 0x1f1, payload_offset and payload_length at 0x248.
+vmlinux=$cache/vmlinux-$kver
+if [[ ! -s $vmlinux ]]; then
+	say "extracting vmlinux from $vmlinuz"
+	le32() { od -An -tu4 -j "$1" -N4 "$vmlinuz" | tr -d ' '; }
+	setup_sects=$(od -An -tu1 -j $((0x1f1)) -N1 "$vmlinuz" | tr -d ' ')
+	((setup_sects)) || setup_sects=4
+	start=$(((setup_sects + 1) * 512 + $(le32 $((0x248)))))
+	length=$(le32 $((0x24c)))
+	# The kernel build appends the uncompressed size to an xz or zstd stream.
+	case $(od -An -tx1 -j "$start" -N2 "$vmlinuz" | tr -d ' ') in
+	fd37) decompress=(xz -dc --single-stream) ;;
+	28b5) decompress=(zstd -dcq) length=$((length - 4)) ;;
+	1f8b) decompress=(gzip -dc) ;;
+	*) die "unknown compression of the payload of $vmlinuz" ;;
+	esac
+	dd if="$vmlinuz" iflag=skip_bytes,count_bytes skip="$start" count="$length" status=none |
+		"${decompress[@]}" >"$vmlinux.tmp" ||
+		die "cannot decompress the payload of $vmlinuz"
+	[[ $(head -c 4 "$vmlinux.tmp" | od -An -tx1 | tr -d ' ') == 7f454c46 ]] ||
+		die "the payload of $vmlinuz is not an ELF file"
+	mv "$vmlinux.tmp" "$vmlinux"
+fi
+
+# A small erofs image standing in for a VM's store disk.
+store_disk=$cache/store.erofs
+if [[ ! -s $store_disk ]]; then
+	stage=$(mktemp -d "$cache/.store.XXXXXX")
+	tmpdirs+=("$stage")
+	echo "a stand-in store disk" >"$stage/README"
+	mkfs.erofs "$store_disk.tmp" "$stage" >/dev/null || die "mkfs.erofs failed"
+	mv "$store_disk.tmp" "$store_disk"
+fi
+
 # --- virtiofsd ----------------------------------------------------------------
 
 virtiofsd=$cache/virtiofsd/bin/virtiofsd
@@ -286,6 +324,8 @@ tsc_khz=$(awk -F: '/^cpu MHz/ { printf "%d\n", $2 * 1000; exit }' /proc/cpuinfo)
 	printf 'MICROVM_TEST_INITRD=%q\n' "$initrd"
 	printf 'MICROVM_TEST_VIRTIOFSD=%q\n' "$virtiofsd"
 	printf 'MICROVM_TEST_TSC_KHZ=%q\n' "$tsc_khz"
+	printf 'MICROVM_TEST_VMLINUX=%q\n' "$vmlinux"
+	printf 'MICROVM_TEST_STORE_DISK=%q\n' "$store_disk"
 } >"$cache/env.tmp"
 mv "$cache/env.tmp" "$cache/env"
 echo "$cache/env"

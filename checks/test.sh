@@ -22,7 +22,7 @@ say() { printf 'test.sh: %s\n' "$*" >&2; }
 # Debian packages the tiers use; installed when missing and we are root.
 packages=(shellcheck qemu-system-x86 busybox-static erofs-utils squashfs-tools e2fsprogs cpio
 	iproute2 kmod socat curl nix-bin libcap-ng-dev libseccomp-dev systemd)
-# shellcheck source=checks/lib/apt.sh
+# shellcheck source=/dev/null
 . "$here/lib/apt.sh"
 mapfile -t missing < <(apt_missing "${packages[@]}")
 if ((${#missing[@]})); then

@@ -77,6 +77,8 @@ let
   socat.socat = bin vmPkgs.socat "socat";
   curl.curl = bin vmPkgs.curl "curl";
   withSocket = tools: optionalAttrs (cfg.socket != null) tools;
+  # Copies the console of a hypervisor that needs a terminal for stdio to the runner's stdout.
+  consoleCopier.cat = bin vmPkgs.coreutils "cat";
 
   # optimize.enable builds the smaller qemu NixOS tests use, unless graphics need the full one.
   qemuPackage =
@@ -109,8 +111,13 @@ let
       stratovirt = {
         stratovirt = bin cfg.stratovirt.package "stratovirt";
       }
+      // consoleCopier
       // optionalAttrs cfg.balloon (withSocket socat);
-      alioth.alioth = bin cfg.alioth.package "alioth";
+      alioth = {
+        alioth = bin cfg.alioth.package "alioth";
+        # alioth's stdio console needs a terminal; microvm-run makes one without.
+        script = bin vmPkgs.util-linux "script";
+      };
       vfkit = {
         vfkit = bin cfg.vfkit.package "vfkit";
       }
@@ -128,7 +135,6 @@ let
     "ln"
     "rm"
     "truncate"
-    "cat"
     "chown"
     "sleep"
     "nproc"

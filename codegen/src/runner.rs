@@ -101,6 +101,10 @@ pub fn required_tools(spec: &RunnerSpec) -> Vec<(Tool, String)> {
             Step::Background { socket, .. } => {
                 (Tool::Sleep, format!("microvm-run waits for {socket:?}"))
             }
+            Step::Terminal => (
+                Tool::Script,
+                "microvm-run runs itself on a pseudo-terminal when there is no terminal".to_owned(),
+            ),
             Step::Console { .. } => (
                 Tool::Cat,
                 "microvm-run copies the console to stdout when there is no terminal".to_owned(),

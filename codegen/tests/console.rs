@@ -1,7 +1,7 @@
-//! The console of hypervisors that open it themselves (alioth, stratovirt): `microvm-run` gives
-//! them stdio on a terminal, else a pipe it copies to stdout, because their stdio console needs
-//! a terminal and a service has none. Run with a stand-in hypervisor that writes a line to the
-//! console it was given, as the real one would.
+//! The console of hypervisors whose stdio console needs a terminal, which a service has none
+//! of: without one, `microvm-run` gives stratovirt a pipe it copies to stdout (a file chardev)
+//! and runs alioth, which has no other console, on a pseudo-terminal. Run with a stand-in
+//! hypervisor that writes a line to the console it was given, as the real one would.
 //!
 //! alioth also gets `--pvh` for an ELF kernel and `--kernel` for a bzImage, by the file's magic.
 
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 /// A stand-in that prints its arguments, one a line, to stderr and writes a console line to the
 /// path in `--console log,path=…` / `-chardev file,…,path=…`, or to stdout for stdio.
 const STAND_IN: &str = r#"#!/bin/bash
+if [ -t 0 ]; then echo stdin:terminal >&2; else echo stdin:not-a-terminal >&2; fi
 console=
 for arg in "$@"; do
   printf 'arg:%s\n' "$arg" >&2
@@ -38,7 +39,7 @@ fn runner(dir: &Path, hypervisor: &str, kernel: &Path) -> std::path::PathBuf {
     let mut spec: Value = json!({
         "specVersion": 1, "hostName": "console", "hypervisor": hypervisor,
         "mem": 256, "kernel": kernel, "initrdPath": "/boot/initrd",
-        "tools": { "bash": "/bin/bash", "cat": "/bin/cat" }
+        "tools": { "bash": "/bin/bash", "cat": "/bin/cat", "script": "/usr/bin/script" }
     });
     spec["tools"][hypervisor] = json!(stand_in);
     if hypervisor == "stratovirt" {
@@ -52,21 +53,31 @@ fn runner(dir: &Path, hypervisor: &str, kernel: &Path) -> std::path::PathBuf {
     runner.join("bin/microvm-run")
 }
 
-/// Runs `microvm-run` as a service does: stdin /dev/null, stdout a pipe.
+/// Runs `microvm-run` as a service does: stdin /dev/null, stdout and stderr pipes. Returns
+/// stdout, and every line of both without carriage returns (a pseudo-terminal adds them).
 fn run_without_terminal(run: &Path, dir: &Path) -> (String, Vec<String>) {
     let output = Command::new(run)
         .current_dir(dir)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stderr}");
-    let args = stderr
+    let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+    let stderr = String::from_utf8_lossy(&output.stderr).replace('\r', "");
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let lines = stdout
         .lines()
-        .filter_map(|l| l.strip_prefix("arg:"))
+        .chain(stderr.lines())
         .map(str::to_owned)
         .collect();
-    (String::from_utf8_lossy(&output.stdout).into_owned(), args)
+    (stdout, lines)
+}
+
+fn args(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("arg:"))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Runs `microvm-run` on a terminal (util-linux `script` gives it a pseudo-terminal).
@@ -91,51 +102,56 @@ fn value_after<'a>(args: &'a [String], flag: &str) -> &'a str {
 }
 
 #[test]
-fn without_a_terminal_the_console_is_a_pipe_to_stdout() {
-    for hypervisor in ["alioth", "stratovirt"] {
-        let dir = tempfile::tempdir().unwrap();
-        let run = runner(dir.path(), hypervisor, Path::new("/boot/vmlinuz"));
-        let (stdout, args) = run_without_terminal(&run, dir.path());
-        let console = match hypervisor {
-            "alioth" => value_after(&args, "--console"),
-            _ => value_after(&args, "-chardev"),
-        };
-        assert!(
-            console.contains("path=/proc/self/fd/"),
-            "{hypervisor}: {console}"
-        );
-        assert!(
-            !args.iter().any(|a| a.contains("stdio")),
-            "{hypervisor}: stdio needs a terminal: {args:?}"
-        );
-        assert_eq!(
-            stdout.trim(),
-            "guest-console-line",
-            "{hypervisor}: the console reaches stdout"
-        );
-    }
+fn without_a_terminal_stratovirts_console_is_a_pipe_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = runner(dir.path(), "stratovirt", Path::new("/boot/vmlinuz"));
+    let (stdout, lines) = run_without_terminal(&run, dir.path());
+    let args = args(&lines);
+    let console = value_after(&args, "-chardev");
+    assert!(
+        console.starts_with("file,id=console0,path=/proc/self/fd/"),
+        "{console}"
+    );
+    assert!(!args.iter().any(|a| a.contains("stdio")), "{args:?}");
+    assert!(
+        lines.contains(&"stdin:not-a-terminal".to_owned()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        stdout.trim(),
+        "guest-console-line",
+        "the console reaches stdout"
+    );
 }
 
 #[test]
-fn on_a_terminal_the_console_is_stdio() {
+fn without_a_terminal_alioth_runs_on_a_pseudo_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = runner(dir.path(), "alioth", Path::new("/boot/vmlinuz"));
+    let (stdout, lines) = run_without_terminal(&run, dir.path());
+    assert!(lines.contains(&"stdin:terminal".to_owned()), "{lines:?}");
+    assert!(
+        stdout.lines().any(|l| l == "guest-console-line"),
+        "the console reaches stdout: {stdout}"
+    );
+    assert_eq!(value_after(&args(&lines), "--cpu"), "count=1");
+}
+
+#[test]
+fn on_a_terminal_stratovirts_console_is_stdio() {
     if !common::have("script") {
         panic!("script (util-linux/bsdutils) is needed to give microvm-run a terminal");
     }
-    for (hypervisor, flag, value) in [
-        ("alioth", "--console", "stdio"),
-        ("stratovirt", "-chardev", "stdio,id=console0"),
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let run = runner(dir.path(), hypervisor, Path::new("/boot/vmlinuz"));
-        let out = run_on_terminal(&run, dir.path());
-        let args: Vec<String> = out
-            .lines()
-            .filter_map(|l| l.strip_prefix("arg:"))
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(value_after(&args, flag), value, "{hypervisor}: {out}");
-        assert!(out.contains("guest-console-line"), "{out}");
-    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = runner(dir.path(), "stratovirt", Path::new("/boot/vmlinuz"));
+    let out = run_on_terminal(&run, dir.path());
+    let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    assert_eq!(
+        value_after(&args(&lines), "-chardev"),
+        "stdio,id=console0",
+        "{out}"
+    );
+    assert!(out.contains("guest-console-line"), "{out}");
 }
 
 #[test]
@@ -148,7 +164,8 @@ fn alioth_loads_an_elf_kernel_with_pvh_and_a_bzimage_with_kernel() {
     for (kernel, flag, other) in [(&elf, "--pvh", "--kernel"), (&bzimage, "--kernel", "--pvh")] {
         let vm = tempfile::tempdir().unwrap();
         let run = runner(vm.path(), "alioth", kernel);
-        let (_, args) = run_without_terminal(&run, vm.path());
+        let (_, lines) = run_without_terminal(&run, vm.path());
+        let args = args(&lines);
         assert_eq!(value_after(&args, flag), kernel.display().to_string());
         assert!(!args.iter().any(|a| a == other), "{args:?}");
     }

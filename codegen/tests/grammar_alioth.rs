@@ -304,18 +304,15 @@ fn build(spec: &RunnerSpec) -> microvm_codegen::runner::Tree {
     common::build(&spec.unwrap())
 }
 
-/// The command line as `microvm-run` runs it, on a terminal or not, with a bzImage kernel.
-fn alioth_argv(tree: &microvm_codegen::runner::Tree, terminal: bool) -> Vec<String> {
-    let (on_terminal, piped) = common::console_values(tree, "console");
-    let console = if terminal { on_terminal } else { piped };
-    let argv = common::substitute(&common::exec_argv(tree), "console", &console);
-    common::substitute(&argv, "kernel_flag", "--kernel")
+/// The command line as `microvm-run` runs it with a bzImage kernel.
+fn alioth_argv(tree: &microvm_codegen::runner::Tree) -> Vec<String> {
+    common::substitute(&common::exec_argv(tree), "kernel_flag", "--kernel")
 }
 
 #[test]
 fn every_feature_command_line_matches_the_grammar_and_the_spec() {
     let (spec, tree) = common::ok_fixture("alioth-every-feature.json");
-    let argv = alioth_argv(&tree, false);
+    let argv = alioth_argv(&tree);
     assert_eq!(argv[0], spec.tools.alioth.clone().unwrap());
     let flags = parse(&argv[1..]).unwrap();
     let one = |flag: &str| flags[flag][0].clone();
@@ -336,17 +333,9 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
         "{cmdline}"
     );
     assert!(flags.contains_key("--entropy"));
-    let console = one("--console");
-    assert_eq!(
-        console.variant.as_deref(),
-        Some("log"),
-        "no terminal: a log"
-    );
-    assert_eq!(console.keys["path"], "/proc/self/fd/$console_pipe");
-    let on_terminal = parse(&alioth_argv(&tree, true)[1..]).unwrap();
-    assert_eq!(
-        on_terminal["--console"][0].variant.as_deref(),
-        Some("stdio")
+    assert!(
+        !flags.contains_key("--console"),
+        "releases up to 0.12.0 have no --console"
     );
 
     let blk = &flags["--blk"];
@@ -431,7 +420,7 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
 #[test]
 fn minimal_command_line_matches_the_grammar() {
     let (spec, tree) = common::ok_fixture("alioth-minimal.json");
-    let flags = parse(&alioth_argv(&tree, false)[1..]).unwrap();
+    let flags = parse(&alioth_argv(&tree)[1..]).unwrap();
     assert_eq!(flags["--cpu"][0].keys["count"], "1");
     assert_eq!(
         parse_int(&flags["--memory"][0].keys["size"]).unwrap(),
@@ -449,7 +438,7 @@ fn single_vcpu_taps_are_single_queue_on_both_sides() {
     let (mut spec, _) = common::ok_fixture("alioth-every-feature.json");
     spec.vcpu = 1;
     let tree = build(&spec);
-    let flags = parse(&alioth_argv(&tree, false)[1..]).unwrap();
+    let flags = parse(&alioth_argv(&tree)[1..]).unwrap();
     for net in &flags["--net"] {
         assert!(!net.keys.contains_key("queue_pairs"), "{net:?}");
     }
@@ -461,7 +450,7 @@ fn aarch64_guests_get_the_pl011_console() {
     let (mut spec, _) = common::ok_fixture("alioth-minimal.json");
     spec.system = System::Aarch64Linux;
     let tree = build(&spec);
-    let flags = parse(&alioth_argv(&tree, false)[1..]).unwrap();
+    let flags = parse(&alioth_argv(&tree)[1..]).unwrap();
     assert!(
         flags["--cmdline"][0].plain.starts_with("console=ttyAMA0 "),
         "{:?}",

@@ -10,6 +10,16 @@ case $OSTYPE in
     ;;
 esac
 {%- endif %}
+{%- for step in launch.steps %}
+{%- if step.kind == "terminal" %}
+
+# {{ hypervisor }}'s console is stdio, which needs a terminal: without one (a service has none),
+# this script runs itself again on a pseudo-terminal, whose output reaches stdout.
+if [ ! -t 0 ]; then
+  SHELL={{ tools.bash }} exec {{ tools.script }} -qefc "$(printf '%q ' "$0" "$@")" /dev/null
+fi
+{%- endif %}
+{%- endfor %}
 {%- if uses_runner_dir %}
 
 # The runner's own directory, for the files it ships.

@@ -10,10 +10,11 @@
 //! at the next comma (there is no escape), a value starting with `id_` is looked up among `-o`
 //! objects, unknown keys are errors, and booleans are on/off/true/false.
 //!
-//! - The console (`--console`, `alioth/src/device/console.rs`) defaults to stdio, which needs a
-//!   terminal: without one, as under systemd, alioth fails with "Failed to create a console".
-//!   `microvm-run` passes `stdio` only on a terminal, else `log,path=` a pipe it copies to
-//!   stdout (`LogConsole` opens the path for writing, which the journal's socket refuses).
+//! - The console is stdio (`StdioConsole` in `alioth/src/device/console.rs`; releases up to
+//!   0.12.0 have no other), and it needs a terminal on stdin: without one, as under systemd,
+//!   alioth fails with "Failed to create a console". `microvm-run` then runs itself on a
+//!   pseudo-terminal (util-linux `script`), which copies the console to stdout. alioth opens
+//!   taps and macvtaps by path, so no descriptor has to survive the wrapper.
 //! - `--kernel` loads only a boot-protocol image (bzImage: "Missing magic number 0xaa55"
 //!   otherwise); an ELF vmlinux with a PVH note goes to `--pvh` (x86_64 only). `microvm-run`
 //!   picks the flag by the kernel file's magic.
@@ -28,8 +29,7 @@ use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, Tool};
 
 pub struct Alioth;
 
-/// The `microvm-run` variables holding the `--console` value and the kernel's flag.
-const CONSOLE_VAR: &str = "console";
+/// The `microvm-run` variable holding the flag that loads the kernel.
 const KERNEL_FLAG_VAR: &str = "kernel_flag";
 
 /// The most queues a Linux tap or macvtap device takes (`MAX_TAP_QUEUES`).
@@ -153,13 +153,7 @@ impl Backend for Alioth {
         push(&mut args, "--initramfs", spec.initrd_path.clone());
         push(&mut args, "--cmdline", cmdline(spec));
         args.push(Word::from("--entropy"));
-        steps.push(Step::Console {
-            var: CONSOLE_VAR.to_owned(),
-            terminal: "stdio".to_owned(),
-            piped_prefix: "log,path=".to_owned(),
-        });
-        args.push(Word::from("--console"));
-        args.push(Word(vec![Part::Var(CONSOLE_VAR.to_owned())]));
+        steps.push(Step::Terminal);
 
         if let Some(store) = &spec.store_disk {
             push(

@@ -203,6 +203,10 @@ pub enum Step {
         terminal: String,
         piped_prefix: String,
     },
+    /// Run `microvm-run` on a pseudo-terminal when stdin is not a terminal (as under systemd),
+    /// for a hypervisor whose only console is stdio and needs a terminal. Rendered first, before
+    /// anything else runs.
+    Terminal,
     /// Set `var` to `elf` when `kernel` is an ELF file, else to `other`: the flag that loads
     /// that kind of kernel image.
     KernelFlag {

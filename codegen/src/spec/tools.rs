@@ -79,6 +79,9 @@ tools! {
     /// Copies a hypervisor's console from a pipe to the runner's stdout, where there is no
     /// terminal to give it.
     cat => Cat, "cat";
+    /// util-linux's `script`: gives `microvm-run` a pseudo-terminal for a hypervisor whose
+    /// console needs one.
+    script => Script, "script";
     /// Marks new volume images no-copy-on-write; failures are ignored.
     chattr => Chattr, "chattr";
     chown => Chown, "chown";
