@@ -196,6 +196,10 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
     assert_eq!(disks.len(), 1 + spec.volumes.len());
     assert_eq!(disks[0]["path"], spec.store_disk.clone().unwrap());
     assert_eq!(disks[0]["readonly"], "on");
+    assert_eq!(
+        disks[0]["image_type"], "raw",
+        "the store disk is a raw image"
+    );
     for (disk, volume) in disks[1..].iter().zip(&spec.volumes) {
         assert_eq!(disk["path"], volume.image);
         assert_eq!(
@@ -272,6 +276,28 @@ fn minimal_command_line_matches_the_grammar() {
     assert_eq!(memory["mergeable"], "on");
     assert_eq!(flags["--disk"].len(), 1);
     assert!(!flags.contains_key("--net") && !flags.contains_key("--balloon"));
+}
+
+/// cloud-hypervisor v54 warns that detecting a disk's image type is deprecated and will be
+/// removed (issue 14, 3e): every disk says its type, the store disk included.
+#[test]
+fn every_disk_names_its_image_type() {
+    for fixture in [
+        "cloud-hypervisor-minimal.json",
+        "cloud-hypervisor-every-feature.json",
+    ] {
+        let (_, tree) = common::ok_fixture(fixture);
+        let flags = parse(&common::exec_argv(&tree)[1..]);
+        for disk in &flags["--disk"] {
+            let image_type = kv_map(disk).get("image_type").cloned();
+            assert!(
+                image_type
+                    .as_deref()
+                    .is_some_and(|t| ["raw", "qcow2", "vhd", "vhdx"].contains(&t)),
+                "{fixture}: --disk {disk} has no image_type cloud-hypervisor knows"
+            );
+        }
+    }
 }
 
 #[test]

@@ -4,6 +4,10 @@
 //!
 //! Grammar: cloud-hypervisor's `vmm/src/config.rs` (`*::SYNTAX`) and `docs/*.md`; values are
 //! `key=value` pairs joined by `,` with no escape for commas.
+//!
+//! Every `--disk` names its `image_type` (the store disk `raw`, a volume its `imageType`; the
+//! values of `ImageType::from_str` in `block/src/lib.rs`): v54 warns that detecting the type
+//! from the file is deprecated and will be removed.
 
 use super::{
     Backend, Launch, MacvtapFdNumbers, OwnFlag, Requirement, VSOCK_MUX_SOCKET, Word, kv, on_off,
@@ -186,7 +190,13 @@ impl Backend for CloudHypervisor {
             }
         };
         if let Some(store) = &spec.store_disk {
-            let mut pairs = vec![("path", store.clone()), ("readonly", "on".to_owned())];
+            // Always a raw erofs or squashfs image. Said, not left to auto-detection, which
+            // v54 warns is deprecated and will be removed.
+            let mut pairs = vec![
+                ("path", store.clone()),
+                ("readonly", "on".to_owned()),
+                ("image_type", "raw".to_owned()),
+            ];
             disk_queues(&mut pairs);
             push("--disk", kv("", pairs));
         }
