@@ -90,7 +90,7 @@ pub fn required_tools(spec: &RunnerSpec) -> Vec<(Tool, String)> {
     let backend = hypervisor::backend(spec.hypervisor);
     // A launch sizes queues and descriptors by vcpu: only build one within the validated bounds.
     let steps = if crate::validate::within_bounds(spec) {
-        backend.launch(spec).steps
+        hypervisor::launch(spec).steps
     } else {
         Vec::new()
     };
@@ -304,7 +304,7 @@ fn lines<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 /// Builds the runner tree of a spec that [`crate::validate::validate`] accepted.
 pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError> {
     let backend = hypervisor::backend(spec.hypervisor);
-    let launch = backend.launch(spec);
+    let launch = hypervisor::launch(spec);
     let tools = tool_map(spec);
     let multi_queue = backend.tap_multi_queue(spec);
 

@@ -71,6 +71,33 @@ fi
 if [ "$(LC_ALL=C; IFS= read -r -n 4 -d '' magic <{{ step.kernel }} || true; echo "$magic")" = $'\x7fELF' ]; then
   {{ step.var | safe }}={{ step.elf }}
 fi
+{%- elif step.kind == "free-huge-pages" %}
+# microvm.hugepageMem: the guest's memory comes from the host's reserved huge pages, and a
+# hypervisor that finds too few free may fail without saying why.
+huge_mib={{ step.mem_mib }} huge_kib=0 huge_total=0 huge_free=0 huge_rsvd=0 huge_surp=0 huge_over=0
+while read -r key value _; do
+  case $key in
+    HugePages_Total:) huge_total=$value ;;
+    HugePages_Free:) huge_free=$value ;;
+    HugePages_Rsvd:) huge_rsvd=$value ;;
+    HugePages_Surp:) huge_surp=$value ;;
+    Hugepagesize:) huge_kib=$value ;;
+  esac
+done </proc/meminfo
+if [ -r /proc/sys/vm/nr_overcommit_hugepages ]; then
+  read -r huge_over </proc/sys/vm/nr_overcommit_hugepages
+fi
+if [ "$huge_kib" -eq 0 ]; then
+  echo "microvm-run: microvm.hugepageMem = true asks for huge pages, which this host's kernel does not offer (no Hugepagesize in /proc/meminfo); set hugepageMem = false." >&2
+  exit 1
+fi
+huge_needed=$(((huge_mib * 1024 + huge_kib - 1) / huge_kib))
+huge_usable=$((huge_free - huge_rsvd + (huge_over > huge_surp ? huge_over - huge_surp : 0)))
+if [ "$huge_usable" -lt "$huge_needed" ]; then
+  huge_reserve=$((huge_total + huge_needed - huge_usable))
+  echo "microvm-run: microvm.hugepageMem = true needs $huge_needed free huge pages of $huge_kib kB for the guest's $huge_mib MiB, but $huge_usable are free. Reserve them before the VM starts: echo $huge_reserve > /proc/sys/vm/nr_hugepages (as root: the pages reserved now plus the missing ones), or at the host's boot with boot.kernelParams = [ \"hugepages=$huge_reserve\" ]; or set hugepageMem = false." >&2
+  exit 1
+fi
 {%- elif step.kind == "background" %}
 {{ step.argv | argv }} &
 waited=0

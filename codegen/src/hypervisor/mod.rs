@@ -223,6 +223,11 @@ pub enum Step {
         max_bytes: usize,
         message: String,
     },
+    /// Refuse to start unless the host's huge page pool (`/proc/meminfo`: `HugePages_Free` less
+    /// `HugePages_Rsvd`, plus what `vm.nr_overcommit_hugepages` still allows, in pages of
+    /// `Hugepagesize`) holds `mem_mib` MiB, saying how many pages `microvm.hugepageMem` needs
+    /// and how to reserve them.
+    FreeHugePages { mem_mib: u64 },
 }
 
 /// The hypervisor command `microvm-run` execs.
@@ -289,6 +294,27 @@ pub trait Backend {
     fn vsock_mux_socket(&self) -> Option<&'static str> {
         None
     }
+}
+
+/// What `microvm-run` runs: the hypervisor's [`Launch`], after the checks that hold whichever
+/// hypervisor runs the VM.
+///
+/// `hugepageMem`: every hypervisor that accepts it (the capability table) backs guest memory
+/// with the host's reserved huge pages, and without enough of them free some fail with a message
+/// that does not say why (firecracker: "Kernel Loader: failed to load"; qemu: "unable to map
+/// backing store"). So `microvm-run` first checks the pool holds the memory the guest has at
+/// start: `mem` and the hotplug memory plugged at start.
+pub fn launch(spec: &RunnerSpec) -> Launch {
+    let mut launch = backend(spec.hypervisor).launch(spec);
+    if spec.hugepage_mem {
+        launch.steps.insert(
+            0,
+            Step::FreeHugePages {
+                mem_mib: spec.mem.saturating_add(spec.hotplugged_mem()),
+            },
+        );
+    }
+    launch
 }
 
 pub fn backend(hypervisor: Hypervisor) -> &'static dyn Backend {

@@ -23,6 +23,10 @@
 //! like Nix's `recursiveUpdate`) and the result read back as the typed config, so a key
 //! firecracker does not know, or a value of the wrong type, is refused at build time.
 //!
+//! With `microvm.hugepageMem`, `microvm-run` first checks that enough huge pages are free for
+//! the guest's memory ([`super::launch`]): without them firecracker only says "Kernel Loader:
+//! failed to load" (it cannot write the kernel into guest memory that has no pages behind it).
+//!
 //! `--enable-pci` is not passed: it exists from firecracker 1.13 on, and the spec does not know
 //! which firecracker it runs (add it to `extraArgs` for a new enough one).
 //!
