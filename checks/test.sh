@@ -7,6 +7,9 @@
 #   2 generated text: shellcheck             (needs shellcheck)
 #   3 boot tests: qemu guests under TCG      (needs qemu and checks/boot-env.sh's kernel)
 #   4 Nix evaluation tests                   (needs nix-instantiate and NIXPKGS_LIB)
+#   5 real VMMs accept the generated runners (needs root, the boot environment and each VMM:
+#     alioth is installed from crates.io; firecracker, cloud-hypervisor, stratovirt and
+#     kvmtool's lkvm are found in MICROVM_TEST_VMMS, a directory, or on PATH)
 #
 # Usage: checks/test.sh [extra cargo-nextest arguments]
 set -euo pipefail
@@ -101,6 +104,37 @@ if [[ -z $boot_env ]]; then
 	skipped "tiers 3+4 (Nix-evaluated VM boots)" "no boot environment" 'binary(nix_e2e)'
 elif [[ -z $tier4 ]]; then
 	skipped "tiers 3+4 (Nix-evaluated VM boots)" "tier 4 cannot run here" 'binary(nix_e2e)'
+fi
+
+# Tier 5 starts the real VMMs. alioth is on crates.io and installed into the per-user cache;
+# the others are in no registry: whoever runs the tests builds them from their public sources
+# and puts them on PATH or in the directory MICROVM_TEST_VMMS names.
+alioth_version=0.12.0
+alioth_root=${XDG_CACHE_HOME:-$HOME/.cache}/microvm-codegen/alioth-cli-$alioth_version
+if [[ -n $boot_env && ! -x $alioth_root/bin/alioth ]]; then
+	say "cargo install alioth-cli $alioth_version (takes a few minutes)"
+	cargo install alioth-cli --version "=$alioth_version" --locked --quiet --root "$alioth_root" >&2 ||
+		say "cargo install alioth-cli failed"
+fi
+export PATH=$alioth_root/bin:$PATH
+vmm_on_path() {
+	[[ -n ${MICROVM_TEST_VMMS:-} && -x $MICROVM_TEST_VMMS/$1 ]] || command -v "$1" >/dev/null
+}
+if [[ -z $boot_env ]]; then
+	skipped "tier 5 (real VMMs)" "no boot environment" 'binary(real_vmms)'
+elif ((EUID != 0)); then
+	skipped "tier 5 (real VMMs)" "network namespaces and huge pages need root" 'binary(real_vmms)'
+else
+	for vmm in firecracker:firecracker cloud-hypervisor:cloud_hypervisor stratovirt:stratovirt \
+		lkvm:kvmtool alioth:alioth; do
+		program=${vmm%%:*} test=${vmm#*:}
+		if ! vmm_on_path "$program"; then
+			how="build it from its public sources and put $program on PATH or in \$MICROVM_TEST_VMMS"
+			[[ $program == alioth ]] && how="cargo install alioth-cli failed; see above"
+			skipped "tier 5: ${test//_/-}" "$program is not in \$MICROVM_TEST_VMMS or on PATH ($how)" \
+				"binary(real_vmms) & test(/^${test}_/)"
+		fi
+	done
 fi
 
 # Failures of the checks below are reported at the end, after every tier has run.
