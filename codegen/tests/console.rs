@@ -22,7 +22,7 @@ for arg in "$@"; do
   printf 'arg:%s\n' "$arg" >&2
   case $arg in
     log,path=*) console=${arg#log,path=} ;;
-    file,id=*,path=*) console=${arg##*,path=} ;;
+    file,path=*) console=${arg#file,path=} ;;
   esac
 done
 if [ -n "$console" ]; then
@@ -107,11 +107,8 @@ fn without_a_terminal_stratovirts_console_is_a_pipe_to_stdout() {
     let run = runner(dir.path(), "stratovirt", Path::new("/boot/vmlinuz"));
     let (stdout, lines) = run_without_terminal(&run, dir.path());
     let args = args(&lines);
-    let console = value_after(&args, "-chardev");
-    assert!(
-        console.starts_with("file,id=console0,path=/proc/self/fd/"),
-        "{console}"
-    );
+    let console = value_after(&args, "-serial");
+    assert!(console.starts_with("file,path=/proc/self/fd/"), "{console}");
     assert!(!args.iter().any(|a| a.contains("stdio")), "{args:?}");
     assert!(
         lines.contains(&"stdin:not-a-terminal".to_owned()),
@@ -146,11 +143,7 @@ fn on_a_terminal_stratovirts_console_is_stdio() {
     let run = runner(dir.path(), "stratovirt", Path::new("/boot/vmlinuz"));
     let out = run_on_terminal(&run, dir.path());
     let lines: Vec<String> = out.lines().map(str::to_owned).collect();
-    assert_eq!(
-        value_after(&args(&lines), "-chardev"),
-        "stdio,id=console0",
-        "{out}"
-    );
+    assert_eq!(value_after(&args(&lines), "-serial"), "stdio", "{out}");
     assert!(out.contains("guest-console-line"), "{out}");
 }
 

@@ -221,10 +221,17 @@ fn parse(argv: &[String]) -> Run {
     let (drives, netdevs, chardevs) = (ids_of("-drive"), ids_of("-netdev"), ids_of("-chardev"));
     assert!(run.opts("-object").is_empty(), "no objects are defined");
     if let Some(serial) = run.plain("-serial") {
-        let id = serial
-            .strip_prefix("chardev:")
-            .expect("-serial chardev:<id>");
-        assert!(chardevs.contains(id), "-serial {serial} names no chardev");
+        // `add_serial`: `chardev:<id>` names a -chardev, anything else is a chardev itself.
+        match serial.strip_prefix("chardev:") {
+            Some(id) => assert!(chardevs.contains(id), "-serial {serial} names no chardev"),
+            None => {
+                let opt = parse_opt("-chardev", serial);
+                assert!(
+                    !opt.keys.contains_key("id"),
+                    "add_serial sets the id itself"
+                );
+            }
+        }
     }
     for device in run.opts("-device") {
         for (key, known) in [
@@ -312,10 +319,11 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
     for param in &spec.kernel_params {
         assert!(append.split(' ').any(|p| p == param), "{param} missing");
     }
-    assert_eq!(run.plain("-serial"), Some("chardev:console0"));
-    let console = &run.opts("-chardev")[0];
-    assert_eq!(console.class, "file", "no terminal: a file chardev");
-    assert_eq!(console.keys["path"], "/proc/self/fd/$console_pipe");
+    assert_eq!(
+        run.plain("-serial"),
+        Some("file,path=/proc/self/fd/$console_pipe"),
+        "no terminal: a file chardev on a pipe"
+    );
     assert_eq!(
         run.plain("-qmp"),
         Some(format!("unix:{},server,nowait", spec.socket.clone().unwrap()).as_str())

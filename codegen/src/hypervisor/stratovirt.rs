@@ -26,11 +26,12 @@
 //!   as `DriveConfig::check` demands (native for O_DIRECT, off otherwise).
 //! - stratovirt refuses to start without a QMP socket (`check_api_channel`), so `socket` is
 //!   required.
-//! - The serial console is `-chardev stdio` only when stdin is a terminal: stdio puts stdin
+//! - The serial console is `-serial stdio` only when stdin is a terminal: stdio puts stdin
 //!   into raw mode and refuses to start otherwise (`set_termi_raw_mode` in `util/src/lib.rs`),
-//!   as under systemd. Without a terminal it is `-chardev file` on a pipe that `microvm-run`
-//!   copies to stdout (`ChardevType::File` opens the path read-write, which a pipe allows and
-//!   the journal's socket does not). Running stratovirt under expect's `unbuffer` instead, as
+//!   as under systemd. Without a terminal it is `-serial file,path=` a pipe that `microvm-run`
+//!   copies to stdout (`add_serial` in `machine_manager/src/config/chardev.rs` makes a chardev
+//!   of any value but `chardev:<id>`, in 2.4 and 2.5 alike; `ChardevType::File` opens the path
+//!   read-write, which a pipe allows and the journal's socket does not). Running stratovirt under expect's `unbuffer` instead, as
 //!   microvm.nix does, closes the descriptors of macvtap interfaces on the way.
 //! - No virtio-rng: stratovirt 2.5 builds it only with the `virtio_rng` feature (2.4, which
 //!   nixpkgs packages, always has it), and a runner must start on both; the guest kernel seeds
@@ -68,8 +69,7 @@ pub const MEM_RANGE_MIB: (u64, u64) = (128, 512 * 1024);
 /// The vhost-user-fs tag must be shorter than its 36-byte field (`valid_tag`).
 pub const MAX_TAG_BYTES: usize = 35;
 
-/// The serial console's chardev, and the `microvm-run` variable holding its `-chardev` value.
-const CONSOLE_ID: &str = "console0";
+/// The `microvm-run` variable holding the `-serial` value (a chardev: stdio or a file).
 const CONSOLE_VAR: &str = "console";
 
 /// Characters `str_slip_to_clap` splits values at.
@@ -272,13 +272,12 @@ impl Backend for Stratovirt {
         push("-kernel", argv_path(&spec.kernel));
         push("-initrd", argv_path(&spec.initrd_path));
         push("-append", cmdline(spec));
-        args.push(Word::from("-chardev"));
+        args.push(Word::from("-serial"));
         args.push(Word(vec![Part::Var(CONSOLE_VAR.to_owned())]));
         let mut push = |flag: &str, value: String| {
             args.push(Word::from(flag));
             args.push(Word::from(value));
         };
-        push("-serial", format!("chardev:{CONSOLE_ID}"));
         if let Some(socket) = &spec.socket {
             // stratovirt removes a leftover socket file itself before binding.
             push("-qmp", format!("unix:{},server,nowait", argv_path(socket)));
@@ -415,8 +414,8 @@ impl Backend for Stratovirt {
             macvtap_fds: macvtap_fds.opened(),
             steps: vec![Step::Console {
                 var: CONSOLE_VAR.to_owned(),
-                terminal: kv("stdio", [("id", CONSOLE_ID.to_owned())]),
-                piped_prefix: format!("file,id={CONSOLE_ID},path="),
+                terminal: "stdio".to_owned(),
+                piped_prefix: "file,path=".to_owned(),
             }],
         }
     }
