@@ -99,6 +99,31 @@ elif [[ -z ${NIXPKGS_LIB:-} ]]; then
 	skipped "tier 4 (Nix evaluation)" "$nixpkgs_lib_hint" 'binary(nix_eval) | binary(nix_host)'
 	tier4=
 fi
+# lib/microvm-codegen.nix uses lib.fileset, which needs builtins.readFileType (Nix >= 2.14), so its
+# test runs under a newer Nix than Debian's: MICROVM_TEST_NIX (its bin directory), else one on
+# PATH or where Nix is installed (its profiles, /opt or /usr/local for a build from source).
+modern_nix=
+nix_dirs=("${MICROVM_TEST_NIX:-}")
+while read -r found; do nix_dirs+=("${found%/*}"); done < <(type -ap nix-instantiate)
+nix_dirs+=(/nix/var/nix/profiles/default/bin "$HOME/.nix-profile/bin" /opt/nix*/bin /usr/local/nix*/bin)
+for dir in "${nix_dirs[@]}"; do
+	[[ -n $dir && -x $dir/nix-instantiate ]] || continue
+	version=$("$dir/nix-instantiate" --version 2>/dev/null | awk '{ print $NF }')
+	if [[ -n $version ]] && printf '%s\n' 2.14 "$version" | sort -V -C; then
+		modern_nix=$dir
+		break
+	fi
+done
+if [[ -z $tier4 ]]; then
+	skipped "Nix package test" "tier 4 cannot run here" 'binary(nix_package)'
+elif [[ -z $modern_nix ]]; then
+	skipped "Nix package test" "lib/microvm-codegen.nix needs a Nix >= 2.14 (builtins.readFileType), and none \
+was found (Debian's is 2.8); build NixOS/nix >= 2.14 and set MICROVM_TEST_NIX to its bin directory" \
+		'binary(nix_package)'
+else
+	export MICROVM_TEST_NIX=$modern_nix
+	say "Nix package test with $modern_nix/nix-instantiate"
+fi
 # A spec evaluated by Nix boots a guest: needs the boot environment (tier 3) and tier 4.
 if [[ -z $boot_env ]]; then
 	skipped "tiers 3+4 (Nix-evaluated VM boots)" "no boot environment" 'binary(nix_e2e)'

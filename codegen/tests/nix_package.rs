@@ -1,0 +1,133 @@
+//! The generator's own package, `lib/microvm-codegen.nix`, which every runner needs, evaluated
+//! with nixpkgs' lib and only `rustPlatform` stubbed: its `lib.fileset` source must hold what
+//! the crate compiles from, and nothing else. `lib.fileset` needs `builtins.readFileType` (Nix
+//! 2.14), which Debian's Nix 2.8 lacks, so this runs under the Nix that `MICROVM_TEST_NIX` (its
+//! bin directory) names; checks/test.sh finds one or skips this test and says which Nix it
+//! needs.
+
+mod common;
+#[path = "common/nix.rs"]
+mod nix;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn modern_nix_instantiate() -> PathBuf {
+    let dir = std::env::var_os("MICROVM_TEST_NIX").unwrap_or_else(|| {
+        panic!(
+            "MICROVM_TEST_NIX is unset: name the bin directory of a Nix >= 2.14 (builtins.readFileType); \
+             checks/test.sh finds one or skips this test"
+        )
+    });
+    let program = PathBuf::from(dir).join("nix-instantiate");
+    assert!(program.is_file(), "{} is missing", program.display());
+    program
+}
+
+const EXPRESSION: &str = r#"
+{ nixpkgsLib, package }:
+let
+  lib = import nixpkgsLib;
+  # Only rustPlatform is stubbed: buildRustPackage hands back what it was given.
+  args = import package {
+    inherit lib;
+    rustPlatform.buildRustPackage = args: args;
+  };
+  listing = dir: lib.mapAttrs (name: type: if type == "directory" then listing "${dir}/${name}" else type) (builtins.readDir dir);
+in
+{
+  inherit (args) pname version cargoTestFlags;
+  mainProgram = args.meta.mainProgram;
+  lockFile = toString args.cargoLock.lockFile;
+  src = listing args.src;
+}
+"#;
+
+#[test]
+fn the_generators_package_evaluates_with_the_sources_it_compiles_from() {
+    let program = modern_nix_instantiate();
+    let lib = nix::nixpkgs_lib();
+    let tmp = tempfile::tempdir().unwrap();
+    let expression = tmp.path().join("package.nix");
+    std::fs::write(&expression, EXPRESSION).unwrap();
+    let conf = tmp.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("nix.conf"), "").unwrap();
+    // The source is copied into a store of the test's own: nothing touches /nix.
+    let store = format!("local?root={}", tmp.path().join("root").display());
+    let output = Command::new(&program)
+        .args(["--eval", "--strict", "--json", "--store", &store])
+        .arg(&expression)
+        .arg("--arg")
+        .arg("nixpkgsLib")
+        .arg(&lib)
+        .arg("--arg")
+        .arg("package")
+        .arg(common::repo_root().join("lib/microvm-codegen.nix"))
+        .env("NIX_CONF_DIR", &conf)
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .env("NIX_PATH", "")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{} failed:\n{}",
+        program.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    let cargo_toml =
+        std::fs::read_to_string(common::repo_root().join("codegen/Cargo.toml")).unwrap();
+    let version = cargo_toml
+        .lines()
+        .find_map(|l| l.strip_prefix("version = "))
+        .unwrap()
+        .trim_matches('"');
+    assert_eq!(value["pname"], "microvm-codegen");
+    assert_eq!(value["version"], version);
+    assert_eq!(value["mainProgram"], "microvm-codegen");
+    assert_eq!(value["cargoTestFlags"], serde_json::json!(["--lib"]));
+    assert!(
+        value["lockFile"].as_str().unwrap().ends_with("/Cargo.lock"),
+        "{}",
+        value["lockFile"]
+    );
+
+    let names =
+        |v: &Value| -> BTreeSet<String> { v.as_object().unwrap().keys().cloned().collect() };
+    let src = &value["src"];
+    assert_eq!(
+        names(src),
+        [
+            "Cargo.lock",
+            "Cargo.toml",
+            "codegen",
+            "doc",
+            "lib",
+            "templates"
+        ]
+        .map(String::from)
+        .into(),
+        "the source holds the workspace, the crate and what it embeds"
+    );
+    assert_eq!(names(&src["lib"]), ["capabilities.json".to_owned()].into());
+    assert_eq!(names(&src["doc"]), ["options.json".to_owned()].into());
+    for embedded in ["src", "tests", "Cargo.toml"] {
+        assert!(
+            src["codegen"].get(embedded).is_some(),
+            "codegen/{embedded} is missing"
+        );
+    }
+    assert_eq!(
+        names(&src["templates"]),
+        std::fs::read_dir(common::repo_root().join("templates"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        "every template directory"
+    );
+}
