@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use vm::{VM_TIMEOUT, Vm, boot_env, generate, host_tool, param, shut_down, spec, tempdir};
+use vm::{Netns, VM_TIMEOUT, Vm, boot_env, generate, host_tool, param, shut_down, spec, tempdir};
 
 #[test]
 fn boots_to_init() {
@@ -270,55 +270,6 @@ fn user_network_serves_a_guest_page_on_a_forwarded_port() {
     };
     assert!(page.contains(&format!("MVTEST-PAGE:{token}")), "{page}");
     shut_down(&mut vm);
-}
-
-/// A network namespace for the test, deleted (with everything in it) when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Netns {
-        let ip = host_tool("ip");
-        let _ = Command::new(&ip)
-            .args(["netns", "del", name])
-            .stderr(Stdio::null())
-            .status();
-        let status = Command::new(&ip)
-            .args(["netns", "add", name])
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "cannot create network namespace {name}: run as root"
-        );
-        let ns = Netns(name.to_owned());
-        ns.run(&[&ip, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn command(&self, argv: &[&str]) -> Command {
-        let mut c = Command::new(host_tool("ip"));
-        c.args(["netns", "exec", &self.0]).args(argv);
-        c
-    }
-
-    fn run(&self, argv: &[&str]) -> std::process::Output {
-        let output = self.command(argv).output().unwrap();
-        assert!(
-            output.status.success(),
-            "{argv:?} failed in {}: {}",
-            self.0,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new(host_tool("ip"))
-            .args(["netns", "del", &self.0])
-            .status();
-    }
 }
 
 #[test]

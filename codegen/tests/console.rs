@@ -45,12 +45,7 @@ fn runner(dir: &Path, hypervisor: &str, kernel: &Path) -> std::path::PathBuf {
     if hypervisor == "stratovirt" {
         spec["socket"] = json!("console.sock");
     }
-    let text = microvm_codegen::diagnostic::SpecText::new("console.json", spec.to_string());
-    let (spec, findings) = common::check(&text);
-    assert!(findings.is_empty(), "{findings:?}");
-    let runner = dir.join("runner");
-    microvm_codegen::output::write(&runner, &common::build(&spec.unwrap()), false).unwrap();
-    runner.join("bin/microvm-run")
+    common::write_runner(dir, &spec)
 }
 
 /// Runs `microvm-run` as a service does: stdin /dev/null, stdout and stderr pipes. Returns

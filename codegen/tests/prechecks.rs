@@ -21,16 +21,9 @@ fn a_missing_vhost_net_is_reported_before_qemu_starts() {
         "interfaces": [{ "type": "tap", "id": "vm-vhost", "mac": "02:00:00:00:00:01", "tap": { "vhost": true } }],
         "tools": { "bash": "/bin/bash", "qemu": stub, "ip": "/sbin/ip" }
     });
-    let text = microvm_codegen::diagnostic::SpecText::new("vhost.json", spec.to_string());
-    let (spec, findings) = common::check(&text);
-    assert!(findings.is_empty(), "{findings:?}");
-    let runner = dir.path().join("runner");
-    microvm_codegen::output::write(&runner, &common::build(&spec.unwrap()), false).unwrap();
+    let run = common::write_runner(dir.path(), &spec);
 
-    let output = Command::new(runner.join("bin/microvm-run"))
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let output = Command::new(&run).current_dir(dir.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let usable = |p: &str| {
@@ -115,16 +108,9 @@ fn too_few_free_huge_pages_stop_microvm_run_before_the_hypervisor_starts() {
             "kernel": "/boot/vmlinux", "initrdPath": "/boot/initrd",
             "tools": { "bash": "/bin/bash", hypervisor: stub }
         });
-        let text = microvm_codegen::diagnostic::SpecText::new("huge.json", spec.to_string());
-        let (spec, findings) = common::check(&text);
-        assert!(findings.is_empty(), "{hypervisor}: {findings:?}");
-        let runner = dir.path().join("runner");
-        microvm_codegen::output::write(&runner, &common::build(&spec.unwrap()), false).unwrap();
+        let run = common::write_runner(dir.path(), &spec);
 
-        let output = Command::new(runner.join("bin/microvm-run"))
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
+        let output = Command::new(&run).current_dir(dir.path()).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{hypervisor}: {stderr}");
         assert!(

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use vm::{BootEnv, host_tool};
+use vm::{BootEnv, Netns, host_tool};
 
 /// How long a VMM gets to show it accepted its configuration.
 const VERDICT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -297,60 +297,27 @@ fn prepare(vmm: &Vmm, fixture: &Value, program: &Path, files: &Files, dir: &Path
     Prepared { spec, left_out }
 }
 
-/// A network namespace with the links a spec's interfaces need, deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String, spec: &Value) -> Netns {
-        let ip = host_tool("ip");
-        run(&ip, &["netns", "add", &name]);
-        let ns = Netns(name);
-        ns.run(&[&ip, "link", "set", "lo", "up"]);
-        for interface in spec["interfaces"].as_array().into_iter().flatten() {
-            if let Some(link) = interface["macvtap"]["link"].as_str()
-                && !ns.has_link(link)
-            {
-                // A macvtap needs a lower device; a veth is one this kernel has.
-                let peer = format!("{}-peer", &link[..link.len().min(10)]);
-                ns.run(&[
-                    &ip, "link", "add", link, "type", "veth", "peer", "name", &peer,
-                ]);
-                ns.run(&[&ip, "link", "set", link, "up"]);
-                ns.run(&[&ip, "link", "set", &peer, "up"]);
-            }
+/// A network namespace with the links a spec's interfaces need (deleted when dropped): a
+/// macvtap needs a lower device, and a veth is one this kernel has.
+fn netns_for(name: &str, spec: &Value) -> Netns {
+    let ns = Netns::new(name);
+    let ip = host_tool("ip");
+    for interface in spec["interfaces"].as_array().into_iter().flatten() {
+        let Some(link) = interface["macvtap"]["link"].as_str() else {
+            continue;
+        };
+        let exists = ns.command(&[&ip, "link", "show", "dev", link]).output();
+        if exists.is_ok_and(|o| o.status.success()) {
+            continue;
         }
-        ns
+        let peer = format!("{}-peer", &link[..link.len().min(10)]);
+        ns.run(&[
+            &ip, "link", "add", link, "type", "veth", "peer", "name", &peer,
+        ]);
+        ns.run(&[&ip, "link", "set", link, "up"]);
+        ns.run(&[&ip, "link", "set", &peer, "up"]);
     }
-
-    fn command(&self, argv: &[&str]) -> Command {
-        let mut c = Command::new(host_tool("ip"));
-        c.args(["netns", "exec", &self.0]).args(argv);
-        c
-    }
-
-    fn run(&self, argv: &[&str]) {
-        let output = self.command(argv).output().unwrap();
-        assert!(
-            output.status.success(),
-            "{argv:?} in {}: {}",
-            self.0,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn has_link(&self, link: &str) -> bool {
-        self.command(&["ip", "link", "show", "dev", link])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new(host_tool("ip"))
-            .args(["netns", "del", &self.0])
-            .status();
-    }
+    ns
 }
 
 /// Huge pages reserved for one run (and hugetlbfs mounted at /dev/hugepages, which stratovirt
@@ -549,7 +516,7 @@ fn try_fixture(
     let netns = spec["interfaces"]
         .as_array()
         .is_some_and(|i| !i.is_empty())
-        .then(|| Netns::new(format!("mvvmm-{}", std::process::id()), &spec));
+        .then(|| netns_for(&format!("mvvmm-{}", std::process::id()), &spec));
     if let Some(ns) = &netns {
         for script in ["tap-up", "macvtap-up"] {
             let path = runner.join("bin").join(script);

@@ -159,6 +159,17 @@ pub fn console_values(tree: &Tree, var: &str) -> (String, String) {
     (assigned[0].clone(), assigned[1].clone())
 }
 
+/// Validates `spec` (which must be accepted) and writes its runner to `dir/runner`, as
+/// `microvm-codegen generate` would: the path of its `bin/microvm-run`.
+pub fn write_runner(dir: &Path, spec: &serde_json::Value) -> PathBuf {
+    let text = SpecText::new("test-spec.json", spec.to_string());
+    let (spec, findings) = check(&text);
+    assert!(findings.is_empty(), "{findings:?}");
+    let runner = dir.join("runner");
+    microvm_codegen::output::write(&runner, &build(&spec.unwrap()), false).unwrap();
+    runner.join("bin/microvm-run")
+}
+
 /// Loads an accepted fixture and builds its tree.
 pub fn ok_fixture(name: &str) -> (RunnerSpec, Tree) {
     let text = fixture_text(&fixtures().join("ok").join(name));

@@ -359,3 +359,52 @@ pub fn shut_down(vm: &mut Vm) -> Duration {
     vm.wait_for("MVTEST:poweroff", Duration::ZERO);
     took
 }
+
+/// A network namespace for the test, deleted (with everything in it) when dropped.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(name: &str) -> Netns {
+        let ip = host_tool("ip");
+        let _ = Command::new(&ip)
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
+        let status = Command::new(&ip)
+            .args(["netns", "add", name])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cannot create network namespace {name}: run as root"
+        );
+        let ns = Netns(name.to_owned());
+        ns.run(&[&ip, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new(host_tool("ip"));
+        c.args(["netns", "exec", &self.0]).args(argv);
+        c
+    }
+
+    pub fn run(&self, argv: &[&str]) -> std::process::Output {
+        let output = self.command(argv).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{argv:?} failed in {}: {}",
+            self.0,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new(host_tool("ip"))
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
