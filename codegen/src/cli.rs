@@ -49,12 +49,15 @@ enum Command {
         /// The runner spec (JSON).
         #[arg(long, value_name = "FILE")]
         spec: PathBuf,
-        /// Directory to write; it must not exist, be empty, or (with --force) be a runner
+        /// Directory to write; it must not exist, be empty, or (with --force) hold a runner
         /// generated earlier.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Replace DIR when it holds a runner generated earlier. Any other non-empty directory
-        /// is still refused, so a state directory with volumes is never overwritten.
+        /// Update DIR when it holds a runner generated earlier: replace or delete only the
+        /// files generate wrote there (share/microvm/generated-files lists them) and keep every
+        /// other file, such as the VM's volume images, so a state directory is never
+        /// overwritten. A file it did not write where a new one goes stops it, and any other
+        /// non-empty directory is refused.
         #[arg(long)]
         force: bool,
     },
@@ -83,7 +86,8 @@ enum Command {
         /// Directory to write (as for `generate`).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Replace DIR when it holds output generated earlier.
+        /// Update DIR when it holds output generated earlier, as for `generate`: only the
+        /// files this command wrote there are replaced or deleted.
         #[arg(long)]
         force: bool,
     },
