@@ -172,7 +172,7 @@ fn checked<T: serde::de::DeserializeOwned>(
     version: u32,
     validate: impl Fn(&T) -> Vec<Diagnostic>,
 ) -> Result<T, u8> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::input_file::read_to_string(path, crate::input_file::SPEC).map_err(|e| {
         eprintln!("microvm-codegen: cannot read {}: {e}", path.display());
         EXIT_USAGE
     })?;

@@ -42,6 +42,8 @@ pub enum Location {
     /// Point at the key of the member rather than its value (unknown fields).
     Key(JsonPath),
     Offset(usize),
+    /// A byte range of the text (a key written twice has no path of its own).
+    Bytes(std::ops::Range<usize>),
     Nowhere,
 }
 
@@ -55,6 +57,8 @@ pub struct Diagnostic {
     /// Short text under the pointed-at span; the JSON path when empty.
     pub label: Option<String>,
     pub help: Option<String>,
+    /// Other places the finding is about, each with its label (the first of two duplicates).
+    pub also: Vec<(Location, String)>,
 }
 
 impl Diagnostic {
@@ -66,6 +70,7 @@ impl Diagnostic {
             location: Location::Nowhere,
             label: None,
             help: None,
+            also: Vec::new(),
         }
     }
 
@@ -101,6 +106,12 @@ impl Diagnostic {
         self
     }
 
+    /// Points at another place too, with its own label.
+    pub fn also(mut self, location: Location, label: impl Into<String>) -> Diagnostic {
+        self.also.push((location, label.into()));
+        self
+    }
+
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -133,21 +144,67 @@ pub struct SpecText {
 /// Lines longer than this make a report unreadable.
 const LONGEST_READABLE_LINE: usize = 400;
 
+/// How much longer than the text its reformatted form may be: deep nesting indents every line,
+/// and a report is not worth gigabytes.
+const MAX_REFORMAT_GROWTH: usize = 8;
+
+/// A `Vec` that refuses to grow past its limit, so serializing into it stops early.
+struct BoundedBuffer {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for BoundedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            return Err(std::io::Error::other("reformatted text too long"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `text` pretty-printed, unless that would be much longer than `text`.
+fn reformat(text: &str) -> Option<String> {
+    let value = serde_json::from_str::<serde_json::Value>(text).ok()?;
+    let mut buffer = BoundedBuffer {
+        bytes: Vec::new(),
+        limit: text.len().saturating_mul(MAX_REFORMAT_GROWTH),
+    };
+    serde_json::to_writer_pretty(&mut buffer, &value).ok()?;
+    String::from_utf8(buffer.bytes).ok()
+}
+
 impl SpecText {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> SpecText {
         let name = name.into();
         let text = text.into();
-        let too_long = text.lines().any(|line| line.len() > LONGEST_READABLE_LINE);
-        let reformatted = too_long
-            .then(|| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .flatten()
-            .and_then(|value| serde_json::to_string_pretty(&value).ok());
-        let (name, text) = match reformatted {
-            Some(pretty) => (format!("{name} (reformatted)"), pretty + "\n"),
-            None => (name, text),
-        };
         let index = SpanIndex::build(&text);
-        SpecText { name, text, index }
+        let too_long = text.lines().any(|line| line.len() > LONGEST_READABLE_LINE);
+        // Reformatting keeps one of two duplicate keys; their report needs both.
+        let reformatted = (too_long && index.duplicate_keys().is_empty())
+            .then(|| reformat(&text))
+            .flatten();
+        match reformatted {
+            Some(pretty) => {
+                let text = pretty + "\n";
+                SpecText {
+                    name: format!("{name} (reformatted)"),
+                    index: SpanIndex::build(&text),
+                    text,
+                }
+            }
+            None => SpecText { name, text, index },
+        }
+    }
+
+    /// Every key written twice in one object of the text.
+    pub fn duplicate_keys(&self) -> Vec<crate::json_spans::DuplicateKey> {
+        self.index.duplicate_keys()
     }
 
     pub fn name(&self) -> &str {
@@ -175,10 +232,17 @@ impl SpecText {
                 Some((range.start, range.len()))
             }
             Location::Offset(offset) => {
-                let offset = (*offset).min(self.text.len());
+                let mut offset = (*offset).min(self.text.len());
+                while !self.text.is_char_boundary(offset) {
+                    offset -= 1;
+                }
                 let len = self.text[offset..].chars().next().map_or(0, char::len_utf8);
                 Some((offset, len))
             }
+            Location::Bytes(range) => self
+                .text
+                .get(range.clone())
+                .map(|_| (range.start, range.len())),
             Location::Nowhere => None,
         }
     }
@@ -217,6 +281,7 @@ pub struct Report<'a> {
     diagnostic: &'a Diagnostic,
     source: NamedSource<String>,
     span: Option<SourceSpan>,
+    also: Vec<(SourceSpan, &'a str)>,
 }
 
 impl<'a> Report<'a> {
@@ -225,6 +290,13 @@ impl<'a> Report<'a> {
             diagnostic,
             source: NamedSource::new(text.name(), text.text().to_owned()).with_language("json"),
             span: text.span_of(&diagnostic.location).map(SourceSpan::from),
+            also: diagnostic
+                .also
+                .iter()
+                .filter_map(|(location, label)| {
+                    Some((SourceSpan::from(text.span_of(location)?), label.as_str()))
+                })
+                .collect(),
         }
     }
 }
@@ -266,9 +338,13 @@ impl miette::Diagnostic for Report<'_> {
             (None, None) => String::new(),
         };
         let label = (!text.is_empty()).then_some(text);
-        Some(Box::new(std::iter::once(LabeledSpan::new_with_span(
-            label, span,
-        ))))
+        let also = self
+            .also
+            .iter()
+            .map(|(span, label)| LabeledSpan::new_with_span(Some((*label).to_owned()), *span));
+        Some(Box::new(
+            std::iter::once(LabeledSpan::new_with_span(label, span)).chain(also),
+        ))
     }
 }
 
@@ -288,7 +364,7 @@ pub fn render_with(
 ) -> String {
     // Errors first, then in the order of the document, so a report reads top to bottom.
     let mut ordered: Vec<&Diagnostic> = diagnostics.iter().collect();
-    ordered.sort_by_key(|d| {
+    ordered.sort_by_cached_key(|d| {
         let offset = text
             .span_of(&d.location)
             .map_or(usize::MAX, |(start, _)| start);

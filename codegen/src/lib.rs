@@ -6,6 +6,7 @@ pub mod cli;
 pub mod diagnostic;
 pub mod host;
 pub mod hypervisor;
+pub mod input_file;
 pub mod json_path;
 pub mod json_spans;
 pub mod lint;

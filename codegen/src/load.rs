@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::diagnostic::{Diagnostic, SpecText};
+use crate::diagnostic::{Diagnostic, Location, SpecText};
 use crate::json_path::JsonPath;
 use crate::spec::{RunnerSpec, SPEC_VERSION};
 use crate::suggest;
@@ -23,6 +23,7 @@ pub fn load_versioned<T: serde::de::DeserializeOwned>(
     let mut findings = Vec::new();
     check_version(&value, version, &mut findings);
     find_nul_bytes(&value, &JsonPath::root(), &mut findings);
+    find_duplicate_keys(text, &mut findings);
     if !findings.is_empty() {
         return Err(findings);
     }
@@ -36,6 +37,21 @@ fn parse_json(text: &SpecText) -> Result<Value, Vec<Diagnostic>> {
     serde_json::from_str(text.text()).map_err(|error| {
         let offset = offset_of(text.text(), error.line(), error.column());
         let message = strip_position(&error.to_string());
+        if message == "recursion limit exceeded" {
+            // No excerpt: the line is as long as the nesting is deep.
+            return vec![
+                Diagnostic::error(
+                    "microvm::spec::too_deep",
+                    format!(
+                        "the spec nests deeper than {} levels (line {}, column {})",
+                        crate::json_spans::MAX_DEPTH,
+                        error.line(),
+                        error.column()
+                    ),
+                )
+                .help("a runner spec nests a few levels deep; this is not a spec the Nix side wrote"),
+            ];
+        }
         vec![
             Diagnostic::error(
                 "microvm::spec::syntax",
@@ -124,6 +140,30 @@ fn find_nul_bytes(value: &Value, path: &JsonPath, findings: &mut Vec<Diagnostic>
             }
         }
         _ => {}
+    }
+}
+
+/// JSON parsers keep the last of two members with the same key and drop the first without a
+/// word: a hand-edited spec would run with a value other than the one its author reads first.
+fn find_duplicate_keys(text: &SpecText, findings: &mut Vec<Diagnostic>) {
+    for duplicate in text.duplicate_keys() {
+        let key = duplicate.path.last_key().unwrap_or_default().to_owned();
+        let object = duplicate.path.parent().unwrap_or_default();
+        let place = if object.0.is_empty() {
+            "the spec".to_owned()
+        } else {
+            object.to_string()
+        };
+        findings.push(
+            Diagnostic::error(
+                "microvm::spec::duplicate_key",
+                format!("`{key}` is set twice in {place}"),
+            )
+            .at_key(duplicate.path)
+            .label("set again here")
+            .also(Location::Bytes(duplicate.first), "first set here")
+            .help("remove one of them: only the last would count, and the first would be ignored without a word"),
+        );
     }
 }
 

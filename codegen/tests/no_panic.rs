@@ -143,3 +143,83 @@ fn extreme_numbers_never_panic() {
         }
     }
 }
+
+/// The address space the generator may use on the inputs below: far more than it needs, far
+/// less than an unbounded allocation takes, so one fails the test instead of the machine.
+const ADDRESS_SPACE_BYTES: u64 = 512 << 20;
+
+/// Runs `microvm-codegen` with `args` under a bound on its address space (`prlimit --as`) and
+/// a timeout (a read that never ends must not hang the test): its exit code and stderr.
+fn run_bounded(args: &[&str]) -> (Option<i32>, String) {
+    let output = std::process::Command::new("timeout")
+        .arg("120")
+        .arg("prlimit")
+        .arg(format!("--as={ADDRESS_SPACE_BYTES}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_microvm-codegen"))
+        .args(args)
+        .output()
+        .expect("timeout and prlimit (coreutils, util-linux) are installed");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Issue 9 (3): arrays nested 10,000 deep took 1.2 GB (a path stored per level, per node), and
+/// 32,000 deep overflowed the stack and aborted. serde_json refuses more than 128 levels; the
+/// refusal says so with its own code, and the span index stops at the same depth.
+#[test]
+fn deeply_nested_specs_are_refused_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    for depth in [10_000, 32_000] {
+        let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        exercise(&text);
+        let findings = common::check(&SpecText::new("deep.json", text.as_str())).1;
+        assert_eq!(
+            findings.iter().map(|d| d.code.as_str()).collect::<Vec<_>>(),
+            ["microvm::spec::too_deep"],
+            "depth {depth}"
+        );
+
+        let path = dir.path().join(format!("deep-{depth}.json"));
+        std::fs::write(&path, &text).unwrap();
+        let (code, stderr) = run_bounded(&["validate", "--spec", path.to_str().unwrap()]);
+        assert_eq!(code, Some(1), "depth {depth}: {stderr}");
+        assert!(
+            stderr.contains("microvm::spec::too_deep")
+                && stderr.contains("the spec nests deeper than 128 levels"),
+            "depth {depth}: {stderr}"
+        );
+    }
+}
+
+/// Issue 9 (3): `validate --spec /dev/zero` grew its buffer to 5.8 GB, and `lint /dev/zero`
+/// too. Every file read is bounded: both refuse with a size error and the usage exit status.
+#[test]
+fn endless_input_files_are_refused_by_size() {
+    for (args, code) in [
+        (
+            &["validate", "--spec", "/dev/zero"][..],
+            "microvm::spec::too_large",
+        ),
+        (
+            &[
+                "generate",
+                "--spec",
+                "/dev/zero",
+                "--out",
+                "/nonexistent/out",
+            ][..],
+            "microvm::spec::too_large",
+        ),
+        (&["lint", "/dev/zero"][..], "microvm::nix::too_large"),
+    ] {
+        let (status, stderr) = run_bounded(args);
+        assert_eq!(status, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(code) && stderr.contains("MiB"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -143,7 +143,7 @@ impl Loader {
             .files
             .entry(path.clone())
             .or_insert_with(|| {
-                let text = std::fs::read_to_string(&path).ok()?;
+                let text = crate::input_file::read_to_string(&path, crate::input_file::NIX).ok()?;
                 nix_syntax::parse(&text).root
             })
             .clone()?;

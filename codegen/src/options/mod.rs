@@ -381,9 +381,10 @@ pub fn sources_under(paths: &[PathBuf]) -> std::io::Result<Vec<Source>> {
     files
         .into_iter()
         .map(|path| {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
-            })?;
+            let text =
+                crate::input_file::read_to_string(&path, crate::input_file::NIX).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+                })?;
             Ok(Source {
                 name: path.display().to_string(),
                 path,
