@@ -301,6 +301,52 @@ fn lines<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     out
 }
 
+/// mkfs arguments before the image: quiet flag, label, the user's extra arguments.
+fn mkfs_args(image: &volume::Volume, label_flag: &str) -> Vec<String> {
+    let mut args: Vec<String> = quiet_flag(&image.fs_type)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if let Some(label) = &image.label {
+        args.push(label_flag.to_owned());
+        args.push(label.clone());
+    }
+    args.extend(image.mkfs_extra_args.iter().cloned());
+    args
+}
+
+/// Every word the generated scripts hand to `exec` as one argument or environment string (the
+/// hypervisor's arguments, its helpers', virtiofsd's, mkfs's, exported variables): Linux
+/// refuses to start a program when one of them is longer than MAX_ARG_STRLEN, so validation
+/// checks them.
+pub fn argument_words(spec: &RunnerSpec) -> Vec<Word> {
+    let mut words = Vec::new();
+    // A launch sizes queues and descriptors by vcpu: only build one within the validated bounds.
+    if crate::validate::within_bounds(spec) {
+        let launch = hypervisor::launch(spec);
+        words.extend(launch.args);
+        words.extend(launch.after_extra_args);
+        for step in launch.steps {
+            match step {
+                Step::Background { argv, .. } => words.extend(argv),
+                Step::Export { name, value } => words.push(Word::from(format!("{name}={value}"))),
+                _ => {}
+            }
+        }
+    }
+    for volume in spec.volumes.iter().filter(|v| v.auto_create) {
+        words.push(Word::from(volume.image.clone()));
+        words.extend(mkfs_args(volume, "").into_iter().map(Word::from));
+    }
+    if needs_virtiofsd(spec) {
+        let virtiofsd = spec.tools.get(Tool::Virtiofsd).unwrap_or_default();
+        for share in spec.virtiofs_shares() {
+            words.extend(virtiofsd_argv(spec, share, virtiofsd));
+        }
+    }
+    words
+}
+
 /// Builds the runner tree of a spec that [`crate::validate::validate`] accepted.
 pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError> {
     let backend = hypervisor::backend(spec.hypervisor);
@@ -318,21 +364,12 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
                 .iter()
                 .find(|(fs, _)| *fs == v.fs_type)
                 .map(|(_, flag)| *flag)?;
-            let mut mkfs_args: Vec<String> = quiet_flag(&v.fs_type)
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
-            if let Some(label) = &v.label {
-                mkfs_args.push(label_flag.to_owned());
-                mkfs_args.push(label.clone());
-            }
-            mkfs_args.extend(v.mkfs_extra_args.iter().cloned());
             Some(VolumeContext {
                 image: &v.image,
                 size: v.size.unwrap_or(0),
                 fs_type: &v.fs_type,
                 mkfs,
-                mkfs_args,
+                mkfs_args: mkfs_args(v, label_flag),
             })
         })
         .collect();

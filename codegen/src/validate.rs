@@ -58,6 +58,7 @@ pub fn validate(spec: &RunnerSpec) -> Vec<Diagnostic> {
     check_devices(spec, &mut findings);
     check_unique(spec, &mut findings);
     check_names(spec, &mut findings);
+    check_argument_lengths(spec, &mut findings);
     findings.extend(hypervisor::backend(spec.hypervisor).check(spec));
     check_tools(spec, &mut findings);
     crate::diagnostic::sort(&mut findings);
@@ -797,16 +798,35 @@ fn is_file_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/')
 }
 
+/// A bin script is run by its name from a shell or a unit's `ExecStart=`: whitespace splits the
+/// name there, and control characters (a newline) make a file nobody can type.
+fn is_bin_script_name(name: &str) -> bool {
+    is_file_name(name) && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// systemd looks credentials up by file name, and the ways to hand one to a guest separate
+/// fields with `=` (`io.systemd.credential:NAME=…`), `:` (`systemd.set_credential=NAME:…`), `,`
+/// (option lists) and whitespace (the kernel command line). Names keep to the characters all of
+/// them carry.
+fn is_credential_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '+')
+}
+
+fn is_credential_name(name: &str) -> bool {
+    is_file_name(name) && name.chars().all(is_credential_name_char)
+}
+
 fn check_names(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
     for (name, file) in &spec.credential_files {
-        if !is_file_name(name) {
+        if !is_credential_name(name) {
             findings.push(
                 Diagnostic::error(
                     code("credential_name"),
                     format!("{name:?} is not a valid credential name"),
                 )
                 .at_key(path!["credentialFiles", name])
-                .help("credential names are file names: no '/', not empty"),
+                .label("credential names take letters, digits and . _ - @ + only")
+                .help("rename the credential, such as \"ssh.authorized_keys.root\": spaces, newlines, '/', ':', '=' and ',' separate fields where credentials are passed"),
             );
         }
         if file.is_empty() {
@@ -821,14 +841,14 @@ fn check_names(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
     }
     let generated = runner::GENERATED_BIN_NAMES;
     for name in spec.bin_scripts.keys() {
-        if !is_file_name(name) {
+        if !is_bin_script_name(name) {
             findings.push(
                 Diagnostic::error(
                     code("bin_script_name"),
-                    format!("{name:?} is not a file name"),
+                    format!("{name:?} is not a command name"),
                 )
                 .at_key(path!["binScripts", name])
-                .help("a bin script is installed as bin/<name>: no '/', not empty"),
+                .help("a bin script is installed as bin/<name> and run by that name: no '/', whitespace or control characters, not empty"),
             );
         } else if generated.contains(&name.as_str()) {
             findings.push(
@@ -839,6 +859,74 @@ fn check_names(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
                 .at_key(path!["binScripts", name])
                 .help("rename the script; extend generated scripts with preStart instead"),
             );
+        }
+    }
+}
+
+/// Every string in the spec with its path, for placing a finding about text built from them.
+fn spec_strings(value: &serde_json::Value, path: JsonPath, out: &mut Vec<(JsonPath, String)>) {
+    match value {
+        serde_json::Value::String(s) => out.push((path, s.clone())),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                spec_strings(item, path.index(i), out);
+            }
+        }
+        serde_json::Value::Object(members) => {
+            for (key, member) in members {
+                spec_strings(member, path.key(key), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Linux refuses to start a program (`E2BIG`, "Argument list too long") when one argument or
+/// environment string is longer than this: MAX_ARG_STRLEN, 32 pages of 4 KiB, the NUL included.
+pub const MAX_ARG_BYTES: usize = 32 * 4096 - 1;
+
+fn check_argument_lengths(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
+    let mut strings: Option<Vec<(JsonPath, String)>> = None;
+    for word in runner::argument_words(spec) {
+        let text: String = word
+            .0
+            .iter()
+            .filter_map(|part| match part {
+                hypervisor::Part::Lit(text) => Some(text.as_str()),
+                hypervisor::Part::Var(_) => None,
+            })
+            .collect();
+        if text.len() <= MAX_ARG_BYTES {
+            continue;
+        }
+        let strings = strings.get_or_insert_with(|| {
+            let mut out = Vec::new();
+            if let Ok(value) = serde_json::to_value(spec) {
+                spec_strings(&value, JsonPath::root(), &mut out);
+            }
+            out
+        });
+        // The longest value the argument is built from says where to shorten it.
+        let source = strings
+            .iter()
+            .filter(|(_, s)| !s.is_empty() && text.contains(s.as_str()))
+            .max_by_key(|(_, s)| s.len());
+        let mut finding = Diagnostic::error(
+            code("argument_too_long"),
+            format!(
+                "an argument of {} bytes would be passed to a program; Linux passes at most {MAX_ARG_BYTES} (MAX_ARG_STRLEN)",
+                text.len()
+            ),
+        )
+        .help("shorten the value, or split it: one list element is one argument (kernel parameters are all one)");
+        finding = match source {
+            Some((path, value)) => finding
+                .at(path.clone())
+                .label(format!("{} bytes of it come from here", value.len())),
+            None => finding.at(JsonPath::root()),
+        };
+        if !findings.contains(&finding) {
+            findings.push(finding);
         }
     }
 }
