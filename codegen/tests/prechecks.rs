@@ -183,3 +183,36 @@ fn every_huge_page_backed_runner_checks_the_pool_for_the_guests_memory() {
         "the hotplug memory plugged at start needs pages too"
     );
 }
+
+/// Issue 9 (8): crosvm's GPU device takes its Wayland socket from `XDG_RUNTIME_DIR`. Without it,
+/// `microvm-run` died in the background helper (`XDG_RUNTIME_DIR: unbound variable`) and then
+/// waited 30 s for the helper's socket. It now says what is missing, in one line, before
+/// anything starts.
+#[test]
+fn crosvm_graphics_without_xdg_runtime_dir_stops_at_once_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stub, marker) = stand_in(dir.path());
+    let spec = serde_json::json!({
+        "specVersion": 1, "hostName": "gpu", "hypervisor": "crosvm",
+        "kernel": "/boot/vmlinux", "initrdPath": "/boot/initrd",
+        "graphics": { "enable": true, "socket": "gpu.sock" },
+        "tools": { "bash": "/bin/bash", "crosvm": stub, "rm": "/bin/rm", "sleep": "/bin/sleep" }
+    });
+    let run = common::write_runner(dir.path(), &spec);
+
+    let output = Command::new(&run)
+        .current_dir(dir.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("WAYLAND_DISPLAY", "wayland-0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        lines[0].contains("XDG_RUNTIME_DIR is not set") && lines[0].contains("microvm.graphics"),
+        "{stderr}"
+    );
+    assert!(!marker.exists(), "crosvm (its GPU helper) was started");
+}

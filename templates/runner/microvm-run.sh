@@ -98,6 +98,12 @@ if [ "$huge_usable" -lt "$huge_needed" ]; then
   echo "microvm-run: microvm.hugepageMem = true needs $huge_needed free huge pages of $huge_kib kB for the guest's $huge_mib MiB, but $huge_usable are free. Reserve them before the VM starts: echo $huge_reserve > /proc/sys/vm/nr_hugepages (as root: the pages reserved now plus the missing ones), or at the host's boot with boot.kernelParams = [ \"hugepages=$huge_reserve\" ]; or set hugepageMem = false." >&2
   exit 1
 fi
+{%- elif step.kind == "require-var" %}
+required_var={{ step.var }}
+if [ -z "${!required_var:-}" ]; then
+  echo {{ step.message }} >&2
+  exit 1
+fi
 {%- elif step.kind == "background" %}
 {{ step.argv | argv }} &
 waited=0

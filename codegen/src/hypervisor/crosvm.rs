@@ -235,6 +235,14 @@ fn command(spec: &RunnerSpec) -> Command {
         steps.push(Step::Remove {
             path: socket.clone(),
         });
+        for var in ["XDG_RUNTIME_DIR", "WAYLAND_DISPLAY"] {
+            steps.push(Step::RequireVar {
+                var: var.to_owned(),
+                message: format!(
+                    "microvm-run: {var} is not set: crosvm's GPU device (microvm.graphics) finds the Wayland socket by XDG_RUNTIME_DIR and WAYLAND_DISPLAY; start the VM from a Wayland session, or set graphics.enable = false"
+                ),
+            });
+        }
         steps.push(Step::Background {
             argv: vec![
                 Word::from(crosvm),

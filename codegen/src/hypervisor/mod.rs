@@ -228,6 +228,10 @@ pub enum Step {
     /// `Hugepagesize`) holds `mem_mib` MiB, saying how many pages `microvm.hugepageMem` needs
     /// and how to reserve them.
     FreeHugePages { mem_mib: u64 },
+    /// Refuse to start unless the environment variable `var` is set and not empty, saying in
+    /// `message` (one line) what needs it: a word built from it would otherwise fail in a
+    /// background helper (`set -u`), and `microvm-run` would wait for a socket that never comes.
+    RequireVar { var: String, message: String },
 }
 
 /// The hypervisor command `microvm-run` execs.
