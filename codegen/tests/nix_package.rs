@@ -55,11 +55,20 @@ fn the_generators_package_evaluates_with_the_sources_it_compiles_from() {
     std::fs::write(&expression, EXPRESSION).unwrap();
     let conf = tmp.path().join("conf");
     std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(conf.join("nix.conf"), "").unwrap();
+    std::fs::write(conf.join("nix.conf"), "build-users-group =\n").unwrap();
     // The source is copied into a store of the test's own: nothing touches /nix.
     let store = format!("local?root={}", tmp.path().join("root").display());
     let output = Command::new(&program)
-        .args(["--eval", "--strict", "--json", "--store", &store])
+        // --read-write-mode: --eval alone computes store paths without adding them, and the
+        // test reads the source back.
+        .args([
+            "--eval",
+            "--strict",
+            "--json",
+            "--read-write-mode",
+            "--store",
+            &store,
+        ])
         .arg(&expression)
         .arg("--arg")
         .arg("nixpkgsLib")
