@@ -427,6 +427,81 @@ fn list_and_status_report_versions_and_match_their_schemas() {
 }
 
 #[test]
+fn json_errors_are_objects_on_stdout_that_the_schemas_describe() {
+    let host = Host::new();
+    let not_a_dir = host.path("record/nix");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let not_a_dir = not_a_dir.display().to_string();
+    // (argv, env, exit status, code)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a str);
+    let cases: [Case; 4] = [
+        (
+            &["status", "nosuch", "--json"],
+            &[],
+            1,
+            "microvm::manage::not_found",
+        ),
+        (
+            &["status", "../x", "--json"],
+            &[],
+            1,
+            "microvm::manage::bad_name",
+        ),
+        (
+            &["list", "--json"],
+            &[("MICROVM_STATE_DIR", not_a_dir.as_str())],
+            1,
+            "microvm::manage::io",
+        ),
+        (&["status", "--json"], &[], 2, "microvm::manage::usage"),
+    ];
+    let schema_of = |verb: &str| match verb {
+        "list" => (
+            "microvm-list.schema.json",
+            "microvm-list",
+            microvm_codegen::manage::list_schema_json(),
+        ),
+        _ => (
+            "microvm-status.schema.json",
+            "microvm-status",
+            microvm_codegen::manage::status_schema_json(),
+        ),
+    };
+    for (argv, env, status, code) in cases {
+        let output = host.microvm(argv, env);
+        assert_eq!(output.status.code(), Some(status), "{argv:?}: {output:?}");
+        let json: serde_json::Value = serde_json::from_str(&stdout(&output))
+            .unwrap_or_else(|e| panic!("{argv:?}: stdout is not JSON ({e}): {output:?}"));
+        let (file, of, generated) = schema_of(argv[0]);
+        validate_against(file, of, generated, &json);
+        assert_eq!(json["error"]["code"], code, "{argv:?}: {json:#}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(!message.is_empty(), "{argv:?}");
+        if code.ends_with("not_found") || code.ends_with("usage") {
+            assert!(
+                json["error"]["help"].is_string(),
+                "{argv:?}: says what to do: {json:#}"
+            );
+        }
+        assert!(
+            stderr(&output).contains(message.lines().next().unwrap()),
+            "{argv:?}: the report for people stays on stderr: {}",
+            stderr(&output)
+        );
+    }
+    // Without --json, stdout stays empty.
+    let plain = host.microvm(&["status", "nosuch"], &[]);
+    assert_eq!(stdout(&plain), "");
+    // A result never looks like an error: the schemas tell them apart.
+    let list = host.microvm(&["list", "--json"], &[]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let entries: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
+    assert!(entries.is_array() && entries.get("error").is_none());
+    let (file, of, generated) = schema_of("list");
+    validate_against(file, of, generated, &entries);
+}
+
+#[test]
 fn ssh_goes_over_vsock_and_refuses_without_a_cid_or_when_stopped() {
     let host = Host::new();
     let with_cid = host.runner("qemu-every-feature.json", "cid");

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use super::report::ErrorReport;
 use super::verbs::{self, Context};
 
 #[derive(Debug, Parser)]
@@ -80,14 +81,16 @@ enum Command {
     /// List the VMs and whether they run the installed version (microvm -l).
     #[command(short_flag = 'l')]
     List {
-        /// Print JSON (schema: doc/microvm-list.schema.json).
+        /// Print JSON (schema: doc/microvm-list.schema.json); on failure, an object whose
+        /// one member `error` holds the code, message and help.
         #[arg(long)]
         json: bool,
     },
     /// Show one VM: hypervisor, spec, unit state, running vs installed version.
     Status {
         name: String,
-        /// Print JSON (schema: doc/microvm-status.schema.json).
+        /// Print JSON (schema: doc/microvm-status.schema.json); on failure, an object whose
+        /// one member `error` holds the code, message and help.
         #[arg(long)]
         json: bool,
     },
@@ -144,7 +147,84 @@ enum Command {
     },
 }
 
+/// Stable code of each error, for `--json` (`microvm::manage::<name>`).
+fn error_code(error: &verbs::Error) -> &'static str {
+    use verbs::Error::*;
+    match error {
+        BadName(..) => "microvm::manage::bad_name",
+        Exists { .. } => "microvm::manage::exists",
+        NotFound { .. } => "microvm::manage::not_found",
+        Declarative { .. } => "microvm::manage::declarative",
+        NoFlake { .. } => "microvm::manage::no_flake",
+        NotARunner(..) => "microvm::manage::not_a_runner",
+        NoVsock { .. } => "microvm::manage::no_vsock",
+        NotRunning { .. } => "microvm::manage::not_running",
+        NeedsYes { .. } => "microvm::manage::needs_yes",
+        NotADirectory(..) => "microvm::manage::not_a_directory",
+        Program { .. } => "microvm::manage::program_failed",
+        Spawn { .. } => "microvm::manage::spawn",
+        Io { .. } => "microvm::manage::io",
+        Several(..) => "microvm::manage::several",
+    }
+}
+
+/// Code of a command line that did not parse.
+pub const USAGE_CODE: &str = "microvm::manage::usage";
+
+/// Whether the command line asks for JSON output (before any `--`, which ends the options).
+fn wants_json<I: AsRef<std::ffi::OsStr>>(args: &[I]) -> bool {
+    args.iter()
+        .skip(1)
+        .map(AsRef::as_ref)
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg == "--json")
+}
+
+/// The `microvm` program: parses the command line and runs it. A command line that does not
+/// parse is reported by clap (exit status 2); with `--json` also as an error object on standard
+/// output, as the verbs' own errors are.
+pub fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => run(cli),
+        Err(error) => {
+            use clap::error::ErrorKind;
+            let informational = matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if !informational && wants_json(&args) {
+                println!("{}", usage_error_report(&error).to_json());
+            }
+            error.exit()
+        }
+    }
+}
+
+fn usage_error_report(error: &clap::Error) -> ErrorReport {
+    let rendered = error.render().to_string();
+    // clap's text: "error: WHAT\n\nUsage: …\n\nFor more information, try '--help'."
+    let message = rendered
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_start_matches("error: ")
+        .to_owned();
+    let usage = rendered
+        .split("\n\n")
+        .find_map(|part| part.trim().strip_prefix("Usage: "))
+        .map(|usage| format!("usage: {usage}; `microvm --help` explains every command"));
+    ErrorReport::new(USAGE_CODE, message, usage)
+}
+
 pub fn run(cli: Cli) -> ExitCode {
+    let json = matches!(
+        cli.command,
+        Command::List { json: true } | Command::Status { json: true, .. }
+    );
     let context = Context {
         state_dir: cli.state_dir,
         gcroots_dir: cli.gcroots_dir,
@@ -171,8 +251,13 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            let hint = error.hint();
+            if json {
+                let report = ErrorReport::new(error_code(&error), error.to_string(), hint.clone());
+                println!("{}", report.to_json());
+            }
             eprintln!("microvm: {error}");
-            if let Some(hint) = error.hint() {
+            if let Some(hint) = hint {
                 eprintln!("  hint: {hint}");
             }
             ExitCode::from(1)

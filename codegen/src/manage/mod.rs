@@ -10,5 +10,8 @@ mod report;
 mod state;
 mod verbs;
 
-pub use cli::{Cli, run};
-pub use report::{ListEntry, Status, list_schema_json, status_schema_json};
+pub use cli::{Cli, main, run};
+pub use report::{
+    ErrorDetail, ErrorReport, ListEntry, ListOutput, Status, StatusOutput, list_schema_json,
+    status_schema_json,
+};

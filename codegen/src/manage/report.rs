@@ -98,10 +98,65 @@ impl SpecSummary {
     }
 }
 
+/// What `--json` prints on standard output instead of the result when the command fails (the
+/// report for people still goes to standard error). Its one member, `error`, tells it from a
+/// result, which never has one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorReport {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// Stable, e.g. `microvm::manage::not_found`; `microvm::manage::usage` for a command line
+    /// that did not parse.
+    pub code: String,
+    /// What went wrong, as standard error says it.
+    pub message: String,
+    /// What to do about it, when there is something to say.
+    pub help: Option<String>,
+}
+
+impl ErrorReport {
+    pub fn new(code: &str, message: String, help: Option<String>) -> ErrorReport {
+        ErrorReport {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+                help,
+            },
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("serializes")
+    }
+}
+
+/// What `microvm list --json` prints: the VMs (one object each, an empty array for none), or,
+/// when it fails, an error object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ListOutput {
+    Vms(Vec<ListEntry>),
+    Error(ErrorReport),
+}
+
+/// What `microvm status NAME --json` prints: the VM's status, or, when it fails, an error
+/// object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StatusOutput {
+    Status(Box<Status>),
+    Error(ErrorReport),
+}
+
 pub fn list_schema_json() -> String {
-    serde_json::to_string_pretty(&schemars::schema_for!(Vec<ListEntry>)).expect("serializes")
+    serde_json::to_string_pretty(&schemars::schema_for!(ListOutput)).expect("serializes")
 }
 
 pub fn status_schema_json() -> String {
-    serde_json::to_string_pretty(&schemars::schema_for!(Status)).expect("serializes")
+    serde_json::to_string_pretty(&schemars::schema_for!(StatusOutput)).expect("serializes")
 }
