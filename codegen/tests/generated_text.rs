@@ -3,8 +3,10 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
+use microvm_codegen::host::{self, HostSpec};
 use microvm_codegen::runner::Entry;
 
 #[test]
@@ -110,4 +112,109 @@ fn every_generated_unit_passes_systemd_analyze_verify() {
             String::from_utf8_lossy(&output.stdout)
         );
     }
+}
+
+/// Validation takes no state directory or writable path that systemd refuses or ignores in the
+/// units made from it: the units of every accepted spelling pass `systemd-analyze verify`
+/// without a word about normalisation. (systemd refuses a `WorkingDirectory=` with `..`, so
+/// none of a VM's units starts, and ignores such a `ReadWritePaths=`.) Each spelling names the
+/// same real directory, so normalisation is all that differs.
+#[test]
+fn systemd_takes_every_path_that_validation_takes() {
+    common::require("systemd-analyze", "systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display().to_string();
+    let bin = dir.path().join("state/vm1/current/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(dir.path().join("x")).unwrap();
+    for script in [
+        "microvm-run",
+        "virtiofsd-run",
+        "tap-up",
+        "macvtap-up",
+        "pci-setup",
+    ] {
+        std::fs::write(bin.join(script), "#!/bin/bash\n").unwrap();
+        std::fs::set_permissions(bin.join(script), PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let spellings = |of: &str| {
+        [
+            format!("{root}/{of}"),
+            format!("{root}/{of}/"),
+            format!("{root}/x/../{of}"),
+            format!("{root}/{of}/x/.."),
+            format!("{root}/./{of}"),
+            format!("{root}//{of}"),
+        ]
+    };
+    let good_state = format!("{root}/state");
+    let candidates = spellings("state")
+        .map(|state_dir| (state_dir, format!("{root}/x")))
+        .into_iter()
+        .chain(spellings("x").map(|writable| (good_state.clone(), writable)));
+    let mut complained = 0;
+    for (i, (state_dir, writable)) in candidates.enumerate() {
+        let spec: HostSpec = serde_json::from_value(serde_json::json!({
+            "specVersion": 1, "stateDir": state_dir, "user": "root", "group": "root",
+            "startupTimeout": 150, "shutdownTimeout": 60,
+            "vms": { "vm1": { "runner": format!("{good_state}/vm1/current"), "writablePaths": [writable] } },
+            "tools": { "bash": "/bin/bash", "ln": "/bin/ln", "rm": "/bin/rm", "mkdir": "/bin/mkdir",
+                       "chown": "/bin/chown", "readlink": "/bin/readlink", "microvm": env!("CARGO_BIN_EXE_microvm") }
+        }))
+        .unwrap();
+        let refused = !host::validate::validate(&spec).is_empty();
+        // The units as they would be without validation.
+        let package = dir.path().join(format!("package-{i}"));
+        let tree = host::units::build(
+            &spec,
+            package.to_str().unwrap(),
+            &microvm_codegen::render::Renderer::new(),
+        )
+        .unwrap();
+        for (relative, entry) in &tree {
+            let Entry::File {
+                contents,
+                executable,
+            } = entry
+            else {
+                continue;
+            };
+            let path = package.join(relative);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, contents).unwrap();
+            if *executable {
+                std::fs::set_permissions(&path, PermissionsExt::from_mode(0o755)).unwrap();
+            }
+        }
+        let units = package.join("lib/systemd/system");
+        let output = Command::new("systemd-analyze")
+            .args([
+                "verify",
+                "microvm@vm1.service",
+                "microvm-set-booted@vm1.service",
+                "microvm-virtiofsd@vm1.service",
+                "microvm-reconcile.service",
+            ])
+            .current_dir(&units)
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if stderr.contains("not normalized") {
+            complained += 1;
+            assert!(
+                refused,
+                "stateDir {state_dir:?}, writablePaths [{writable:?}] are accepted, but systemd says:\n{stderr}"
+            );
+        } else if !refused {
+            assert!(
+                output.status.success() && stderr.trim().is_empty(),
+                "stateDir {state_dir:?}, writablePaths [{writable:?}]:\n{stderr}"
+            );
+        }
+    }
+    assert!(
+        complained >= 4,
+        "systemd found only {complained} spellings not normalised"
+    );
 }

@@ -179,7 +179,7 @@ in
     stateDir = mkOption {
       type = types.path;
       default = "/var/lib/microvms";
-      description = "The directory holding one directory per VM (its runner, sockets and volumes).";
+      description = "The directory holding one directory per VM (its runner, sockets and volumes). An absolute path written normalised: no `.` or `..` components, `//` or trailing `/` (systemd refuses a WorkingDirectory= that is not normalised).";
     };
 
     autostart = mkOption {

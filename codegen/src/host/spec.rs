@@ -16,7 +16,9 @@ pub struct HostSpec {
     pub spec_version: u32,
     // The settings below have their defaults in the host module's options, and the host
     // module always writes them: no second copy of a default here.
-    /// `microvm.stateDir`: one directory per VM below it.
+    /// `microvm.stateDir`: one directory per VM below it. An absolute, normalised path (no
+    /// `.` or `..` components, no `//`, no trailing `/`): systemd refuses a `WorkingDirectory=`
+    /// that is not normalised.
     pub state_dir: String,
     /// User the hypervisors run as.
     pub user: String,
@@ -60,7 +62,8 @@ pub struct DeclaredVm {
     #[serde(default)]
     pub restart_if_changed: bool,
     /// Paths outside the state directory the hypervisor writes (directories of volume images,
-    /// 9p share sources); missing ones are skipped.
+    /// 9p share sources); missing ones are skipped. Absolute and normalised (no `.` or `..`
+    /// components, no `//`): systemd ignores a `ReadWritePaths=` entry with `..`.
     #[serde(default)]
     pub writable_paths: Vec<String>,
 }

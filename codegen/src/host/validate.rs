@@ -30,6 +30,36 @@ pub fn is_plain_path(path: &str) -> bool {
     path.starts_with('/') && !path.chars().any(is_special_in_units)
 }
 
+/// A path as systemd's `path_is_normalized` wants it: no `.` or `..` component and no `//`.
+/// systemd refuses a `WorkingDirectory=` with `..` (the unit does not start) and ignores such a
+/// `ReadWritePaths=` entry; it tidies `.` and `//` itself, but one spelling per path is what a
+/// reader (and a comparison of paths) expects.
+pub fn is_normalized_path(path: &str) -> bool {
+    !path.contains("//") && !path.split('/').any(|part| part == "." || part == "..")
+}
+
+/// What a path reads as with `.`, `..` and empty components taken by their text, for a hint:
+/// `/var/../etc` reads as `/etc` (unless `/var` is a link, which is why it is only a hint).
+fn as_read(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// The state directory: VM directories are `<stateDir>/<name>` in units and scripts, so besides
+/// being normalised it has no trailing `/` (which would make `//`) and is not `/` itself.
+fn is_state_dir(path: &str) -> bool {
+    is_normalized_path(path) && !path.ends_with('/')
+}
+
 pub fn validate(spec: &HostSpec) -> Vec<Diagnostic> {
     let mut findings = Vec::new();
     if spec.spec_version != HOST_SPEC_VERSION {
@@ -47,6 +77,15 @@ pub fn validate(spec: &HostSpec) -> Vec<Diagnostic> {
             Diagnostic::error(code("state_dir"), format!("stateDir {:?} is not a plain absolute path", spec.state_dir))
                 .at(path!["stateDir"])
                 .help("use an absolute path without whitespace, quotes, '$', '%' or '\\': it appears in unit files"),
+        );
+    } else if !is_state_dir(&spec.state_dir) {
+        findings.push(
+            Diagnostic::error(code("state_dir"), format!("stateDir {:?} is not a normalised path", spec.state_dir))
+                .at(path!["stateDir"])
+                .help(format!(
+                    "write it without `.` or `..` components, `//` or a trailing `/` (perhaps {:?}): it begins WorkingDirectory= and other paths of the VMs' units, and systemd refuses a `..` there, so no VM would start",
+                    as_read(&spec.state_dir)
+                )),
         );
     }
     for (field, value) in [("user", &spec.user), ("group", &spec.group)] {
@@ -114,6 +153,15 @@ pub fn validate(spec: &HostSpec) -> Vec<Diagnostic> {
                     .at(path!["vms", name, "writablePaths", i])
                     .help("it becomes a ReadWritePaths= entry of the VM's unit"),
                 );
+            } else if !is_normalized_path(value) {
+                findings.push(
+                    Diagnostic::error(code("path"), format!("{value:?} is not a normalised path"))
+                        .at(path!["vms", name, "writablePaths", i])
+                        .help(format!(
+                            "write it without `.` or `..` components or `//` (perhaps {:?}): it becomes a ReadWritePaths= entry of the VM's unit, and systemd ignores one with `..`, so the VM could not write there",
+                            as_read(value)
+                        )),
+                );
             }
         }
         if vm.toplevel.is_some() && (vm.flake.is_some() || vm.update_flake.is_some()) {
@@ -154,6 +202,27 @@ pub fn validate(spec: &HostSpec) -> Vec<Diagnostic> {
 mod tests {
     use super::*;
     use crate::render::Renderer;
+
+    #[test]
+    fn state_dirs_and_paths_are_taken_only_normalised() {
+        for (path, state_dir, normalized) in [
+            ("/var/lib/microvms", true, true),
+            ("/var/lib/microvms.d/..x", true, true),
+            ("/var/lib/microvms/", false, true),
+            ("/", false, true),
+            ("/var/../etc", false, false),
+            ("/var/lib/..", false, false),
+            ("/var//lib", false, false),
+            ("/var/./lib", false, false),
+            ("/var/lib/.", false, false),
+        ] {
+            assert_eq!(is_state_dir(path), state_dir, "{path}");
+            assert_eq!(is_normalized_path(path), normalized, "{path}");
+        }
+        assert_eq!(as_read("/var/../etc"), "/etc");
+        assert_eq!(as_read("/var/./lib//microvms/"), "/var/lib/microvms");
+        assert_eq!(as_read("/.."), "/");
+    }
 
     /// What validation lets into a unit, rendering takes, and the other way round.
     #[test]
