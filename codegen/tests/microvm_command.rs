@@ -783,6 +783,147 @@ fn reconcile_stops_vms_removed_from_the_configuration() {
     assert_eq!(host.calls("systemctl").len(), 3);
 }
 
+/// Names read from disk are checked as names typed by a user are: a record with `*` on it (a
+/// pattern to systemctl, matching every VM), a path or a word with a space stops nothing.
+#[test]
+fn reconcile_stops_no_vm_by_a_name_that_is_not_valid() {
+    let host = Host::new();
+    let bad = ["*", "../../etc", "a b", "x\u{1b}[2J"];
+    let mut previous = vec!["a", "c"];
+    previous.extend(bad);
+    std::fs::write(
+        host.path("state/.declared.json"),
+        serde_json::json!({ "vms": previous }).to_string(),
+    )
+    .unwrap();
+    let declared = host.path("declared.json");
+    std::fs::write(
+        &declared,
+        serde_json::json!({ "vms": ["a", "microvm@*"] }).to_string(),
+    )
+    .unwrap();
+    let reconcile = |extra: &[&str]| {
+        let mut args = vec!["reconcile", "--declared", declared.to_str().unwrap()];
+        args.extend(extra);
+        host.microvm(&args, &[])
+    };
+
+    let dry = reconcile(&["--dry-run"]);
+    assert_eq!(dry.status.code(), Some(1), "{}", stderr(&dry));
+    assert_eq!(
+        stdout(&dry).matches("would stop").count(),
+        1,
+        "{}",
+        stdout(&dry)
+    );
+    assert!(stdout(&dry).contains("would stop c"), "{}", stdout(&dry));
+    assert!(host.calls("systemctl").is_empty());
+
+    let refused = reconcile(&[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert_eq!(host.calls("systemctl"), vec!["stop microvm@c.service"]);
+    let err = stderr(&refused);
+    for shown in [
+        r#""*""#,
+        r#""../../etc""#,
+        r#""a b""#,
+        r#""x\u{1b}[2J""#,
+        r#""microvm@*""#,
+    ] {
+        assert!(err.contains(shown), "{shown} in {err}");
+    }
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(host.path("state/.declared.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        record["vms"],
+        serde_json::json!(["a"]),
+        "what is not a VM name is left out of the record"
+    );
+
+    let again = reconcile(&[]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "the declared list still names microvm@*"
+    );
+    assert_eq!(host.calls("systemctl").len(), 1);
+}
+
+/// `list` shows, and asks systemctl about, only directories whose names are VM names; what
+/// `list`, `status` and `remove` print from disk (link targets, a runner's files, file names)
+/// reaches the terminal with its control characters escaped.
+#[test]
+fn list_and_status_show_only_valid_names_and_no_raw_control_characters() {
+    use std::os::unix::ffi::OsStrExt;
+    let host = Host::new();
+    let runner = host.runner("qemu-minimal.json", "a");
+    let odd = host.runner("qemu-minimal.json", "odd");
+    std::fs::write(odd.join("share/microvm/hypervisor"), "qe\nmu\u{1b}[2J\n").unwrap();
+    let dir = host.install("web", &runner, None, false);
+    host.install("odd", &odd, None, false);
+    for name in ["a b", "-dash", "x\u{1b}[2J", "new\nline"] {
+        host.install(name, &runner, None, false);
+    }
+    let not_utf8 = host
+        .path("state")
+        .join(std::ffi::OsStr::from_bytes(b"\xffvm"));
+    std::fs::create_dir(&not_utf8).unwrap();
+    symlink(&runner, not_utf8.join("current")).unwrap();
+    symlink(
+        "/runners/old\n  running     /runners/new\u{1b}[2J",
+        dir.join("booted"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("note\u{1b}[2J"), "mine").unwrap();
+
+    let list = host.microvm(&["list", "--json"], &[]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vm| vm["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["odd", "web"]);
+    assert_eq!(
+        host.calls("systemctl"),
+        vec![
+            "is-active microvm@odd.service",
+            "is-active microvm@web.service"
+        ]
+    );
+
+    let text = host.microvm(&["list"], &[]);
+    let out = stdout(&text);
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert_eq!(out.lines().count(), 3, "a heading and two VMs: {out:?}");
+    assert!(out.contains(r"qe\nmu\u{1b}[2J"), "{out:?}");
+
+    let status = host.microvm(&["status", "web"], &[("FAKE_ACTIVE", "active")]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let out = stdout(&status);
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert_eq!(
+        out.lines()
+            .filter(|line| line.trim_start().starts_with("running"))
+            .count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.contains(r"/runners/old\n  running     /runners/new\u{1b}[2J"),
+        "{out}"
+    );
+
+    let refused = host.microvm(&["remove", "web"], &[]);
+    let err = stderr(&refused);
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    assert!(err.contains(r"note\u{1b}[2J"), "{err}");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let host = Host::new();

@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::host::validate::is_vm_name;
 use crate::hypervisor::kvmtool::LKVM_DIR;
 use crate::spec::RunnerSpec;
 
@@ -21,6 +22,21 @@ pub const MADE_FOR_THE_VM: &[&str] = &[
     // kvmtool's control socket and microvm-balloon's record of the balloon size.
     LKVM_DIR,
 ];
+
+/// Text read from disk (link targets, file names, a runner's files), for a terminal: control
+/// characters (newlines, escape sequences) and backslashes are written as Rust escapes, so what
+/// is shown is one line and the terminal does what it shows.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || c == '\\' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
 
 pub struct VmDir {
     pub name: String,
@@ -109,7 +125,9 @@ impl VmDir {
     }
 }
 
-/// Every VM in the state directory: a directory with a `current` link, by name.
+/// Every VM in the state directory: a directory with a `current` link, by name. An entry whose
+/// name is not a valid VM name is no VM (`create` and the host module refuse such names), so it
+/// is neither listed nor asked about.
 pub fn all(state_dir: &Path) -> std::io::Result<Vec<VmDir>> {
     let mut vms = Vec::new();
     let entries = match fs::read_dir(state_dir) {
@@ -119,8 +137,10 @@ pub fn all(state_dir: &Path) -> std::io::Result<Vec<VmDir>> {
     };
     for entry in entries {
         let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !is_vm_name(&name) {
             continue;
         }
         let vm = VmDir::new(state_dir, &name);
@@ -136,7 +156,13 @@ pub fn all(state_dir: &Path) -> std::io::Result<Vec<VmDir>> {
 mod tests {
     use std::os::unix::fs::symlink;
 
-    use super::VmDir;
+    use super::*;
+
+    #[test]
+    fn printable_text_is_one_line_without_escapes() {
+        assert_eq!(printable("/nix/store/a-b c"), "/nix/store/a-b c");
+        assert_eq!(printable("a\nb\u{1b}[2J\u{9b}\\"), r"a\nb\u{1b}[2J\u{9b}\\");
+    }
 
     #[test]
     fn outdated_only_while_running_another_version() {

@@ -294,6 +294,7 @@ pub fn create(
     println!(
         "microvm: created {name} ({}) in {}{}",
         vm.hypervisor()
+            .map(|hypervisor| state::printable(&hypervisor))
             .unwrap_or_else(|| "unknown hypervisor".to_owned()),
         vm.dir.display(),
         if take_over {
@@ -464,7 +465,7 @@ pub fn list(context: &Context, json: bool) -> Result<(), Error> {
         println!(
             "{:width$}  {:16}  {:8}  {note}",
             e.name,
-            e.hypervisor.as_deref().unwrap_or("?"),
+            state::printable(e.hypervisor.as_deref().unwrap_or("?")),
             state
         );
     }
@@ -527,13 +528,15 @@ pub fn status(context: &Context, name: &str, json: bool) -> Result<(), Error> {
         );
         return Ok(());
     }
-    let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    // Everything below but the name was read from disk or from systemctl.
+    let or_none = |v: &Option<String>| state::printable(v.as_deref().unwrap_or("-"));
     println!(
         "{name}: {} ({})",
-        status.unit.active_state, status.unit.sub_state
+        state::printable(&status.unit.active_state),
+        state::printable(&status.unit.sub_state)
     );
     println!("  hypervisor  {}", or_none(&status.hypervisor));
-    println!("  directory   {}", status.state_dir);
+    println!("  directory   {}", state::printable(&status.state_dir));
     println!("  installed   {}", or_none(&status.current));
     println!("  running     {}", or_none(&status.booted));
     if status.restart_needed {
@@ -552,7 +555,7 @@ pub fn status(context: &Context, name: &str, json: bool) -> Result<(), Error> {
             ("share", &spec.shares),
         ] {
             for item in items {
-                println!("  {what:<11} {item}");
+                println!("  {what:<11} {}", state::printable(item));
             }
         }
         if let Some(cid) = spec.vsock_cid {
@@ -664,10 +667,10 @@ fn sweep(dir: &Path, top: bool, delete: bool) -> Result<Vec<String>, Error> {
                     fs::remove_dir(&path).map_err(io_error(&path))?;
                 }
             } else {
-                kept.push(format!("{name}/"));
+                kept.push(format!("{}/", state::printable(&name)));
             }
         } else {
-            kept.push(name);
+            kept.push(state::printable(&name));
         }
     }
     Ok(kept)
@@ -729,22 +732,46 @@ fn read_declared(path: &Path) -> Result<Option<DeclaredList>, Error> {
     }
 }
 
+/// The valid VM names of a list read from `path`; each other one is reported and left out. Such
+/// a name came from neither `microvm` nor the host module, and it must reach no command line:
+/// to `systemctl stop`, `*` is a pattern that matches every VM.
+fn valid_names(path: &Path, names: Vec<String>, refused: &mut Vec<String>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|name| {
+            if is_vm_name(name) {
+                return true;
+            }
+            eprintln!(
+                "microvm: reconcile: {}: {}; left alone, and left out of the record",
+                path.display(),
+                Error::BadName(name.clone())
+            );
+            refused.push(format!("{name:?}"));
+            false
+        })
+        .collect()
+}
+
 pub fn reconcile(
     context: &Context,
     declared_path: &Path,
     previous_path: Option<&Path>,
     dry_run: bool,
 ) -> Result<(), Error> {
-    let declared = read_declared(declared_path)?.ok_or_else(|| Error::Io {
+    let mut declared = read_declared(declared_path)?.ok_or_else(|| Error::Io {
         path: declared_path.to_owned(),
         source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
     })?;
+    // Names read from a file are checked as a name typed on the command line is.
+    let mut refused = Vec::new();
+    declared.vms = valid_names(declared_path, declared.vms, &mut refused);
     let record = context.state_dir.join(".declared.json");
     let previous_path = previous_path
         .map(Path::to_owned)
         .unwrap_or_else(|| record.clone());
     let previous = read_declared(&previous_path)?
-        .map(|p| p.vms)
+        .map(|p| valid_names(&previous_path, p.vms, &mut refused))
         .unwrap_or_default();
     let now: BTreeSet<&String> = declared.vms.iter().collect();
     let removed: Vec<&String> = previous.iter().filter(|vm| !now.contains(vm)).collect();
@@ -768,8 +795,10 @@ pub fn reconcile(
             failed.push((*name).clone());
         }
     }
+    let refusal = (!refused.is_empty())
+        .then(|| format!("not valid VM names, left alone: {}", refused.join(", ")));
     if dry_run {
-        return Ok(());
+        return refusal.map_or(Ok(()), |refusal| Err(Error::Several(refusal)));
     }
     // The record is written even when a stop failed, so the VMs that did stop are not stopped
     // again; the ones that failed stay on it, so the next reconcile tries them again.
@@ -780,11 +809,14 @@ pub fn reconcile(
     let text = serde_json::to_string_pretty(&record_list).expect("serializes") + "\n";
     fs::write(&temporary, text).map_err(io_error(&temporary))?;
     fs::rename(&temporary, &record).map_err(io_error(&record))?;
-    match failed.len() {
-        0 => Ok(()),
-        _ => Err(Error::Several(format!(
-            "not stopped: {}",
-            failed.join(", ")
-        ))),
+    let problems: Vec<String> = (!failed.is_empty())
+        .then(|| format!("not stopped: {}", failed.join(", ")))
+        .into_iter()
+        .chain(refusal)
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Several(problems.join("; ")))
     }
 }
