@@ -184,8 +184,12 @@ fn create_builds_from_a_flake_and_refuses_an_existing_name() {
         "/etc/vms\n"
     );
     assert_eq!(
-        std::fs::read_link(host.path("gcroots/web")).unwrap(),
+        std::fs::read_link(host.path("gcroots/current@web")).unwrap(),
         dir.join("current")
+    );
+    assert_eq!(
+        std::fs::read_link(host.path("gcroots/booted@web")).unwrap(),
+        dir.join("booted")
     );
     assert!(stdout(&created).contains("systemctl start microvm@web"));
 
@@ -922,6 +926,51 @@ fn list_and_status_show_only_valid_names_and_no_raw_control_characters() {
     let err = stderr(&refused);
     assert!(!err.contains('\u{1b}'), "{err:?}");
     assert!(err.contains(r"note\u{1b}[2J"), "{err}");
+}
+
+/// A VM named after another's root of the old scheme (`booted-web` was web's `booted`) neither
+/// takes that root over nor deletes it; the old roots go when they are the VM's own.
+#[test]
+fn gc_roots_of_two_vms_never_share_a_name() {
+    let host = Host::new();
+    let runner = host.runner("qemu-minimal.json", "a");
+    let runner_str = runner.display().to_string();
+    let root = |name: &str| std::fs::read_link(host.path("gcroots").join(name)).ok();
+    // web, installed with the roots of the old scheme.
+    let web = host.install("web", &runner, Some("/etc/vms"), false);
+    symlink(web.join("current"), host.path("gcroots/web")).unwrap();
+    symlink(web.join("booted"), host.path("gcroots/booted-web")).unwrap();
+
+    let created = host.microvm(&["create", "booted-web", "--runner", &runner_str], &[]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let other = host.path("state/booted-web");
+    assert_eq!(root("current@booted-web"), Some(other.join("current")));
+    assert_eq!(root("booted@booted-web"), Some(other.join("booted")));
+    assert_eq!(root("booted-web"), Some(web.join("booted")), "web's");
+
+    let removed = host.microvm(&["remove", "booted-web", "--yes"], &[]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert_eq!(root("current@booted-web"), None);
+    assert_eq!(root("booted@booted-web"), None);
+    assert_eq!(root("booted-web"), Some(web.join("booted")), "web's");
+    assert_eq!(root("web"), Some(web.join("current")));
+
+    // An update gives web its new roots and drops the old ones, which point at its links.
+    let updated = host.microvm(&["update", "web"], &[("FAKE_RUNNER", &runner_str)]);
+    assert!(updated.status.success(), "{}", stderr(&updated));
+    assert_eq!(root("current@web"), Some(web.join("current")));
+    assert_eq!(root("booted@web"), Some(web.join("booted")));
+    assert_eq!((root("web"), root("booted-web")), (None, None));
+
+    // remove drops a VM's roots under either name.
+    symlink(web.join("booted"), host.path("gcroots/booted-web")).unwrap();
+    let removed = host.microvm(&["remove", "web", "--yes"], &[]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let left: Vec<_> = std::fs::read_dir(host.path("gcroots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

@@ -93,10 +93,16 @@ in
       chown microvm:kvm '${stateDir}'
       chmod 0755 '${stateDir}'
       cd '${stateDir}'
+      # Roots are named LINK@NAME, as `microvm` names them: no VM name has an `@`, so no other
+      # VM's root has the name. A root under its old name (NAME, LINK-NAME) goes when it points
+      # at this VM's link; otherwise it may be another VM's (`booted-web` was web's `booted`).
       for link in current booted old; do
-        name=${hostName}
-        [ "$link" = current ] || name="$link-${hostName}"
-        ln -sfT "${stateDir}/$link" "/nix/var/nix/gcroots/microvm/$name"
+        ln -sfT "${stateDir}/$link" "/nix/var/nix/gcroots/microvm/$link@${hostName}"
+        legacy=${hostName}
+        [ "$link" = current ] || legacy="$link-${hostName}"
+        if [ "$(readlink "/nix/var/nix/gcroots/microvm/$legacy" || true)" = "${stateDir}/$link" ]; then
+          rm -f "/nix/var/nix/gcroots/microvm/$legacy"
+        fi
       done
       ${nixCommand} build --no-link '${paths.nixDrv}^out' '${paths.closureInfoDrv}^out' '${paths.toplevelDrv}^out'
       ${nixCommand} build -o new '${paths.runnerDrv}^out'

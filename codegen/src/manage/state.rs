@@ -23,6 +23,27 @@ pub const MADE_FOR_THE_VM: &[&str] = &[
     LKVM_DIR,
 ];
 
+/// The links of a VM's directory whose runners garbage-collector roots keep: `microvm create`
+/// and `update` root `current` and `booted`; the guest's `deploy.installOnHost` also roots the
+/// runner it replaced, `old`.
+pub const ROOTED_LINKS: &[&str] = &["current", "booted", "old"];
+
+/// The name of the garbage-collector root of VM `name`'s `link`: `LINK@NAME`. No VM name has an
+/// `@`, so no two VMs' roots share a name, and none has a name of the old scheme.
+pub fn gc_root(link: &str, name: &str) -> String {
+    format!("{link}@{name}")
+}
+
+/// The name the root of `link` had before [`gc_root`]: `NAME` for `current`, `LINK-NAME` for
+/// the others. Those names collide (VM `booted-web`'s `current` was web's `booted`), so such a
+/// root is this VM's only when it points at this VM's link.
+pub fn legacy_gc_root(link: &str, name: &str) -> String {
+    match link {
+        "current" => name.to_owned(),
+        _ => format!("{link}-{name}"),
+    }
+}
+
 /// Text read from disk (link targets, file names, a runner's files), for a terminal: control
 /// characters (newlines, escape sequences) and backslashes are written as Rust escapes, so what
 /// is shown is one line and the terminal does what it shows.
@@ -157,6 +178,38 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     use super::*;
+
+    /// `LINK@NAME` for every pair of links and VM names is a different name, and none is a name
+    /// of the old scheme, whatever the VM names: no VM name has an `@`.
+    #[test]
+    fn gc_roots_are_unambiguous() {
+        let names = [
+            "web",
+            "booted-web",
+            "current-web",
+            "old-web",
+            "booted",
+            "current",
+            "old",
+            "w.b",
+            "w_b",
+        ];
+        let mut seen = std::collections::BTreeMap::new();
+        for name in names {
+            assert!(is_vm_name(name));
+            for link in ROOTED_LINKS {
+                let root = gc_root(link, name);
+                assert_eq!(seen.insert(root.clone(), (link, name)), None, "{root}");
+                assert!(
+                    names.iter().all(|other| ROOTED_LINKS
+                        .iter()
+                        .all(|l| legacy_gc_root(l, other) != root)),
+                    "{root}"
+                );
+            }
+        }
+        assert!(!is_vm_name("web@x") && !is_vm_name("booted@web"));
+    }
 
     #[test]
     fn printable_text_is_one_line_without_escapes() {

@@ -165,11 +165,8 @@ fn runner_attr(flake: &str, name: &str) -> String {
 }
 
 /// Keeps the runners from garbage collection; a host without Nix's gcroots just goes without.
+/// The root of each link under its old name goes once the new one is there.
 fn add_gcroots(context: &Context, vm: &VmDir) {
-    let roots = [
-        (vm.name.clone(), vm.dir.join("current")),
-        (format!("booted-{}", vm.name), vm.dir.join("booted")),
-    ];
     if let Err(e) = fs::create_dir_all(&context.gcroots_dir) {
         eprintln!(
             "microvm: no garbage-collector roots in {}: {e}",
@@ -177,12 +174,36 @@ fn add_gcroots(context: &Context, vm: &VmDir) {
         );
         return;
     }
-    for (root, target) in roots {
-        let link = context.gcroots_dir.join(root);
-        let _ = fs::remove_file(&link);
-        if let Err(e) = symlink(&target, &link) {
-            eprintln!("microvm: cannot add the root {}: {e}", link.display());
+    for link in ["current", "booted"] {
+        let root = context.gcroots_dir.join(state::gc_root(link, &vm.name));
+        let _ = fs::remove_file(&root);
+        if let Err(e) = symlink(vm.dir.join(link), &root) {
+            eprintln!("microvm: cannot add the root {}: {e}", root.display());
+        } else {
+            remove_legacy_gc_root(context, vm, link);
         }
+    }
+}
+
+/// Removes the root of `link` under its name before `LINK@NAME`, when it is this VM's: when it
+/// points at this VM's link. (`booted-web` was web's `booted`, or VM booted-web's `current`.)
+fn remove_legacy_gc_root(context: &Context, vm: &VmDir, link: &str) {
+    let root = context
+        .gcroots_dir
+        .join(state::legacy_gc_root(link, &vm.name));
+    if fs::read_link(&root).is_ok_and(|target| target == vm.dir.join(link)) {
+        let _ = fs::remove_file(&root);
+    }
+}
+
+/// Removes the roots of the VM's links that are gone, under both names.
+fn remove_gcroots(context: &Context, vm: &VmDir) {
+    for link in state::ROOTED_LINKS {
+        if fs::symlink_metadata(vm.dir.join(link)).is_ok() {
+            continue;
+        }
+        let _ = fs::remove_file(context.gcroots_dir.join(state::gc_root(link, &vm.name)));
+        remove_legacy_gc_root(context, vm, link);
     }
 }
 
@@ -704,9 +725,7 @@ pub fn remove(context: &Context, name: &str, yes: bool, purge: bool) -> Result<(
         }
         kept
     };
-    for root in [name.to_owned(), format!("booted-{name}")] {
-        let _ = fs::remove_file(context.gcroots_dir.join(root));
-    }
+    remove_gcroots(context, &vm);
     if kept.is_empty() {
         println!("microvm: removed {name} and {}", vm.dir.display());
     } else {
