@@ -172,6 +172,12 @@ pub fn parse(text: &str) -> Parsed {
             }],
         };
     }
+    if let Some(error) = too_costly(text) {
+        return Parsed {
+            root: None,
+            errors: vec![error],
+        };
+    }
     let parse = rnix::Root::parse(text);
     if !parse.errors().is_empty() {
         let errors = parse
@@ -186,6 +192,168 @@ pub fn parse(text: &str) -> Parsed {
         root,
         errors: Vec::new(),
     }
+}
+
+/// A run of name characters (`[A-Za-z0-9_.+-]`) in code longer than this is refused: rnix's
+/// tokenizer looks ahead to the end of the run at every token in it (is it a path?), so a run
+/// costs the square of its length (`x.a.a…` ×200,000 took minutes). Real names and attribute
+/// paths are far shorter; strings and comments may hold longer runs.
+pub const MAX_NAME_RUN: usize = 1024;
+
+/// An expression with more operators and arguments in a row than this (between `;`, `=`, `:`,
+/// keywords and the like, at one bracket level) is refused: rowan interns the small nodes of
+/// such chains (`f x x …`, `- - … 1`, `a+a+…`) and rehashes each whole chain whenever its
+/// table grows, which costs the square of the chain's length.
+pub const MAX_CHAIN: usize = 1024;
+
+fn is_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-')
+}
+
+/// The shapes rnix 0.15 and rowan 0.17 parse in quadratic time (see [`MAX_NAME_RUN`] and
+/// [`MAX_CHAIN`]), found in one linear pass over the tokens: an error for the first, or `None`.
+fn too_costly(text: &str) -> Option<SyntaxError> {
+    use rnix::SyntaxKind as K;
+
+    // Long runs are blanked before tokenizing (which keeps the tokenizer linear); a blanked
+    // run that comes out as whitespace was in code, one inside a string or comment was not.
+    let bytes = text.as_bytes();
+    let mut long_runs = Vec::new();
+    let mut start = 0;
+    while start < bytes.len() {
+        if !is_name_char(bytes[start]) {
+            start += 1;
+            continue;
+        }
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| !is_name_char(b))
+            .map_or(bytes.len(), |n| start + n);
+        if end - start > MAX_NAME_RUN {
+            long_runs.push(start..end);
+        }
+        start = end;
+    }
+    let blanked;
+    let tokenized = if long_runs.is_empty() {
+        text
+    } else {
+        let mut copy = bytes.to_vec();
+        for run in &long_runs {
+            copy[run.clone()].fill(b' ');
+        }
+        // Only ASCII bytes were replaced by ASCII bytes.
+        blanked = String::from_utf8(copy).expect("still UTF-8");
+        &blanked
+    };
+
+    #[derive(PartialEq)]
+    enum Level {
+        Code,
+        List,
+        Str,
+    }
+    // One chain length per open bracket, string or interpolation.
+    let mut levels = vec![(Level::Code, 0usize)];
+    let mut runs = long_runs.iter().peekable();
+    let mut offset = 0;
+    for (kind, token) in rnix::tokenize(tokenized) {
+        let span = offset..offset + token.len();
+        offset = span.end;
+        if kind == K::TOKEN_WHITESPACE {
+            while runs.next_if(|run| run.end <= span.start).is_some() {}
+            if let Some(run) = runs.peek()
+                && run.start < span.end
+            {
+                return Some(SyntaxError {
+                    message: format!(
+                        "a name of {} characters: lint reads names and attribute paths of at \
+                         most {MAX_NAME_RUN}",
+                        run.len()
+                    ),
+                    span: (*run).clone(),
+                });
+            }
+            continue;
+        }
+        match kind {
+            K::TOKEN_COMMENT => continue,
+            K::TOKEN_L_PAREN | K::TOKEN_L_BRACE | K::TOKEN_INTERPOL_START => {
+                levels.push((Level::Code, 0));
+                continue;
+            }
+            K::TOKEN_L_BRACK => {
+                levels.push((Level::List, 0));
+                continue;
+            }
+            K::TOKEN_STRING_START => {
+                levels.push((Level::Str, 0));
+                continue;
+            }
+            K::TOKEN_R_PAREN
+            | K::TOKEN_R_BRACE
+            | K::TOKEN_R_BRACK
+            | K::TOKEN_INTERPOL_END
+            | K::TOKEN_STRING_END => {
+                if levels.len() > 1 {
+                    levels.pop();
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let (level, chain) = levels.last_mut().expect("the outermost level stays");
+        let breaks = matches!(
+            kind,
+            K::TOKEN_SEMICOLON
+                | K::TOKEN_ASSIGN
+                | K::TOKEN_COMMA
+                | K::TOKEN_COLON
+                | K::TOKEN_AT
+                | K::TOKEN_ELLIPSIS
+                | K::TOKEN_IN
+                | K::TOKEN_THEN
+                | K::TOKEN_ELSE
+                | K::TOKEN_IF
+                | K::TOKEN_LET
+                | K::TOKEN_WITH
+                | K::TOKEN_ASSERT
+                | K::TOKEN_INHERIT
+                | K::TOKEN_REC
+        );
+        // A list's elements are not a chain; operators between them would be.
+        let counts = match level {
+            Level::Str => false,
+            Level::List => !matches!(
+                kind,
+                K::TOKEN_IDENT
+                    | K::TOKEN_INTEGER
+                    | K::TOKEN_FLOAT
+                    | K::TOKEN_URI
+                    | K::TOKEN_PATH_ABS
+                    | K::TOKEN_PATH_REL
+                    | K::TOKEN_PATH_HOME
+                    | K::TOKEN_PATH_SEARCH
+                    | K::TOKEN_STRING_CONTENT
+            ),
+            Level::Code => true,
+        };
+        if breaks {
+            *chain = 0;
+        } else if counts {
+            *chain += 1;
+            if *chain > MAX_CHAIN {
+                return Some(SyntaxError {
+                    message: format!(
+                        "an expression with more than {MAX_CHAIN} operators and arguments in a \
+                         row: lint reads at most that many; split it with `let` bindings"
+                    ),
+                    span,
+                });
+            }
+        }
+    }
+    None
 }
 
 fn span_of(node: &rnix::SyntaxNode) -> Span {
@@ -769,7 +937,54 @@ mod tests {
         }
         assert_eq!(expr.kind, ExprKind::Other, "cut off");
         assert_eq!(levels, MAX_DEPTH + 1);
-        let chain = vec!["1"; 5000].join(" + ");
+        let chain = vec!["1"; 500].join(" + ");
         assert!(parse(&chain).root.is_some());
+    }
+
+    /// Shapes that rnix and rowan parse in quadratic time are refused with a syntax error.
+    #[test]
+    fn costly_shapes_are_refused() {
+        let refused = |text: &str, what: &str| {
+            let parsed = parse(text);
+            assert!(parsed.root.is_none(), "{what} should be refused");
+            assert_eq!(parsed.errors.len(), 1, "{what}: {:?}", parsed.errors);
+            parsed.errors[0].clone()
+        };
+        let select = format!("{{ a = x{}; }}", ".a".repeat(MAX_NAME_RUN));
+        let error = refused(&select, "a long attribute path");
+        assert!(error.message.contains("a name of"), "{error:?}");
+        assert_eq!(
+            &select[error.span.clone()],
+            format!("x{}", ".a".repeat(MAX_NAME_RUN))
+        );
+        let error = refused(
+            &format!("f{}", " x".repeat(MAX_CHAIN + 1)),
+            "an application chain",
+        );
+        assert!(
+            error.message.contains("operators and arguments"),
+            "{error:?}"
+        );
+        refused(
+            &format!("{}1", "- ".repeat(MAX_CHAIN + 1)),
+            "a chain of minus signs",
+        );
+        refused(&vec!["1"; MAX_CHAIN].join("+"), "a chain of additions");
+        // Within bounds, and long runs in strings and comments, lists of many elements and
+        // many short expressions, are read.
+        let fine = [
+            format!("{{ a = x{}; }}", ".a".repeat(MAX_NAME_RUN / 2 - 1)),
+            format!("f{}", " x".repeat(MAX_CHAIN - 1)),
+            format!(
+                "{{ s = \"{0}\"; t = ''{0}''; /* {0} */ }} # {0}\n",
+                "a".repeat(5 * MAX_NAME_RUN)
+            ),
+            format!("[{}]", " x".repeat(10 * MAX_CHAIN)),
+            format!("{{{}}}", " a = f x;".repeat(10 * MAX_CHAIN)),
+        ];
+        for text in fine {
+            let parsed = parse(&text);
+            assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        }
     }
 }
