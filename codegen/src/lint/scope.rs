@@ -35,8 +35,15 @@ pub fn check(file: usize, scopes: &[Scope]) -> Vec<Finding> {
         findings.extend(capability_conflicts(file, &scope.facts, &spec, &built));
         findings.extend(duplicates(file, &scope.facts, &built));
     }
-    for (index, _) in scopes.iter().enumerate() {
-        findings.extend(duplicate_cids(file, scopes, index));
+    // The guests of each host, in order: one pass, not one per host over every scope.
+    let mut guests: BTreeMap<usize, Vec<&Scope>> = BTreeMap::new();
+    for scope in scopes {
+        if let Some(parent) = scope.parent {
+            guests.entry(parent).or_default().push(scope);
+        }
+    }
+    for host_guests in guests.values() {
+        findings.extend(duplicate_cids(file, host_guests));
     }
     findings
 }
@@ -421,11 +428,11 @@ fn duplicates(file: usize, facts: &Facts, (spec, not_literal): &Built) -> Vec<Fi
 }
 
 /// The guests of one host's `microvm.vms` need distinct vsock context ids.
-fn duplicate_cids(file: usize, scopes: &[Scope], host: usize) -> Vec<Finding> {
+fn duplicate_cids(file: usize, guests: &[&Scope]) -> Vec<Finding> {
     let cid_path = absolute(&path!["vsock", "cid"]);
     let mut seen: BTreeMap<i64, Span> = BTreeMap::new();
     let mut findings = Vec::new();
-    for scope in scopes.iter().filter(|s| s.parent == Some(host)) {
+    for scope in guests {
         let Some((Value::Number(cid), span)) = literal(&scope.facts, &cid_path) else {
             continue;
         };
