@@ -13,6 +13,12 @@
 //! binding named `microvm`, a flake input and anything outside a module position are not
 //! settings.
 //!
+//! Lint's time grows linearly with its input (`cargo bench --bench lint` doubles each
+//! adversarial shape and prints the ratio): the shapes rnix and rowan parse in quadratic time
+//! are refused as syntax errors by `nix_syntax` (`MAX_NAME_RUN`, `MAX_CHAIN`), "did you mean"
+//! does not compare names of very different lengths, and reports read only the lines around
+//! each span.
+//!
 //! What is not a literal (a variable, a function call, a `mapAttrs`-generated VM) is skipped,
 //! never guessed; checks that combine settings (capabilities, duplicates) use only plain
 //! definitions, not those under `mkIf` or of lowered priority (`mkDefault`).
