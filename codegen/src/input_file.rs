@@ -35,6 +35,16 @@ pub const NIX: Limit = Limit {
     hint: "give the modules that set or declare microvm.* options, not generated package sets",
 };
 
+/// A file of a VM's state directory that `microvm` reads (its flake reference, a runner's
+/// `share/microvm/*`, the declared list): small files the generator or the host module wrote;
+/// anything larger is not one of them.
+pub const STATE: Limit = Limit {
+    bytes: 4 << 20,
+    code: "microvm::manage::too_large",
+    what: "a file of a VM's state",
+    hint: "the state directory holds something microvm did not write there; remove or reinstall the VM",
+};
+
 /// The text of `path`, unless it is longer than `limit` (an `InvalidData` error whose message
 /// names the code, the limit and what to do) or is not UTF-8.
 pub fn read_to_string(path: &Path, limit: Limit) -> io::Result<String> {

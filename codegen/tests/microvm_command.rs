@@ -983,3 +983,62 @@ fn usage_errors_exit_2() {
     );
     assert_eq!(host.microvm(&["frobnicate"], &[]).status.code(), Some(2));
 }
+
+#[test]
+fn files_of_a_vm_state_are_read_within_a_bound() {
+    // A corrupt or hostile state directory: its runner's files and its flake reference lead to
+    // /dev/zero. microvm must stop reading at a bound instead of until memory runs out (run
+    // under a 1 GiB address-space limit, so an unbounded read cannot take the machine down,
+    // and the peak memory of the runs is checked below).
+    let host = Host::new();
+    let runner = host.runner("qemu-minimal.json", "zero");
+    let share = runner.join("share/microvm");
+    for file in ["spec.json", "hypervisor"] {
+        std::fs::remove_file(share.join(file)).unwrap();
+        symlink("/dev/zero", share.join(file)).unwrap();
+    }
+    let dir = host.install("zero", &runner, None, false);
+    symlink("/dev/zero", dir.join("flake")).unwrap();
+    for args in [&["status", "zero", "--json"][..], &["list", "--json"][..]] {
+        let output = Command::new("prlimit")
+            .arg("--as=1073741824")
+            .arg(env!("CARGO_BIN_EXE_microvm"))
+            .args(args)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    host.path("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("RECORD", host.path("record"))
+            .env("MICROVM_STATE_DIR", host.path("state"))
+            .env("MICROVM_GCROOTS_DIR", host.path("gcroots"))
+            .output()
+            .unwrap();
+        let err = stderr(&output);
+        assert!(
+            !err.contains("memory allocation") && output.status.code().is_some(),
+            "{args:?}: {err}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&stdout(&output))
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON on stdout ({e}): {err}"));
+        if args[0] == "list" {
+            assert_eq!(json[0]["name"], "zero", "{json}");
+            assert!(json[0]["hypervisor"].is_null(), "{json}");
+        } else {
+            assert!(json["flake"].is_null(), "{json}");
+        }
+    }
+    // SAFETY: getrusage(2) fills the struct it is given.
+    let peak_kib = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage.ru_maxrss
+    };
+    assert!(
+        peak_kib < 128 * 1024,
+        "microvm peaked at {peak_kib} KiB reading files that lead to /dev/zero"
+    );
+}

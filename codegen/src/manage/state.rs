@@ -115,14 +115,15 @@ impl VmDir {
     }
 
     pub fn flake(&self) -> Option<String> {
-        fs::read_to_string(self.dir.join("flake"))
+        crate::input_file::read_to_string(&self.dir.join("flake"), crate::input_file::STATE)
             .ok()
             .map(|f| f.trim().to_owned())
             .filter(|f| !f.is_empty())
     }
 
     fn share(&self, file: &str) -> Option<String> {
-        fs::read_to_string(self.dir.join("current/share/microvm").join(file))
+        let path = self.dir.join("current/share/microvm").join(file);
+        crate::input_file::read_to_string(&path, crate::input_file::STATE)
             .ok()
             .map(|s| s.trim().to_owned())
     }

@@ -739,7 +739,7 @@ pub fn remove(context: &Context, name: &str, yes: bool, purge: bool) -> Result<(
 }
 
 fn read_declared(path: &Path) -> Result<Option<DeclaredList>, Error> {
-    match fs::read_to_string(path) {
+    match crate::input_file::read_to_string(path, crate::input_file::STATE) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| Error::Io {
