@@ -690,6 +690,19 @@ impl<'a> Walker<'a> {
                 .label("no such option")
                 .help(format!("did you mean `{prefix}.{close}`?")),
             None if loc.len() == 1 => return,
+            // `microvm.vms.web.networking…`: a NixOS option of the guest, written beside its
+            // `config` instead of inside it. The module system refuses it there.
+            None if self.is_vm(parent) => self
+                .error(
+                    codes::UNKNOWN_OPTION,
+                    format!("`{name}` is not an option of a VM"),
+                    key.span.clone(),
+                )
+                .label("outside the VM's `config`")
+                .help(format!(
+                    "NixOS options of a VM belong in `{prefix}.config`: write \
+                     `{prefix}.config.{wrong}`"
+                )),
             None => self
                 .warning(
                     codes::UNKNOWN_OPTION,
@@ -703,6 +716,13 @@ impl<'a> Walker<'a> {
                 ),
         };
         self.push(finding);
+    }
+
+    /// Whether `node` is one VM of `microvm.vms`: its `config` is the guest's module.
+    fn is_vm(&self, node: &Node) -> bool {
+        node.get("config")
+            .and_then(|config| self.known.decl(config))
+            .is_some_and(|decl| matches!(decl.ty.non_null(), OptionType::Module))
     }
 
     /// The rest of an attribute path below an option: into its submodule or attribute set.
