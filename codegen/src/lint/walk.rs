@@ -249,6 +249,25 @@ fn is_module_param(param: &Param) -> bool {
     }
 }
 
+/// `pkgs.qemu`: one attribute of the package set, which is a package (or a set of them), never
+/// a string. `pkgs.system` is the one string there; `pkgs.x or y` may be anything.
+fn pkgs_attribute(expr: &Expr) -> Option<&str> {
+    let ExprKind::Select {
+        expr: base,
+        path,
+        default: None,
+    } = &expr.kind
+    else {
+        return None;
+    };
+    match (&base.kind, path.as_slice()) {
+        (ExprKind::Ident(pkgs), [key]) if pkgs == "pkgs" => {
+            key.name.as_deref().filter(|name| *name != "system")
+        }
+        _ => None,
+    }
+}
+
 fn first_key(keys: &[Key]) -> Option<&str> {
     keys.first().and_then(|k| k.name.as_deref())
 }
@@ -877,6 +896,17 @@ impl<'a> Walker<'a> {
     }
 
     fn definition(&mut self, expr: &Expr, ty: &OptionType, name: &str, at: At<'a, '_>) {
+        if let (
+            Some(package),
+            OptionType::Enum {
+                values: Some(values),
+                ..
+            },
+        ) = (pkgs_attribute(expr), ty)
+        {
+            self.package_for_enum(expr, package, values, ty, name);
+            return;
+        }
         let lit = classify(expr);
         if matches!(lit, Lit::Unknown) {
             self.unknown(at.scope, at.path, ty);
@@ -1063,6 +1093,37 @@ impl<'a> Walker<'a> {
             },
             OptionType::Other { .. } => self.unknown(at.scope, at.path, ty),
         }
+    }
+
+    /// `microvm.hypervisor = pkgs.qemu;`: a package where the name of one is required.
+    fn package_for_enum(
+        &mut self,
+        expr: &Expr,
+        package: &str,
+        values: &[String],
+        ty: &OptionType,
+        name: &str,
+    ) {
+        let help = match suggest::closest(package, values.iter().map(String::as_str)) {
+            Some(value) => format!("write the name, not the package: {value:?}"),
+            None => format!(
+                "write the name, not the package: one of {}",
+                values
+                    .iter()
+                    .map(|v| format!("{v:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        self.push(
+            self.error(
+                codes::WRONG_TYPE,
+                format!("`{name}` is {}, not a package", ty.describe()),
+                expr.span.clone(),
+            )
+            .label("a package")
+            .help(help),
+        );
     }
 
     /// The elements of a list literal (also either side of `++`).
