@@ -570,7 +570,19 @@ impl<'a> Walker<'a> {
                     .flatten()
             });
             if let Some(removed) = removed {
-                let message = format!("`{}` was removed", removed.name);
+                // Name what was written (`microvm.qemu.bios.path`), which may be below or
+                // beside the removed option found by its prefix (`microvm.qemu.bios.enable`).
+                let written: Vec<&str> = loc
+                    .iter()
+                    .map(String::as_str)
+                    .chain(keys[i + 1..].iter().map_while(|k| k.name.as_deref()))
+                    .collect();
+                let written = written.join(".");
+                let message = if written == removed.name {
+                    format!("`{written}` was removed")
+                } else {
+                    format!("`{written}` was removed along with `{}`", removed.name)
+                };
                 self.push(
                     self.error(codes::REMOVED_OPTION, message, key.span.clone())
                         .label("removed")
