@@ -375,25 +375,14 @@ fn lower_error(error: &rnix::ParseError, len: usize) -> SyntaxError {
             format!(
                 "unexpected {}, expected {}",
                 kind_name(*got),
-                wanted
-                    .iter()
-                    .map(|k| kind_name(*k))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
+                expected(wanted)
             ),
             range(r),
         ),
         E::UnexpectedDoubleBind(r) => ("a pattern is bound twice".to_owned(), range(r)),
         E::UnexpectedEOF => ("unexpected end of file".to_owned(), len..len),
         E::UnexpectedEOFWanted(wanted) => (
-            format!(
-                "unexpected end of file, expected {}",
-                wanted
-                    .iter()
-                    .map(|k| kind_name(*k))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ),
+            format!("unexpected end of file, expected {}", expected(wanted)),
             len..len,
         ),
         E::DuplicatedArgs(r, name) => (format!("argument `{name}` is declared twice"), range(r)),
@@ -404,9 +393,73 @@ fn lower_error(error: &rnix::ParseError, len: usize) -> SyntaxError {
 }
 
 /// `TOKEN_SEMICOLON` → `` `;` ``, `TOKEN_IDENT` → `identifier`.
+/// What rnix would have accepted, in words: `an attribute name`, `` `;` or `}` ``.
+fn expected(wanted: &[rnix::SyntaxKind]) -> String {
+    use rnix::SyntaxKind as K;
+    let mut names: Vec<String> = Vec::new();
+    // rnix asks for an attribute name as "an identifier, `or` or `__curPos`" (both are
+    // names there); people call it a name.
+    let attribute_name = wanted.contains(&K::TOKEN_IDENT) && wanted.contains(&K::TOKEN_OR);
+    for kind in wanted {
+        let name = match kind {
+            K::TOKEN_IDENT | K::TOKEN_OR | K::TOKEN_CUR_POS if attribute_name => {
+                "an attribute name".to_owned()
+            }
+            _ => kind_name(*kind),
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    match names.split_last() {
+        None => "something else".to_owned(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
 fn kind_name(kind: rnix::SyntaxKind) -> String {
     use rnix::SyntaxKind as K;
     let symbol = match kind {
+        K::TOKEN_ADD => "+",
+        K::TOKEN_AND_AND => "&&",
+        K::TOKEN_ASSERT => "assert",
+        K::TOKEN_AT => "@",
+        K::TOKEN_CONCAT => "++",
+        K::TOKEN_CUR_POS => "__curPos",
+        K::TOKEN_DIV => "/",
+        K::TOKEN_ELLIPSIS => "...",
+        K::TOKEN_EQUAL => "==",
+        K::TOKEN_IF => "if",
+        K::TOKEN_IMPLICATION => "->",
+        K::TOKEN_INHERIT => "inherit",
+        K::TOKEN_INTERPOL_START => "${",
+        K::TOKEN_INTERPOL_END => "}",
+        K::TOKEN_INVERT => "!",
+        K::TOKEN_LESS => "<",
+        K::TOKEN_LESS_OR_EQ => "<=",
+        K::TOKEN_LET => "let",
+        K::TOKEN_MORE => ">",
+        K::TOKEN_MORE_OR_EQ => ">=",
+        K::TOKEN_MUL => "*",
+        K::TOKEN_NOT_EQUAL => "!=",
+        K::TOKEN_OR => "or",
+        K::TOKEN_OR_OR => "||",
+        K::TOKEN_PIPE_LEFT => "<|",
+        K::TOKEN_PIPE_RIGHT => "|>",
+        K::TOKEN_QUESTION => "?",
+        K::TOKEN_REC => "rec",
+        K::TOKEN_SUB => "-",
+        K::TOKEN_UPDATE => "//",
+        K::TOKEN_WITH => "with",
+        K::TOKEN_INTEGER | K::TOKEN_FLOAT => return "a number".to_owned(),
+        K::TOKEN_PATH_ABS | K::TOKEN_PATH_HOME | K::TOKEN_PATH_REL | K::TOKEN_PATH_SEARCH => {
+            return "a path".to_owned();
+        }
+        K::TOKEN_URI => return "a URI".to_owned(),
+        K::TOKEN_STRING_CONTENT => return "the text of a string".to_owned(),
+        K::TOKEN_COMMENT => return "a comment".to_owned(),
+        K::TOKEN_ERROR => return "text that is not Nix".to_owned(),
         K::TOKEN_SEMICOLON => ";",
         K::TOKEN_COLON => ":",
         K::TOKEN_COMMA => ",",
@@ -920,6 +973,22 @@ mod tests {
                 .iter()
                 .any(|e| e.message.contains("end of file"))
         );
+    }
+
+    /// rnix's expectations in words: an attribute name, not "an identifier or or or cur pos".
+    #[test]
+    fn syntax_errors_say_what_was_expected_in_words() {
+        let first = |text: &str| parse(text).errors[0].message.clone();
+        assert_eq!(
+            first("{ microvm. = 1; }"),
+            "unexpected `=`, expected an attribute name"
+        );
+        assert_eq!(
+            first("{ microvm."),
+            "unexpected end of file, expected an attribute name"
+        );
+        let message = first("{ a = 1 }");
+        assert!(!message.contains("token"), "{message}");
     }
 
     #[test]

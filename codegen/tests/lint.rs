@@ -72,6 +72,20 @@ fn syntax_errors_are_reported_once() {
     insta::assert_snapshot!(lint::render_plain(&findings, &files, 80));
 }
 
+/// rnix's expectations are said in words: "expected an attribute name", not "expected an
+/// identifier or or or cur pos".
+#[test]
+fn syntax_errors_say_what_was_expected() {
+    let files = vec![Source {
+        name: "broken.nix".to_owned(),
+        path: "broken.nix".into(),
+        text: "{ ... }:\n{\n  microvm.vms.web.config.microvm. = \"qemu\";\n}\n".to_owned(),
+    }];
+    let findings = lint::lint(&files, options::reference());
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    insta::assert_snapshot!(lint::render_plain(&findings, &files, 80));
+}
+
 /// Every kind of finding is shown by some fixture, so a snapshot covers each.
 #[test]
 fn fixtures_cover_every_kind_of_finding() {
