@@ -192,20 +192,24 @@ let
     # `size` has no default; it is only read where the runner creates the image.
     // optionalAttrs v.autoCreate { inherit (v) size; };
 
-  share = s: {
-    inherit (s)
-      tag
-      socket
-      source
-      securityModel
-      mountPoint
-      proto
-      readOnly
-      cache
-      posixAcl
-      extraArgs
-      ;
-  };
+  share =
+    s:
+    {
+      inherit (s)
+        tag
+        socket
+        source
+        mountPoint
+        proto
+        readOnly
+        cache
+        posixAcl
+        extraArgs
+        ;
+    }
+    # Only 9p reads the security model; like microvm.nix, a virtiofs share's value is never
+    # forced, so one outside the enum evaluates there.
+    // optionalAttrs (s.proto == "9p") { inherit (s) securityModel; };
 
   interface =
     i:

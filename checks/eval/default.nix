@@ -441,6 +441,29 @@ in
 
   host = import ./host.nix { inherit lib standIns; };
 
+  # A share's securityModel outside its enum: read only on 9p shares, so it evaluates on a
+  # virtiofs share (as in microvm.nix) and fails on a 9p one.
+  securityModelOutsideItsEnum =
+    lib.mapAttrs
+      (
+        _: proto:
+        (specWith {
+          microvm.shares = [
+            {
+              tag = "data";
+              source = "/srv/data";
+              mountPoint = "/data";
+              inherit proto;
+              securityModel = "mapped-xattr";
+            }
+          ];
+        }).shares
+      )
+      {
+        virtiofs = "virtiofs";
+        ninep = "9p";
+      };
+
   # NixOS options misused next to the guest module; each must fail to evaluate, as in NixOS.
   mistyped = {
     kernelParam = specWith { boot.kernelParam = [ "quiet" ]; };

@@ -177,6 +177,9 @@ fn exit_codes() {
     let warnings_only = codegen(&["lint", &fixture("ok/own-options.nix")]);
     assert_eq!(warnings_only.status.code(), Some(0), "warnings only");
     assert!(String::from_utf8_lossy(&warnings_only.stdout).contains("extraStuffFromSomewhere"));
+    let unused_value = codegen(&["lint", &fixture("ok/security-model-unused-on-virtiofs.nix")]);
+    assert_eq!(unused_value.status.code(), Some(0), "warnings only");
+    assert!(String::from_utf8_lossy(&unused_value.stdout).contains("not used on virtiofs"));
     assert_eq!(
         codegen(&["lint", &fixture("ok/every-nesting-form-clean.nix")])
             .status

@@ -595,6 +595,22 @@ fn misused_nixos_options_fail_to_evaluate_as_in_nixos() {
     );
 }
 
+/// microvm.nix reads a share's `securityModel` only on 9p shares, and so does the runner spec:
+/// a value outside the enum on a virtiofs share evaluates unchanged (lint warns about it), and
+/// on a 9p share fails as the option's type says.
+#[test]
+fn security_model_outside_its_enum_fails_only_on_9p_shares() {
+    let shares = nix::eval("securityModelOutsideItsEnum.virtiofs");
+    assert_eq!(shares[0]["proto"], json!("virtiofs"), "{shares}");
+    assert!(shares[0].get("securityModel").is_none(), "{shares}");
+    let error = nix::eval_with("securityModelOutsideItsEnum.ninep", &[])
+        .expect_err("a 9p share reads its securityModel");
+    assert!(
+        error.contains("securityModel' is not of type"),
+        "no type error in\n{error}"
+    );
+}
+
 /// `boot.initrd.availableKernelModules` (system.nix and store-disk.nix) and
 /// `boot.kernelModules` (system.nix and graphics.nix) are defined by two of our modules each;
 /// NixOS concatenates list definitions, and so must the stand-ins.

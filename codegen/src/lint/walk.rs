@@ -96,7 +96,15 @@ pub struct Walker<'a> {
     unplaced: bool,
     /// How deeply the walk is nested now, across all its recursive steps.
     nesting: usize,
+    /// Findings about a value that is read only where a sibling setting has some value, with
+    /// the scope and path of the value: decided in `finish`, when every sibling is known.
+    lazy: Vec<(usize, JsonPath, Finding)>,
 }
+
+/// `shares.*.securityModel` is read only on 9p shares (microvm.nix never reads it on
+/// virtiofs ones, and neither does the runner spec), so a wrong value there is certain to fail
+/// only when the share is certainly 9p.
+const SECURITY_MODEL: &str = "microvm.shares.*.securityModel";
 
 /// Beyond this nesting (of sets, lists, modules, wrappers together) the walk stops: no real
 /// configuration comes close, and the stack stays bounded. It is the walk's only bound: the
@@ -283,6 +291,7 @@ impl<'a> Walker<'a> {
             trial: false,
             unplaced: false,
             nesting: 0,
+            lazy: Vec::new(),
         }
     }
 
@@ -296,7 +305,44 @@ impl<'a> Walker<'a> {
                 }
             }
         }
+        for (scope, path, finding) in std::mem::take(&mut self.lazy) {
+            let finding = match self.share_proto(scope, &path) {
+                Some("9p") => finding,
+                proto => {
+                    let unused = match proto {
+                        Some(proto) => format!("it is not used on {proto} shares"),
+                        None => "it is used only on 9p shares".to_owned(),
+                    };
+                    Finding {
+                        severity: super::Severity::Warning,
+                        message: format!("{}; {unused}", finding.message),
+                        ..finding
+                    }
+                }
+            };
+            self.findings.push(finding);
+        }
         (self.findings, self.scopes)
+    }
+
+    /// The protocol of the share whose setting is at `path` (`$.microvm.shares[0].x`): its
+    /// plain literal `proto`, the default `9p` where none is written, `None` where it is not
+    /// known (not a literal, conditional, or the share's place in the list is not known).
+    fn share_proto(&self, scope: usize, path: &JsonPath) -> Option<&str> {
+        let mut share = path.0.clone();
+        share.pop();
+        if !matches!(share.last(), Some(Segment::Index(_))) {
+            return None;
+        }
+        let proto = JsonPath(share).key("proto");
+        let facts = &self.scopes[scope].facts;
+        if facts.unknown.contains_key(&proto) || facts.conflicted.contains(&proto) {
+            return None;
+        }
+        match facts.values.get(&proto) {
+            Some((value, _, _)) => value.as_str(),
+            None => Some("9p"),
+        }
     }
 
     /// Runs one recursive step, unless the walk is nested too deeply already.
@@ -1033,15 +1079,21 @@ impl<'a> Walker<'a> {
                             Some(close) => format!("did you mean {close:?}? (one of {listed})"),
                             None => format!("one of {listed}"),
                         };
-                        self.push(
-                            self.error(
+                        let finding = self
+                            .error(
                                 codes::ENUM_VALUE,
                                 format!("{s:?} is not a value of `{name}`"),
                                 span.clone(),
                             )
                             .label("no such value")
-                            .help(help),
-                        );
+                            .help(help);
+                        if name == SECURITY_MODEL && !self.trial {
+                            // Unplaced, the share's siblings are not known: `share_proto`
+                            // finds no share at this path and makes it a warning.
+                            self.lazy.push((at.scope, at.path.clone(), finding));
+                        } else {
+                            self.push(finding);
+                        }
                     }
                 }
                 (Lit::Str(_), _) => self.unknown(at.scope, at.path, ty),
