@@ -283,6 +283,29 @@ let
     }
   ];
 
+  # microvm.nix configurations that replace runners, written as its users write them: the
+  # declared runner wrapped (plainly, under `mkIf`, or forced), one hypervisor's runner forced.
+  # Each guest's runner names, and the script of the runner it declares.
+  runnerOverride =
+    module:
+    let
+      vm =
+        (guest [
+          { networking.hostName = "ovr"; }
+          module
+        ]).microvm;
+    in
+    {
+      declaredRunner = vm.declaredRunner.name;
+      declaredRunnerText = vm.declaredRunner.passthru.text or null;
+      runners = lib.mapAttrs (_: runner: runner.name) vm.runner;
+    };
+  wrapRunner =
+    { config, pkgs }:
+    pkgs.writeShellScriptBin "wrapped" ''
+      exec ${config.microvm.runner.${config.microvm.hypervisor}}/bin/microvm-run "$@"
+    '';
+
   # A guest with one module of ours added (below, `mistyped`): its spec, which needs the
   # system's toplevel and so every NixOS option's value, as building it would.
   specWith = module: (guest [ module ]).microvm.runnerSpec.qemu;
@@ -404,6 +427,43 @@ in
   };
 
   e2eSpec = e2e.microvm.runnerSpec.qemu;
+
+  runnerOverrides = {
+    declaredPlain = runnerOverride (
+      { config, pkgs, ... }:
+      {
+        microvm.declaredRunner = wrapRunner { inherit config pkgs; };
+      }
+    );
+    declaredMkIf = runnerOverride (
+      { config, pkgs, ... }:
+      {
+        microvm.declaredRunner = lib.mkIf true (wrapRunner { inherit config pkgs; });
+      }
+    );
+    # A false condition leaves the module's runner in place.
+    declaredMkIfFalse = runnerOverride (
+      { config, pkgs, ... }:
+      {
+        microvm.declaredRunner = lib.mkIf false (wrapRunner { inherit config pkgs; });
+      }
+    );
+    declaredMkForce = runnerOverride (
+      { config, pkgs, ... }:
+      {
+        microvm.declaredRunner = lib.mkForce (wrapRunner { inherit config pkgs; });
+      }
+    );
+    # `runner.<hypervisor>` replaced: the declared runner follows it, the others stay.
+    runnerMkForce = runnerOverride (
+      { pkgs, ... }:
+      {
+        microvm.hypervisor = "cloud-hypervisor";
+        microvm.runner.cloud-hypervisor = lib.mkForce (pkgs.writeShellScriptBin "my-ch-runner" "");
+      }
+    );
+    untouched = runnerOverride { };
+  };
 
   # guest.enable = false leaves the guest's configuration alone; its runner is still declared.
   guestDisabledSpec =

@@ -53,6 +53,18 @@ let
     ];
   };
 
+  # As microvm.nix users write it: the guest's declared runner replaced by a wrapper, which the
+  # host installs in its place.
+  wrapped.config =
+    { config, pkgs, ... }:
+    {
+      microvm.declaredRunner = lib.mkIf true (
+        pkgs.writeShellScriptBin "wrapped" ''
+          exec ${config.microvm.runner.qemu}/bin/microvm-run
+        ''
+      );
+    };
+
   twoVms = host { inherit alpha beta; };
   oneVm = host { inherit alpha; };
 in
@@ -76,4 +88,5 @@ in
   # A NixOS setting misspelt next to the host module fails, as in NixOS.
   mistyped = (hostWith [ { users.user.microvm.isSystemUser = true; } ] { inherit alpha; }).microvm.host.spec;
   oneVm.spec = oneVm.microvm.host.spec;
+  wrappedRunner.spec = (host { inherit wrapped; }).microvm.host.spec;
 }

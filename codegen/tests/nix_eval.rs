@@ -453,6 +453,59 @@ fn a_vm_without_guest_integration_still_has_a_runner() {
     }
 }
 
+/// microvm.nix declares `runner` and `declaredRunner` writable, and its users replace them
+/// (a wrapper as the declared runner, under `mkIf`; one hypervisor's runner forced): such a
+/// configuration evaluates here unchanged, and what it defines is the runner that comes out.
+#[test]
+fn runners_replaced_as_microvm_nix_users_do_are_the_runners_that_come_out() {
+    let overrides = nix::eval("runnerOverrides");
+    let own_runners: BTreeMap<String, String> = HYPERVISORS
+        .iter()
+        .map(|hv| (hv.to_string(), format!("microvm-{hv}-ovr")))
+        .collect();
+    let runners = |case: &str| -> BTreeMap<String, String> {
+        serde_json::from_value(overrides[case]["runners"].clone()).unwrap()
+    };
+
+    // Nothing defined: the module's own runners.
+    assert_eq!(
+        overrides["untouched"]["declaredRunner"],
+        json!("microvm-qemu-ovr")
+    );
+    assert_eq!(runners("untouched"), own_runners);
+
+    // The declared runner replaced by a wrapper of the module's runner, however it is written;
+    // the wrapper runs the runner it wraps, and `runner.<hypervisor>` is left alone.
+    for case in ["declaredPlain", "declaredMkIf", "declaredMkForce"] {
+        let case_value = &overrides[case];
+        assert_eq!(case_value["declaredRunner"], json!("wrapped"), "{case}");
+        assert_eq!(
+            case_value["declaredRunnerText"],
+            json!("exec /stand-in/microvm-qemu-ovr/bin/microvm-run \"$@\"\n"),
+            "{case}"
+        );
+        assert_eq!(runners(case), own_runners, "{case}");
+    }
+    // A false condition defines nothing: the module's default stays.
+    assert_eq!(
+        overrides["declaredMkIfFalse"]["declaredRunner"],
+        json!("microvm-qemu-ovr")
+    );
+
+    // One hypervisor's runner forced: it is the declared runner of a VM on that hypervisor.
+    assert_eq!(
+        overrides["runnerMkForce"]["declaredRunner"],
+        json!("my-ch-runner")
+    );
+    let mut expected = own_runners.clone();
+    expected.insert("cloud-hypervisor".into(), "my-ch-runner".into());
+    assert_eq!(runners("runnerMkForce"), expected);
+
+    // The host module installs the replacement.
+    let host = nix::eval("host.wrappedRunner.spec");
+    assert_eq!(host["vms"]["wrapped"]["runner"], json!("/stand-in/wrapped"));
+}
+
 #[test]
 fn the_template_flake_parses_and_its_vm_evaluates_to_an_accepted_spec() {
     nix::nixpkgs_lib();

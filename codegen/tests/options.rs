@@ -189,7 +189,9 @@ fn what_the_tree_knows_about_an_option() {
             .to_string(),
         "nullOr deferredModule"
     );
-    assert!(tree.get("microvm.runner").unwrap().read_only);
+    assert!(tree.get("microvm.runnerSpec").unwrap().read_only);
+    // Writable, as in microvm.nix.
+    assert!(!tree.get("microvm.runner").unwrap().read_only);
     assert!(
         tree.removed
             .iter()

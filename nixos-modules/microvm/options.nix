@@ -957,12 +957,13 @@ in
       '';
     };
 
+    # Not read-only, as in microvm.nix: configurations replace runners (`lib.mkForce`).
     runner = mkOption {
       type = types.lazyAttrsOf types.package;
-      readOnly = true;
       description = ''
         This guest's runner for each hypervisor (`runner.<hypervisor>`). Guest-side settings
-        still follow `microvm.hypervisor`, so prefer `declaredRunner`.
+        still follow `microvm.hypervisor`, so prefer `declaredRunner`. The module defines every
+        entry; replace one with `lib.mkForce`, as in microvm.nix.
       '';
     };
 
@@ -978,12 +979,12 @@ in
 
     declaredRunner = mkOption {
       type = types.package;
-      readOnly = true;
       default = cfg.runner.${cfg.hypervisor};
       defaultText = literalExpression "config.microvm.runner.\${config.microvm.hypervisor}";
       description = ''
         The runner of `microvm.hypervisor`: `nix run .#nixosConfigurations.<name>.config.microvm.declaredRunner`
-        starts the VM.
+        starts the VM, and the host module installs it. A definition replaces it, as in
+        microvm.nix (a wrapper around `runner.<hypervisor>`, say).
       '';
     };
 
