@@ -20,8 +20,10 @@
 //! each span.
 //!
 //! What is not a literal (a variable, a function call, a `mapAttrs`-generated VM) is skipped,
-//! never guessed; checks that combine settings (capabilities, duplicates) use only plain
-//! definitions, not those under `mkIf` or of lowered priority (`mkDefault`).
+//! never guessed — except `pkgs.x` where an enum's string is required, which is never one;
+//! checks that combine settings (capabilities, duplicates) use only plain definitions, not
+//! those under `mkIf` or of lowered priority (`mkDefault`). A wrong value that is read only
+//! where a sibling has some value (`securityModel`, on 9p shares) is an error only there.
 
 mod known;
 pub mod report;
