@@ -5,12 +5,15 @@
 //! duplicate tags and ids.
 //!
 //! Settings are found in module positions: a file that is a module, the `modules` of
-//! `nixosSystem`/`evalModules`, `imports`, `nixosModules.*`, functions shaped like modules
-//! (`{ config, lib, ... }: …`) and the guests of `microvm.vms.<name>.config`. Within a module,
-//! `microvm.x = …`, `microvm = { … }` (any number of such blocks, `rec` sets, `inherit`),
-//! `config.microvm…` and `config = mkIf … { … }` are all settings; `mkIf`, `mkDefault`,
-//! `mkForce`, `mkOverride`, `mkMerge`, `mkBefore`/`mkAfter` are looked through. A `let`
-//! binding named `microvm`, a flake input and anything outside a module position are not
+//! `nixosSystem`/`evalModules` (also written `with …; [ … ]`), `imports`, `nixosModules.*`,
+//! functions shaped like modules (`{ config, lib, ... }: …`, also with `self`) or returning
+//! settings (`mkVm = { name, id }: { microvm = …; }`) and the guests of
+//! `microvm.vms.<name>.config` — also of VMs named by `${…}` or built by `mapAttrs`,
+//! `genAttrs`, `listToAttrs` and folds, each a VM of its own whose name is not known. Within
+//! a module, `microvm.x = …`, `microvm = { … }` (any number of such blocks, `rec` sets,
+//! `inherit`), `config.microvm…` and `config = mkIf … { … }` are all settings; `mkIf`,
+//! `mkDefault`, `mkForce`, `mkOverride`, `mkMerge`, `mkBefore`/`mkAfter` are looked through. A
+//! `let` binding named `microvm`, a flake input and anything outside a module position are not
 //! settings.
 //!
 //! Lint's time grows linearly with its input (`cargo bench --bench lint` doubles each
@@ -19,11 +22,11 @@
 //! does not compare names of very different lengths, and reports read only the lines around
 //! each span.
 //!
-//! What is not a literal (a variable, a function call, a `mapAttrs`-generated VM) is skipped,
-//! never guessed — except `pkgs.x` where an enum's string is required, which is never one;
-//! checks that combine settings (capabilities, duplicates) use only plain definitions, not
-//! those under `mkIf` or of lowered priority (`mkDefault`). A wrong value that is read only
-//! where a sibling has some value (`securityModel`, on 9p shares) is an error only there.
+//! What is not a literal (a variable, a function call) is skipped, never guessed — except
+//! `pkgs.x` where an enum's string is required, which is never one; checks that combine
+//! settings (capabilities, duplicates) use only plain definitions, not those under `mkIf` or
+//! of lowered priority (`mkDefault`). A wrong value that is read only where a sibling has some
+//! value (`securityModel`, on 9p shares) is an error only there.
 
 mod known;
 pub mod report;

@@ -78,7 +78,7 @@ pub struct Facts {
 /// `microvm.vms.<name>`.
 #[derive(Debug, Default)]
 pub struct Scope {
-    /// The scope whose `microvm.vms` declares this one.
+    /// The scope whose `microvm.vms` declares this one, when its name is known.
     pub parent: Option<usize>,
     pub facts: Facts,
 }
@@ -242,18 +242,56 @@ fn definitions<'e>(expr: &'e Expr, flags: Flags, out: &mut Vec<(&'e Expr, Flags)
     }
 }
 
-/// `{ config, lib, pkgs, ... }:` and `{ foo, ... }:` look like modules; `{ self, nixpkgs }:`
-/// and `inputs@{ self, ... }:` (flake outputs) and `name: …` do not.
-fn is_module_param(param: &Param) -> bool {
-    match param {
+/// Whether a function is a module: `{ config, lib, pkgs, ... }:` (also with `self`, passed by
+/// `specialArgs`) and `{ foo, ... }:` are; `{ self, nixpkgs, ... }:` and `inputs@{ self, ... }:`
+/// (flake outputs) are not, unless what they return sets `microvm.*`; and any function that
+/// returns settings is one — a generator such as `mkVm = { name, id }: { microvm = …; }`, whose
+/// result is used as a module or as a VM of `microvm.vms`.
+fn is_module_function(param: &Param, body: &Expr) -> bool {
+    let shaped_like_one = match param {
         Param::Ident(_) => false,
         Param::Pattern {
             names, ellipsis, ..
         } => {
             let module_args = ["config", "lib", "pkgs", "options", "modulesPath"];
-            !names.iter().any(|n| n == "self")
-                && (*ellipsis || names.iter().any(|n| module_args.contains(&n.as_str())))
+            names.iter().any(|n| module_args.contains(&n.as_str()))
+                || (*ellipsis && !names.iter().any(|n| n == "self"))
         }
+    };
+    shaped_like_one || returns_settings(body)
+}
+
+/// Whether a value (through functions, `let` and `with`) is a set that sets `microvm.*` as a
+/// module or a VM of `microvm.vms` does: `microvm…`, `config.microvm…` or
+/// `config = { microvm… }`.
+fn returns_settings(expr: &Expr) -> bool {
+    let sets_microvm = |entries: &[Entry]| {
+        entries
+            .iter()
+            .any(|e| matches!(e, Entry::Binding(b) if first_key(&b.path) == Some("microvm")))
+    };
+    match &expr.kind {
+        ExprKind::Lambda { body, .. }
+        | ExprKind::LetIn { body, .. }
+        | ExprKind::With { body, .. } => returns_settings(body),
+        ExprKind::AttrSet { entries, .. } => entries.iter().any(|entry| {
+            let Entry::Binding(b) = entry else {
+                return false;
+            };
+            match first_key(&b.path) {
+                Some("microvm") => true,
+                Some("config") if b.path.len() > 1 => first_key(&b.path[1..]) == Some("microvm"),
+                Some("config") => {
+                    let mut defs = Vec::new();
+                    definitions(&b.value, Flags::default(), &mut defs);
+                    defs.iter().any(|(def, _)| {
+                        matches!(&def.kind, ExprKind::AttrSet { entries, .. } if sets_microvm(entries))
+                    })
+                }
+                _ => false,
+            }
+        }),
+        _ => false,
     }
 }
 
@@ -278,6 +316,156 @@ fn pkgs_attribute(expr: &Expr) -> Option<&str> {
 
 fn first_key(keys: &[Key]) -> Option<&str> {
     keys.first().and_then(|k| k.name.as_deref())
+}
+
+/// How an attribute whose name is not known is shown: one made with `${…}`, or one of a set
+/// that a function builds.
+const UNNAMED: &str = "<name>";
+
+/// The facts' path key of an attribute whose name is not known: one of its own for each place
+/// it is written, so that two such VMs are never taken for one.
+fn unnamed_key(span: &Span) -> String {
+    format!("{UNNAMED}@{}", span.start)
+}
+
+fn is_unnamed(path: &JsonPath) -> bool {
+    path.0.iter().any(|segment| {
+        matches!(segment, Segment::Key(key) if key.starts_with(UNNAMED) && key.len() > UNNAMED.len())
+    })
+}
+
+/// An attribute's path key and how it is shown.
+fn attr_key(key: &Key) -> (String, &str) {
+    match key.name.as_deref() {
+        Some(name) => (name.to_owned(), name),
+        None => (unnamed_key(&key.span), UNNAMED),
+    }
+}
+
+/// What a function that builds an attribute set puts in it, as far as the syntax tells.
+enum Built<'e> {
+    /// One value of the set, under a name not known: `mapAttrs (name: v: VALUE) …`.
+    Value(&'e Expr),
+    /// A set whose `value…` attributes are one value of the set: `{ name = …; value = …; }`.
+    Pair(&'e Expr),
+    /// A set literal merged into the result: `acc // { ${name} = VALUE; }`.
+    Set(&'e Expr),
+}
+
+/// The body of a function of `arity` arguments, when it is written out as a lambda.
+fn lambda_body(function: &Expr, arity: usize) -> Option<&Expr> {
+    let mut expr = function;
+    for _ in 0..arity {
+        match &expr.kind {
+            ExprKind::Lambda { body, .. } => expr = body,
+            _ => return None,
+        }
+    }
+    Some(expr)
+}
+
+/// What an attribute set built by `mapAttrs`, `mapAttrs'`, `genAttrs`, `listToAttrs` or a fold
+/// (`foldl'`, `foldl`, `foldr` merging sets into the accumulator) holds, also merged with `//`.
+fn built_values<'e>(expr: &'e Expr, out: &mut Vec<Built<'e>>) {
+    match &expr.kind {
+        ExprKind::BinOp {
+            op: BinOp::Update,
+            lhs,
+            rhs,
+        } => {
+            for side in [lhs, rhs] {
+                match side.kind {
+                    ExprKind::AttrSet { .. } => out.push(Built::Set(side)),
+                    _ => built_values(side, out),
+                }
+            }
+        }
+        ExprKind::LetIn { body, .. } | ExprKind::With { body, .. } => built_values(body, out),
+        ExprKind::Apply { .. } => {
+            let Some((name, args)) = expr.named_call() else {
+                return;
+            };
+            match (name.as_str(), args.as_slice()) {
+                ("mapAttrs", [function, _]) => {
+                    out.extend(lambda_body(function, 2).map(Built::Value));
+                }
+                ("genAttrs", [_, function]) => {
+                    out.extend(lambda_body(function, 1).map(Built::Value));
+                }
+                ("mapAttrs'", [function, _]) => {
+                    out.extend(lambda_body(function, 2).and_then(name_value_pair));
+                }
+                ("listToAttrs", [list]) => built_pairs(list, out),
+                ("foldl'" | "foldl" | "foldr", [function, initial, _]) => {
+                    if let Some(body) = lambda_body(function, 2) {
+                        built_values(body, out);
+                    }
+                    match initial.kind {
+                        ExprKind::AttrSet { .. } => out.push(Built::Set(initial)),
+                        _ => built_values(initial, out),
+                    }
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The name-value pairs of a list given to `listToAttrs`: written out, or made by `map`,
+/// `imap0`, `imap1`, `mapAttrsToList` or `concatMap`, also joined with `++`.
+fn built_pairs<'e>(list: &'e Expr, out: &mut Vec<Built<'e>>) {
+    match &list.kind {
+        ExprKind::List(items) => out.extend(items.iter().filter_map(name_value_pair)),
+        ExprKind::BinOp {
+            op: BinOp::Concat,
+            lhs,
+            rhs,
+        } => {
+            built_pairs(lhs, out);
+            built_pairs(rhs, out);
+        }
+        ExprKind::LetIn { body, .. } | ExprKind::With { body, .. } => built_pairs(body, out),
+        ExprKind::Apply { .. } => {
+            let Some((name, args)) = list.named_call() else {
+                return;
+            };
+            match (name.as_str(), args.as_slice()) {
+                ("map", [function, _]) => {
+                    out.extend(lambda_body(function, 1).and_then(name_value_pair));
+                }
+                ("imap0" | "imap1" | "mapAttrsToList", [function, _]) => {
+                    out.extend(lambda_body(function, 2).and_then(name_value_pair));
+                }
+                ("concatMap", [function, _]) => {
+                    if let Some(body) = lambda_body(function, 1) {
+                        built_pairs(body, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `nameValuePair NAME VALUE` or `{ name = …; value = …; }`.
+fn name_value_pair(expr: &Expr) -> Option<Built<'_>> {
+    match &expr.kind {
+        ExprKind::LetIn { body, .. } | ExprKind::With { body, .. } => name_value_pair(body),
+        ExprKind::AttrSet { entries, .. } => entries
+            .iter()
+            .any(|e| matches!(e, Entry::Binding(b) if first_key(&b.path) == Some("value")))
+            .then_some(Built::Pair(expr)),
+        ExprKind::Apply { .. } => match expr.named_call() {
+            Some((name, args)) if name == "nameValuePair" => match args.as_slice() {
+                [_, value] => Some(Built::Value(value)),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 impl<'a> Walker<'a> {
@@ -402,7 +590,7 @@ impl<'a> Walker<'a> {
             }
         }
         let is_module = match &expr.kind {
-            ExprKind::Lambda { param, .. } => is_module_param(param),
+            ExprKind::Lambda { param, body } => is_module_function(param, body),
             ExprKind::AttrSet { entries, .. } => !entries.iter().any(|e| {
                 matches!(e, Entry::Binding(b) if matches!(first_key(&b.path), Some("outputs" | "inputs")))
             }),
@@ -423,7 +611,7 @@ impl<'a> Walker<'a> {
 
     fn walk_inner(&mut self, expr: &Expr) {
         match &expr.kind {
-            ExprKind::Lambda { param, .. } if is_module_param(param) => {
+            ExprKind::Lambda { param, body } if is_module_function(param, body) => {
                 let scope = self.new_scope(None);
                 self.module(expr, scope);
             }
@@ -485,6 +673,16 @@ impl<'a> Walker<'a> {
 
     fn modules_list(&mut self, expr: &Expr, scope: usize) {
         match &expr.kind {
+            // `with self.nixosModules; [ a b { … } ]`, `let m = …; in [ m { … } ]`
+            ExprKind::With { body, .. } => self.modules_list(body, scope),
+            ExprKind::LetIn { entries, body } => {
+                for entry in entries {
+                    if let Entry::Binding(b) = entry {
+                        self.walk(&b.value);
+                    }
+                }
+                self.modules_list(body, scope);
+            }
             ExprKind::List(items) => {
                 for item in items {
                     match item.kind {
@@ -815,18 +1013,17 @@ impl<'a> Walker<'a> {
             self.value(value, ty, name, at);
             return;
         };
-        let Some(key) = first.name.as_deref() else {
-            return;
-        };
+        let (key, shown) = attr_key(first);
         match ty.non_null() {
             OptionType::Submodule { freeform } => self.keys(rest, value, at, *freeform),
+            // `vms.${name}.config…`: the settings of some VM.
             OptionType::AttrsOf { of } => {
                 let mut loc = at.loc.to_vec();
-                loc.push(key.to_owned());
+                loc.push(shown.to_owned());
                 let at = At {
                     node: at.node.any_name().unwrap_or(at.node),
                     loc: &loc,
-                    path: &at.path.key(key),
+                    path: &at.path.key(&key),
                     ..at
                 };
                 self.option_keys(more, value, of, &format!("{name}.<name>"), at);
@@ -839,6 +1036,7 @@ impl<'a> Walker<'a> {
                 }
             }
             OptionType::Attrs | OptionType::Other { .. } => {}
+            _ if first.name.is_none() => {}
             other => {
                 let message = format!(
                     "`{name}` is {}; it has no attribute `{key}`",
@@ -954,6 +1152,19 @@ impl<'a> Walker<'a> {
     }
 
     fn definition(&mut self, expr: &Expr, ty: &OptionType, name: &str, at: At<'a, '_>) {
+        if let OptionType::AttrsOf { of } = ty
+            && matches!(
+                expr.kind,
+                ExprKind::Apply { .. }
+                    | ExprKind::BinOp {
+                        op: BinOp::Update,
+                        ..
+                    }
+            )
+            && self.built_attrs(expr, of, name, at)
+        {
+            return;
+        }
         if let (
             Some(package),
             OptionType::Enum {
@@ -1253,6 +1464,55 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// The values of an `attrsOf` option that a function builds, each under a name of its own
+    /// (see `unnamed_key`). Returns whether `expr` builds any that can be seen.
+    fn built_attrs(&mut self, expr: &Expr, of: &OptionType, name: &str, at: At<'a, '_>) -> bool {
+        let mut built = Vec::new();
+        built_values(expr, &mut built);
+        if built.is_empty() {
+            return false;
+        }
+        let element = at.node.any_name().unwrap_or(at.node);
+        let element_name = format!("{name}.<name>");
+        let mut loc = at.loc.to_vec();
+        loc.push(UNNAMED.to_owned());
+        for value in built {
+            match value {
+                Built::Set(set) => self.attrs(set, of, name, at),
+                Built::Value(value) => {
+                    let path = at.path.key(&unnamed_key(&value.span));
+                    let at = At {
+                        node: element,
+                        loc: &loc,
+                        path: &path,
+                        ..at
+                    };
+                    self.value(value, of, &element_name, at);
+                }
+                Built::Pair(pair) => {
+                    let ExprKind::AttrSet { entries, .. } = &pair.kind else {
+                        continue;
+                    };
+                    let path = at.path.key(&unnamed_key(&pair.span));
+                    for entry in entries {
+                        if let Entry::Binding(b) = entry
+                            && first_key(&b.path) == Some("value")
+                        {
+                            let at = At {
+                                node: element,
+                                loc: &loc,
+                                path: &path,
+                                ..at
+                            };
+                            self.option_keys(&b.path[1..], &b.value, of, &element_name, at);
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
     /// The attributes of a set literal for an `attrsOf` option.
     fn attrs(&mut self, expr: &Expr, of: &OptionType, name: &str, at: At<'a, '_>) {
         let element = at.node.any_name().unwrap_or(at.node);
@@ -1262,15 +1522,16 @@ impl<'a> Walker<'a> {
                 for entry in entries {
                     match entry {
                         Entry::Binding(b) => {
-                            let Some(key) = b.path.first().and_then(|k| k.name.as_deref()) else {
+                            let Some(first) = b.path.first() else {
                                 continue;
                             };
+                            let (key, shown) = attr_key(first);
                             let mut loc = at.loc.to_vec();
-                            loc.push(key.to_owned());
+                            loc.push(shown.to_owned());
                             let at = At {
                                 node: element,
                                 loc: &loc,
-                                path: &at.path.key(key),
+                                path: &at.path.key(&key),
                                 ..at
                             };
                             self.option_keys(&b.path[1..], &b.value, of, &element_name, at);
@@ -1291,6 +1552,8 @@ impl<'a> Walker<'a> {
                 for side in [lhs, rhs] {
                     if matches!(side.kind, ExprKind::AttrSet { .. } | ExprKind::BinOp { .. }) {
                         self.attrs(side, of, name, at);
+                    } else {
+                        self.built_attrs(side, of, name, at);
                     }
                 }
             }
@@ -1310,7 +1573,10 @@ impl<'a> Walker<'a> {
         if let Some(&scope) = self.vm_scopes.get(&key) {
             return scope;
         }
-        let scope = self.new_scope(Some(parent));
+        // A VM whose name is not known may be one written elsewhere, or several: it is not
+        // compared with its siblings.
+        let siblings = (!is_unnamed(&key.1)).then_some(parent);
+        let scope = self.new_scope(siblings);
         self.vm_scopes.insert(key, scope);
         scope
     }
