@@ -5,6 +5,7 @@ pub mod alioth;
 pub mod cloud_hypervisor;
 pub mod crosvm;
 pub mod firecracker;
+pub mod gpu;
 pub mod kvmtool;
 pub mod qemu;
 pub mod stratovirt;
