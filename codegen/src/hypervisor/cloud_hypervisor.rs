@@ -118,19 +118,8 @@ impl Backend for CloudHypervisor {
                 SYNTAX,
             );
         }
+        // (Validation keeps the socket's name within characters `--gpu` carries.)
         findings.extend(super::gpu::check_socket(hv, spec));
-        if spec.graphics.enable
-            && let Some(socket) = &spec.graphics.socket
-        {
-            refuse_chars(
-                &mut findings,
-                hv,
-                socket,
-                path!["graphics", "socket"],
-                "--gpu",
-                SYNTAX,
-            );
-        }
         findings
     }
 
