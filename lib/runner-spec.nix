@@ -101,7 +101,11 @@ let
       cloud-hypervisor = {
         cloud-hypervisor = bin cfg.cloud-hypervisor.package "cloud-hypervisor";
       }
-      // withSocket curl;
+      // withSocket curl
+      # crosvm's vhost-user GPU device, as microvm.nix runs it for cloud-hypervisor.
+      // optionalAttrs cfg.graphics.enable {
+        crosvm = bin cfg.graphics.crosvmPackage "crosvm";
+      };
       firecracker = {
         firecracker = bin cfg.firecracker.package "firecracker";
       }

@@ -283,6 +283,45 @@ let
     }
   ];
 
+  # Graphics on cloud-hypervisor, written as microvm.nix users write it (as its graphics
+  # example does): a VM showing Wayland programs on the host. `extra` adds one module.
+  cloudHypervisorGraphicsGuest =
+    extra:
+    guest [
+      {
+        networking.hostName = "ch-graphics";
+        microvm = {
+          hypervisor = "cloud-hypervisor";
+          graphics.enable = true;
+          vcpu = 2;
+          mem = 2048;
+          interfaces = [
+            {
+              type = "tap";
+              id = "vm-graphics";
+              mac = "02:00:00:00:00:02";
+            }
+          ];
+          shares = [
+            {
+              proto = "virtiofs";
+              tag = "ro-store";
+              source = "/nix/store";
+              mountPoint = "/nix/.ro-store";
+            }
+          ];
+        };
+      }
+      extra
+    ];
+  # A package of its own, to see which option a program path comes from.
+  standInPackage = name: {
+    type = "derivation";
+    inherit name;
+    outPath = "/stand-in/${name}";
+    drvPath = "/stand-in/${name}.drv";
+  };
+
   # microvm.nix configurations that replace runners, written as its users write them: the
   # declared runner wrapped (plainly, under `mkIf`, or forced), one hypervisor's runner forced.
   # Each guest's runner names, and the script of the runner it declares.
@@ -313,6 +352,29 @@ let
   pick = names: attrs: lib.getAttrs names attrs;
 in
 {
+  # Graphics on cloud-hypervisor: its failed assertions, its toplevel and spec as written; and
+  # the programs of its spec where the package set has microvm.nix's cloud-hypervisor-graphics
+  # and graphics.crosvmPackage is set.
+  cloudHypervisorGraphics =
+    let
+      plain = cloudHypervisorGraphicsGuest { };
+      chosen = cloudHypervisorGraphicsGuest (
+        { pkgs, ... }:
+        {
+          microvm.vmHostPackages = pkgs // {
+            cloud-hypervisor-graphics = standInPackage "cloud-hypervisor-graphics";
+          };
+          microvm.graphics.crosvmPackage = standInPackage "crosvm-gpu";
+        }
+      );
+    in
+    {
+      assertionMessages = map (a: a.message) (builtins.filter (a: !a.assertion) plain.assertions);
+      toplevel = "${plain.system.build.toplevel}";
+      spec = plain.microvm.runnerSpec.cloud-hypervisor;
+      chosenTools = chosen.microvm.runnerSpec.cloud-hypervisor.tools;
+    };
+
   # Each example's spec for its own hypervisor.
   exampleSpecs = lib.mapAttrs (
     hypervisor: example:

@@ -50,6 +50,10 @@ pub struct Feature {
     pub supported: Vec<Hypervisor>,
     /// What to do instead, per hypervisor; `*` for every other one.
     pub hints: BTreeMap<String, String>,
+    /// What a supporting hypervisor needs for the feature (a build with some flag), per
+    /// hypervisor.
+    #[serde(default)]
+    pub notes: BTreeMap<String, String>,
 }
 
 impl Feature {
@@ -62,6 +66,11 @@ impl Feature {
             .get(hypervisor.name())
             .or_else(|| self.hints.get("*"))
             .map(String::as_str)
+    }
+
+    /// What `hypervisor` needs for the feature, where the table says.
+    pub fn note(&self, hypervisor: Hypervisor) -> Option<&str> {
+        self.notes.get(hypervisor.name()).map(String::as_str)
     }
 }
 
@@ -232,9 +241,21 @@ pub fn supports(hypervisor: Hypervisor, feature: &str) -> bool {
         .is_some_and(|f| f.supports(hypervisor))
 }
 
-/// The table as a Markdown hypervisor × feature matrix (README.md embeds it).
+/// A note's number as superscript digits.
+fn superscript(number: usize) -> String {
+    const DIGITS: [char; 10] = ['⁰', '¹', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸', '⁹'];
+    number
+        .to_string()
+        .chars()
+        .map(|d| DIGITS[d.to_digit(10).unwrap_or(0) as usize])
+        .collect()
+}
+
+/// The table as a Markdown hypervisor × feature matrix (README.md embeds it); a cell with a
+/// note is numbered, and the notes follow the matrix.
 pub fn markdown_table() -> String {
     let table = table();
+    let mut notes: Vec<String> = Vec::new();
     let mut out = String::from("| feature | option |");
     for hv in Hypervisor::ALL {
         out.push_str(&format!(" {hv} |"));
@@ -257,12 +278,20 @@ pub fn markdown_table() -> String {
                 .as_ref()
                 .is_none_or(|required| supports(hv, required));
             out.push_str(match (feature.supports(hv), supported_parent) {
-                (true, _) => " ✓ |",
-                (false, true) => " ✗ |",
-                (false, false) => " – |",
+                (true, _) => " ✓",
+                (false, true) => " ✗",
+                (false, false) => " –",
             });
+            if let Some(note) = feature.note(hv) {
+                notes.push(format!("{} on {hv}: {note}.", feature.title));
+                out.push_str(&superscript(notes.len()));
+            }
+            out.push_str(" |");
         }
         out.push('\n');
+    }
+    for (i, note) in notes.iter().enumerate() {
+        out.push_str(&format!("\n{} {note}\n", superscript(i + 1)));
     }
     out
 }
@@ -301,6 +330,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn notes_are_for_hypervisors_that_support_the_feature() {
+        for (id, feature) in &table().features {
+            for key in feature.notes.keys() {
+                let hv = Hypervisor::ALL.iter().find(|hv| hv.name() == key);
+                assert!(
+                    hv.is_some_and(|hv| feature.supports(*hv)),
+                    "{id}: a note for {key}, which does not support it (say it in a hint)"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn notes_are_numbered_in_the_matrix_and_follow_it() {
+        assert_eq!(superscript(1), "¹");
+        assert_eq!(superscript(12), "¹²");
+        let markdown = markdown_table();
+        let graphics = markdown
+            .lines()
+            .find(|l| l.starts_with("| graphics |"))
+            .unwrap();
+        let cloud_hypervisor = Hypervisor::ALL
+            .iter()
+            .position(|hv| *hv == Hypervisor::CloudHypervisor)
+            .unwrap();
+        let cells: Vec<&str> = graphics.split('|').map(str::trim).collect();
+        // Cells: "", feature, option, then one per hypervisor.
+        assert_eq!(cells[3 + cloud_hypervisor], "✓¹");
+        let note = markdown
+            .lines()
+            .find(|l| l.starts_with("¹ "))
+            .expect("the note follows the matrix");
+        assert!(
+            note.contains("graphics on cloud-hypervisor") && note.contains("--gpu"),
+            "{note}"
+        );
     }
 
     #[test]

@@ -6,13 +6,19 @@
 //! https://github.com/cloud-hypervisor/cloud-hypervisor/tree/main/docs). Every flag takes one
 //! value of `key=value` pairs joined by `,` (brackets group lists); unknown keys are errors;
 //! booleans are on/off/true/false; device flags may repeat, the others may not.
+//!
+//! `--gpu` is not upstream's: it is spectrum-os's cloud-hypervisor (the patch "virtio-devices:
+//! add a GPU device", `GpuConfig::SYNTAX` `socket=<socket_path>,id=<device_id>,
+//! pci_segment=<segment_id>`, an appending `gpu` argument), which graphics need.
 
 mod common;
 
 use std::collections::BTreeMap;
 
 use common::split_kv;
+use microvm_codegen::hypervisor::{self, Step};
 use microvm_codegen::runner::Entry;
+use microvm_codegen::spec::Hypervisor;
 
 /// Allowed keys per flag (the subset of cloud-hypervisor's SYNTAX the runner may emit).
 fn keys(flag: &str) -> Option<&'static [&'static str]> {
@@ -90,12 +96,13 @@ fn keys(flag: &str) -> Option<&'static [&'static str]> {
             "oem_strings",
         ],
         "--rng" => &["src", "iommu"],
+        "--gpu" => &["socket", "id", "pci_segment"],
         "--serial" | "--console" | "--kernel" | "--initramfs" | "--cmdline" | "--seccomp" => &[],
         _ => return None,
     })
 }
 
-const REPEATABLE: &[&str] = &["--disk", "--fs", "--net", "--device"];
+const REPEATABLE: &[&str] = &["--disk", "--fs", "--net", "--device", "--gpu"];
 const BOOLEAN_KEYS: &[&str] = &[
     "readonly",
     "direct",
@@ -261,10 +268,87 @@ fn every_feature_command_line_matches_the_grammar_and_the_spec() {
         )
     );
     assert_eq!(
+        flags["--gpu"],
+        vec![format!("socket={}", spec.graphics.socket.clone().unwrap())]
+    );
+    assert_eq!(
         flags["--rng"],
         vec!["src=/dev/hwrng".to_owned()],
         "extraArgs arrive last, unchanged"
     );
+}
+
+/// Graphics as microvm.nix runs them on cloud-hypervisor: crosvm's GPU device started first (the
+/// very steps the crosvm runner takes), and `--gpu` (spectrum-os's) on its socket, with the
+/// shared guest memory every vhost-user device needs. Before all that, `microvm-run` asks this
+/// cloud-hypervisor's `--help` for `--gpu` (see prechecks.rs for the check run).
+#[test]
+fn graphics_command_line_matches_the_grammar_and_starts_the_gpu_device_first() {
+    let (spec, tree) = common::ok_fixture("cloud-hypervisor-graphics.json");
+    let flags = parse(&common::exec_argv(&tree)[1..]);
+    let socket = spec.graphics.socket.clone().unwrap();
+    assert_eq!(flags["--gpu"], vec![format!("socket={socket}")]);
+    let memory = kv_map(&flags["--memory"][0]);
+    assert_eq!(
+        memory["shared"], "on",
+        "cloud-hypervisor refuses a vhost-user device without shared memory"
+    );
+    assert!(!memory.contains_key("mergeable"));
+    assert!(
+        !flags.contains_key("--fs"),
+        "no virtiofs: graphics alone share memory"
+    );
+
+    let steps = hypervisor::launch(&spec).steps;
+    let Some(Step::RequireHelpFlag {
+        program,
+        flag,
+        message,
+    }) = steps.first()
+    else {
+        panic!("the check comes before anything starts: {steps:?}");
+    };
+    assert_eq!(Some(program), spec.tools.cloud_hypervisor.as_ref());
+    assert_eq!(flag, "--gpu");
+    assert!(
+        message.contains("microvm.cloud-hypervisor.package") && message.contains("spectrum-os"),
+        "{message}"
+    );
+
+    // The GPU device's steps are crosvm's own, in the same order.
+    let gpu_steps = |steps: Vec<Step>| -> Vec<Step> {
+        steps
+            .into_iter()
+            .filter(|s| match s {
+                Step::Remove { path } => *path == socket,
+                Step::RequireVar { .. } | Step::Background { .. } => true,
+                _ => false,
+            })
+            .collect()
+    };
+    let mut on_crosvm = spec.clone();
+    on_crosvm.hypervisor = Hypervisor::Crosvm;
+    let crosvm_steps = gpu_steps(hypervisor::launch(&on_crosvm).steps);
+    assert_eq!(gpu_steps(steps), crosvm_steps);
+    let Some(Step::Background {
+        argv,
+        socket: waited,
+    }) = crosvm_steps.last()
+    else {
+        panic!("no background device in {crosvm_steps:?}");
+    };
+    assert_eq!(waited, &socket);
+    assert_eq!(argv[0].literal(), spec.tools.crosvm.clone());
+    assert_eq!(argv[1].literal().as_deref(), Some("device"));
+    assert_eq!(argv[2].literal().as_deref(), Some("gpu"));
+
+    let Some(Entry::File { contents: run, .. }) = tree.get("bin/microvm-run") else {
+        panic!("no bin/microvm-run");
+    };
+    let check = run.find("--help").expect("the --gpu check");
+    let device = run.find(" device gpu ").expect("the GPU device");
+    let exec = run.rfind("\nexec ").unwrap();
+    assert!(check < device && device < exec, "{run}");
 }
 
 #[test]
@@ -276,6 +360,14 @@ fn minimal_command_line_matches_the_grammar() {
     assert_eq!(memory["mergeable"], "on");
     assert_eq!(flags["--disk"].len(), 1);
     assert!(!flags.contains_key("--net") && !flags.contains_key("--balloon"));
+    assert!(!flags.contains_key("--gpu"));
+    assert!(
+        !hypervisor::launch(&spec)
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::RequireHelpFlag { .. })),
+        "only graphics ask the binary for a flag"
+    );
 }
 
 /// cloud-hypervisor v54 warns that detecting a disk's image type is deprecated and will be

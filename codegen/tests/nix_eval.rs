@@ -648,6 +648,44 @@ fn misused_nixos_options_fail_to_evaluate_as_in_nixos() {
     );
 }
 
+/// Issue 13 (11): microvm.nix runs graphics on cloud-hypervisor (crosvm's GPU device, and
+/// spectrum-os's cloud-hypervisor with `--gpu`); such a configuration evaluates here unchanged,
+/// to a spec with graphics on that the generator accepts. The GPU device is
+/// `graphics.crosvmPackage`'s, and the cloud-hypervisor is the package set's
+/// `cloud-hypervisor-graphics` where it has one, as in microvm.nix.
+#[test]
+fn cloud_hypervisor_graphics_as_microvm_nix_writes_them_evaluate_to_a_spec_with_graphics() {
+    let graphics = nix::eval("cloudHypervisorGraphics");
+    assert_eq!(graphics["assertionMessages"], json!([]));
+    assert!(graphics["toplevel"].is_string(), "{}", graphics["toplevel"]);
+    let spec = &graphics["spec"];
+    assert_eq!(spec["hypervisor"], json!("cloud-hypervisor"));
+    assert_eq!(spec["graphics"]["enable"], json!(true));
+    assert_eq!(spec["graphics"]["socket"], json!("ch-graphics-gpu.sock"));
+    assert!(
+        spec["tools"]["crosvm"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/bin/crosvm")),
+        "the GPU device's crosvm: {}",
+        spec["tools"]
+    );
+    if let Verdict::Refused(why) = validate_spec("ch-graphics", spec) {
+        panic!("refused: {why}");
+    }
+
+    let tools = &graphics["chosenTools"];
+    assert_eq!(
+        tools["crosvm"],
+        json!("/stand-in/crosvm-gpu/bin/crosvm"),
+        "graphics.crosvmPackage runs the GPU device"
+    );
+    assert_eq!(
+        tools["cloud-hypervisor"],
+        json!("/stand-in/cloud-hypervisor-graphics/bin/cloud-hypervisor"),
+        "the package set's cloud-hypervisor-graphics is the default with graphics"
+    );
+}
+
 /// microvm.nix reads a share's `securityModel` only on 9p shares, and so does the runner spec:
 /// a value outside the enum on a virtiofs share evaluates unchanged (lint warns about it), and
 /// on a 9p share fails as the option's type says.

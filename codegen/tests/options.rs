@@ -244,7 +244,7 @@ const GUEST_ONLY: &[(&str, &str)] = &[
     ("virtiofsd.package", "a path in tools"),
     (
         "graphics.crosvmPackage",
-        "kept for microvm.nix compatibility, without effect",
+        "a path in tools (crosvm, for graphics on cloud-hypervisor)",
     ),
     ("vmHostPackages", "where the tools come from"),
     ("codegen.package", "the generator that reads the spec"),

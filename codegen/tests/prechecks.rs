@@ -216,3 +216,95 @@ fn crosvm_graphics_without_xdg_runtime_dir_stops_at_once_naming_it() {
     );
     assert!(!marker.exists(), "crosvm (its GPU helper) was started");
 }
+
+/// Issue 13 (11): graphics on cloud-hypervisor need a build with `--gpu` (spectrum-os's);
+/// upstream's refuses the flag as an unknown argument, which does not say what to install. So
+/// `microvm-run` asks the binary's `--help` first: without `--gpu` it stops at once, before the
+/// GPU device or the VM starts, naming the option to change; with it, it goes on. The stub
+/// cloud-hypervisor prints a help text (with or without the `--gpu` line, as clap prints it) and
+/// otherwise records its arguments; the stub crosvm records its own and makes the GPU socket
+/// appear (a link to a socket the test listens on).
+#[test]
+fn graphics_on_a_cloud_hypervisor_without_gpu_stop_before_anything_starts() {
+    let gpu_line = "      --gpu <gpu>...  virtio-gpu parameters \"socket=<socket_path>,id=<device_id>,pci_segment=<segment_id>\"";
+    for has_gpu in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let started = dir.path().join("hypervisor-started");
+        let device = dir.path().join("gpu-device-started");
+        let listening = dir.path().join("listening.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&listening).unwrap();
+
+        let cloud_hypervisor = dir.path().join("cloud-hypervisor");
+        let help = [
+            "Usage: cloud-hypervisor [OPTIONS]",
+            "      --fs <fs>...  virtio-fs parameters",
+            "      --generic-vhost-user <generic-vhost-user>...  generic vhost-user parameters",
+        ]
+        .into_iter()
+        .chain(has_gpu.then_some(gpu_line))
+        .map(|line| format!("{line}\n"))
+        .collect::<String>();
+        std::fs::write(
+            &cloud_hypervisor,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = --help ]; then\n  cat <<'HELP'\n{help}HELP\n  exit 0\nfi\necho \"$@\" > '{}'\n",
+                started.display()
+            ),
+        )
+        .unwrap();
+        let crosvm = dir.path().join("crosvm");
+        std::fs::write(
+            &crosvm,
+            format!(
+                "#!/bin/sh\necho \"$@\" > '{}'\nexec /bin/ln -s '{}' \"$4\"\n",
+                device.display(),
+                listening.display()
+            ),
+        )
+        .unwrap();
+        for stub in [&cloud_hypervisor, &crosvm] {
+            std::fs::set_permissions(stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let spec = serde_json::json!({
+            "specVersion": 1, "hostName": "gpu", "hypervisor": "cloud-hypervisor",
+            "kernel": "/boot/vmlinux", "initrdPath": "/boot/initrd",
+            "graphics": { "enable": true, "socket": "gpu.sock" },
+            "tools": { "bash": "/bin/bash", "cloud-hypervisor": cloud_hypervisor, "crosvm": crosvm,
+                       "rm": "/bin/rm", "sleep": "/bin/sleep" }
+        });
+        let run = common::write_runner(dir.path(), &spec);
+
+        let output = Command::new(&run)
+            .current_dir(dir.path())
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .env("WAYLAND_DISPLAY", "wayland-0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if has_gpu {
+            assert!(output.status.success(), "{stderr}");
+            let device_argv = std::fs::read_to_string(&device).unwrap();
+            assert!(
+                device_argv.starts_with("device gpu --socket-path gpu.sock --wayland-sock "),
+                "{device_argv}"
+            );
+            let argv = std::fs::read_to_string(&started).unwrap();
+            assert!(argv.contains("--gpu socket=gpu.sock"), "{argv}");
+        } else {
+            assert_eq!(output.status.code(), Some(1), "{stderr}");
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "one line: {stderr}");
+            for expected in [
+                "this cloud-hypervisor has no GPU device",
+                "--gpu",
+                "set microvm.cloud-hypervisor.package",
+                "spectrum-os",
+                "graphics.enable = false",
+            ] {
+                assert!(lines[0].contains(expected), "no {expected:?} in {stderr}");
+            }
+            assert!(!device.exists(), "the GPU device was started");
+            assert!(!started.exists(), "cloud-hypervisor was started");
+        }
+    }
+}

@@ -609,8 +609,9 @@ in
       type = types.bool;
       default = false;
       description = ''
-        Graphics: a qemu display (`graphics.backend`), crosvm's vhost-user GPU device (crosvm) or
-        vfkit's GUI. gtk and cocoa open a window and cannot run under systemd; headless can.
+        Graphics: a qemu display (`graphics.backend`), crosvm's vhost-user GPU device on the
+        host's Wayland session (crosvm, and cloud-hypervisor built with `--gpu`) or vfkit's GUI.
+        gtk and cocoa open a window and cannot run under systemd; headless can.
       '';
     };
 
@@ -619,9 +620,8 @@ in
       default = pkgs.crosvm;
       defaultText = literalExpression "pkgs.crosvm";
       description = ''
-        Accepted for microvm.nix compatibility, without effect: it served graphics on
-        cloud-hypervisor, which needs a GPU-enabled fork and is refused here. crosvm's own GPU
-        device runs `crosvm.package`.
+        The crosvm whose vhost-user GPU device (`crosvm device gpu`) serves graphics on
+        cloud-hypervisor. On crosvm the device is `crosvm.package`'s, as in microvm.nix.
       '';
     };
 
@@ -640,7 +640,7 @@ in
       type = types.str;
       default = "${hostName}-gpu.sock";
       defaultText = literalExpression ''"''${config.networking.hostName}-gpu.sock"'';
-      description = "vhost-user socket of crosvm's GPU device.";
+      description = "vhost-user socket of crosvm's GPU device (cloud-hypervisor, crosvm).";
     };
 
     graphics.vulkan = mkOption {
@@ -769,9 +769,23 @@ in
 
     cloud-hypervisor.package = mkOption {
       type = types.package;
-      default = cfg.vmHostPackages.cloud-hypervisor;
-      defaultText = literalExpression "config.microvm.vmHostPackages.cloud-hypervisor";
-      description = "cloud-hypervisor build.";
+      default =
+        if cfg.graphics.enable then
+          cfg.vmHostPackages.cloud-hypervisor-graphics or cfg.vmHostPackages.cloud-hypervisor
+        else
+          cfg.vmHostPackages.cloud-hypervisor;
+      defaultText = literalExpression ''
+        if config.microvm.graphics.enable then
+          config.microvm.vmHostPackages.cloud-hypervisor-graphics or config.microvm.vmHostPackages.cloud-hypervisor
+        else
+          config.microvm.vmHostPackages.cloud-hypervisor
+      '';
+      description = ''
+        cloud-hypervisor build. Graphics need one with `--gpu` (a vhost-user GPU device), which
+        upstream cloud-hypervisor lacks: spectrum-os's build, which microvm.nix's overlay
+        calls `cloud-hypervisor-graphics` and which is the default where the package set has
+        it. `microvm-run` refuses to start graphics on a build without `--gpu`.
+      '';
     };
 
     crosvm.extraArgs = mkOption {

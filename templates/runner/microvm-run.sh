@@ -104,6 +104,14 @@ if [ -z "${!required_var:-}" ]; then
   echo {{ step.message }} >&2
   exit 1
 fi
+{%- elif step.kind == "require-help-flag" %}
+# A flag only some builds of the hypervisor have, which the others refuse as unknown without
+# saying which build is needed: this one's --help must list it.
+flag_help=$({{ step.program }} --help 2>&1 || true)
+if [[ ! $flag_help =~ (^|[[:space:]]){{ step.flag }}([[:space:]=]|$) ]]; then
+  echo {{ step.message }} >&2
+  exit 1
+fi
 {%- elif step.kind == "background" %}
 {{ step.argv | argv }} &
 waited=0

@@ -8,10 +8,20 @@
 //! Every `--disk` names its `image_type` (the store disk `raw`, a volume its `imageType`; the
 //! values of `ImageType::from_str` in `block/src/lib.rs`): v54 warns that detecting the type
 //! from the file is deprecated and will be removed.
+//!
+//! Graphics: `--gpu socket=<path>` (keys `socket`, `id`, `pci_segment`; repeatable) comes from
+//! spectrum-os's cloud-hypervisor (its patch "virtio-devices: add a GPU device": `GpuConfig` in
+//! `vmm/src/config.rs`, the `gpu` argument in `cloud-hypervisor/src/main.rs`), which microvm.nix
+//! runs as `cloud-hypervisor-graphics`; upstream cloud-hypervisor has no `--gpu` and no GPU
+//! device. It is a vhost-user frontend for crosvm's GPU device (`gpu.rs`), which the runner
+//! starts first, as for crosvm; like every vhost-user device it needs shared guest memory
+//! (`VhostUserRequiresSharedMemory`). Only the binary knows whether it is such a build, so
+//! `microvm-run` asks its `--help` for `--gpu` before starting anything, and otherwise says which
+//! build graphics needs.
 
 use super::{
-    Backend, Launch, MacvtapFdNumbers, OwnFlag, Requirement, VSOCK_MUX_SOCKET, Word, kv, on_off,
-    refuse_chars,
+    Backend, Launch, MacvtapFdNumbers, OwnFlag, Requirement, Step, VSOCK_MUX_SOCKET, Word, kv,
+    on_off, refuse_chars,
 };
 use crate::diagnostic::Diagnostic;
 use crate::path;
@@ -108,6 +118,8 @@ impl Backend for CloudHypervisor {
                 SYNTAX,
             );
         }
+        // (Validation keeps the socket's name within characters `--gpu` carries.)
+        findings.extend(super::gpu::check_socket(hv, spec));
         findings
     }
 
@@ -116,6 +128,12 @@ impl Backend for CloudHypervisor {
             Tool::CloudHypervisor,
             "hypervisor = \"cloud-hypervisor\" runs it".to_owned(),
         )];
+        if spec.graphics.enable {
+            tools.push((
+                Tool::Crosvm,
+                "graphics.enable runs crosvm's GPU device".to_owned(),
+            ));
+        }
         if spec.socket.is_some() {
             tools.push((
                 Tool::Curl,
@@ -137,12 +155,30 @@ impl Backend for CloudHypervisor {
         };
         let mut requirements = Vec::new();
         let mut steps = Vec::new();
+        let graphics = spec
+            .graphics
+            .socket
+            .as_ref()
+            .filter(|_| spec.graphics.enable);
+        if graphics.is_some() {
+            // Before anything starts: see the module comment.
+            steps.push(Step::RequireHelpFlag {
+                program: spec
+                    .tools
+                    .get(Tool::CloudHypervisor)
+                    .unwrap_or_default()
+                    .to_owned(),
+                flag: "--gpu".to_owned(),
+                message: "microvm-run: this cloud-hypervisor has no GPU device: its --help lists no --gpu (upstream cloud-hypervisor has none). microvm.graphics needs a cloud-hypervisor build with --gpu: set microvm.cloud-hypervisor.package to one, such as spectrum-os's (microvm.nix's cloud-hypervisor-graphics), or set graphics.enable = false.".to_owned(),
+            });
+        }
 
         push("--cpus", format!("boot={}", spec.vcpu));
-        let shared = spec.virtiofs_shares().next().is_some();
+        let shared = spec.virtiofs_shares().next().is_some() || graphics.is_some();
         let mut memory = vec![("size", format!("{}M", spec.mem))];
         if shared {
-            // vhost-user devices (virtiofsd) map guest memory; it cannot also be mergeable.
+            // vhost-user devices (virtiofsd, the GPU device) map guest memory; it cannot also
+            // be mergeable.
             memory.push(("shared", "on".to_owned()));
         } else {
             memory.push(("mergeable", "on".to_owned()));
@@ -178,10 +214,13 @@ impl Backend for CloudHypervisor {
         }
         if let Some(socket) = &spec.socket {
             // Older releases trip over a socket left by a crash; v53+ would remove it itself.
-            steps.push(super::Step::Remove {
+            steps.push(Step::Remove {
                 path: socket.clone(),
             });
             push("--api-socket", format!("path={socket}"));
+        }
+        if let Some(socket) = graphics {
+            steps.extend(super::gpu::device_steps(spec, socket));
         }
 
         let disk_queues = |pairs: &mut Vec<(&str, String)>| {
@@ -226,6 +265,10 @@ impl Backend for CloudHypervisor {
             );
         }
 
+        if let Some(socket) = graphics {
+            push("--gpu", kv("", [("socket", socket.clone())]));
+        }
+
         let mut macvtap_fds = MacvtapFdNumbers::default();
         let queues = if multi_queue(spec) { spec.vcpu } else { 1 };
         for interface in &spec.interfaces {
@@ -255,7 +298,7 @@ impl Backend for CloudHypervisor {
         }
 
         if let Some(cid) = spec.vsock.cid {
-            steps.push(super::Step::Remove {
+            steps.push(Step::Remove {
                 path: VSOCK_MUX_SOCKET.to_owned(),
             });
             push(

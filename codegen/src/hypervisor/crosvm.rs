@@ -24,17 +24,16 @@
 //!   microvm.nix does, rather than the built-in `--gpu`: the built-in device runs inside
 //!   crosvm's minijail sandbox, where the host's GL and Wayland libraries need seccomp and
 //!   bind-mount allowances the external process does not, and the spec's `graphics.socket`
-//!   names exactly this vhost-user socket.
+//!   names exactly this vhost-user socket. The device's steps are in `gpu.rs`, which the
+//!   cloud-hypervisor runner shares.
 //! - `crosvm powerbtn` works only where the board has an ACPI PM device, which the aarch64
 //!   board lacks (`ENOTSUP`), so only x86_64 guests get `microvm-shutdown`. It waits for the
 //!   control socket to disappear: crosvm binds it as an `UnlinkUnixSeqpacketListener`, dropped
 //!   (and so unlinked) when `run_control` returns as the VMM shuts down.
 
-use serde_json::json;
-
 use super::{
-    Backend, Launch, MacvtapFdNumbers, MacvtapFds, OwnFlag, Part, Requirement, Step,
-    VirtiofsServer, Word, argv_path, kv, refuse_chars, true_false,
+    Backend, Launch, MacvtapFdNumbers, MacvtapFds, OwnFlag, Requirement, Step, VirtiofsServer,
+    Word, argv_path, kv, refuse_chars, true_false,
 };
 use crate::diagnostic::Diagnostic;
 use crate::path;
@@ -42,9 +41,6 @@ use crate::render;
 use crate::spec::{DeviceBus, Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
 
 pub struct Crosvm;
-
-/// The Wayland context types the GPU device offers, as microvm.nix configures it.
-const GPU_CONTEXT_TYPES: &str = "virgl:virgl2:cross-domain";
 
 /// Single-valued `crosvm run` options (argh `Option` fields, refused when given twice), with
 /// their short aliases and the spec option the runner sets them from.
@@ -223,44 +219,7 @@ fn command(spec: &RunnerSpec) -> Command {
     if spec.graphics.enable
         && let Some(socket) = &spec.graphics.socket
     {
-        let crosvm = spec.tools.get(Tool::Crosvm).unwrap_or_default();
-        let params = json!({
-            "context-types": GPU_CONTEXT_TYPES,
-            "displays": [{ "hidden": true }],
-            "egl": true,
-            "vulkan": true,
-        });
-        // The device binds the socket and fails on a leftover one; the wait for the socket
-        // must not see the old one either.
-        steps.push(Step::Remove {
-            path: socket.clone(),
-        });
-        for var in ["XDG_RUNTIME_DIR", "WAYLAND_DISPLAY"] {
-            steps.push(Step::RequireVar {
-                var: var.to_owned(),
-                message: format!(
-                    "microvm-run: {var} is not set: crosvm's GPU device (microvm.graphics) finds the Wayland socket by XDG_RUNTIME_DIR and WAYLAND_DISPLAY; start the VM from a Wayland session, or set graphics.enable = false"
-                ),
-            });
-        }
-        steps.push(Step::Background {
-            argv: vec![
-                Word::from(crosvm),
-                Word::from("device"),
-                Word::from("gpu"),
-                Word::from("--socket-path"),
-                Word::from(argv_path(socket)),
-                Word::from("--wayland-sock"),
-                Word(vec![
-                    Part::Var("XDG_RUNTIME_DIR".to_owned()),
-                    Part::Lit("/".to_owned()),
-                    Part::Var("WAYLAND_DISPLAY".to_owned()),
-                ]),
-                Word::from("--params"),
-                Word::from(params.to_string()),
-            ],
-            socket: socket.clone(),
-        });
+        steps.extend(super::gpu::device_steps(spec, socket));
         push(
             "--vhost-user",
             Some(kv("gpu", [("socket", kv_string(socket))])),
@@ -309,16 +268,7 @@ impl Backend for Crosvm {
             );
         }
 
-        if spec.graphics.enable && spec.graphics.socket.is_none() {
-            findings.push(
-                Diagnostic::error(
-                    "microvm::crosvm::graphics_socket",
-                    "crosvm needs graphics.socket for graphics",
-                )
-                .at(path!["graphics", "socket"])
-                .help("set graphics.socket to a path for the vhost-user GPU socket, such as \"<hostName>-gpu.sock\""),
-            );
-        }
+        findings.extend(super::gpu::check_socket(hv, spec));
 
         for (i, share) in spec.shares.iter().enumerate() {
             if share.proto != ShareProto::NineP {

@@ -5,6 +5,7 @@ pub mod alioth;
 pub mod cloud_hypervisor;
 pub mod crosvm;
 pub mod firecracker;
+pub mod gpu;
 pub mod kvmtool;
 pub mod qemu;
 pub mod stratovirt;
@@ -232,6 +233,15 @@ pub enum Step {
     /// `message` (one line) what needs it: a word built from it would otherwise fail in a
     /// background helper (`set -u`), and `microvm-run` would wait for a socket that never comes.
     RequireVar { var: String, message: String },
+    /// Refuse to start unless `program --help` lists `flag` (as a word of its own, followed by
+    /// a space, `=` or the end of a line), saying `message` (one line): for a flag that only some
+    /// builds of the hypervisor have, which another build would refuse as an unknown argument
+    /// without saying which build is needed.
+    RequireHelpFlag {
+        program: String,
+        flag: String,
+        message: String,
+    },
 }
 
 /// The hypervisor command `microvm-run` execs.
