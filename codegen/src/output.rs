@@ -125,6 +125,16 @@ fn manifest_entry(paths: &BTreeSet<String>) -> Entry {
     }
 }
 
+/// `tree` as `write` leaves it in a new directory: with the manifest of every file written.
+/// (The evaluator plugin returns this, so a runner written by Nix is the generator's.)
+pub fn with_manifest(tree: &Tree) -> Tree {
+    let mut wanted: BTreeSet<String> = tree.keys().cloned().collect();
+    wanted.insert(MANIFEST.to_owned());
+    let mut complete = tree.clone();
+    complete.insert(MANIFEST.to_owned(), manifest_entry(&wanted));
+    complete
+}
+
 /// A manifest line is taken only as a plain relative path inside the directory, so an edited
 /// manifest cannot make `--force` delete anything outside it.
 fn is_plain_relative(path: &str) -> bool {
