@@ -45,6 +45,7 @@
 
       overlays.default = final: _prev: {
         microvm-codegen = final.callPackage ./lib/microvm-codegen.nix { };
+        microvm-nix-plugin = final.callPackage ./lib/nix-plugin.nix { };
       };
 
       # <hypervisor>-example: one example VM per hypervisor (examples/default.nix).
@@ -66,6 +67,8 @@
         // {
           microvm-codegen = pkgs.callPackage ./lib/microvm-codegen.nix { };
           default = self.packages.${system}.microvm-codegen;
+          # The evaluator plugin, for the Nix of this package set (>= 2.24, with its C API).
+          microvm-nix-plugin = pkgs.callPackage ./lib/nix-plugin.nix { };
           # The options reference (doc/options.md and .json), read from the modules' option
           # declarations by the generator at build time.
           options-doc =

@@ -2,6 +2,10 @@
 # `microvm-codegen generate` run on it in a plain derivation (no import-from-derivation: nothing
 # is read back into evaluation). The generator validates the spec again and refuses to build a
 # runner it cannot make work.
+#
+# Where Nix has loaded our evaluator plugin (`builtins ? microvmRender`, lib/nix-plugin.nix),
+# the generator runs inside the evaluator instead: the spec is validated at evaluation time and
+# the derivation only writes the rendered files, with no generator among its inputs.
 { lib, runnerSpec }:
 
 {
@@ -26,16 +30,74 @@ let
   };
   name = "microvm-${cfg.hypervisor}-${cfg.hostName}";
   specFile = vmPkgs.writeText "${name}.json" (builtins.toJSON spec);
+  passthru = {
+    inherit (cfg) hypervisor machineId registerWithMachined;
+    inherit spec specFile;
+  };
+  meta.mainProgram = "microvm-run";
+
+  # The generator's tree from the plugin: { "<path>" = { type = "file"; text; executable; } or
+  # { type = "symlink"; target; }; }.
+  rendered = builtins.microvmRender spec;
+  paths = builtins.attrNames rendered;
+  numbered = lib.imap0 (index: path: {
+    inherit index path;
+    entry = rendered.${path};
+  }) paths;
+  files = builtins.filter (file: file.entry.type == "file") numbered;
+  fileAttr = file: "microvmFile${toString file.index}";
+  # One line per entry, tab-separated: file <attr> <mode> <path>, or symlink <target> - <path>.
+  # The generator's paths and link targets hold no tabs or newlines.
+  manifest = lib.concatMapStrings (
+    file:
+    if file.entry.type == "file" then
+      "file\t${fileAttr file}\t${if file.entry.executable then "0755" else "0644"}\t${file.path}\n"
+    else
+      "symlink\t${file.entry.target}\t-\t${file.path}\n"
+  ) numbered;
 in
-vmPkgs.runCommand name
-  {
-    nativeBuildInputs = [ codegen ];
-    passthru = {
-      inherit (cfg) hypervisor machineId registerWithMachined;
-      inherit spec specFile;
-    };
-    meta.mainProgram = "microvm-run";
-  }
-  ''
-    microvm-codegen generate --spec ${specFile} --out "$out"
-  ''
+if builtins ? microvmRender then
+  vmPkgs.runCommand name
+    (
+      builtins.listToAttrs (map (file: lib.nameValuePair (fileAttr file) file.entry.text) files)
+      // {
+        # The rendered text carries no string context; the spec does, so the store paths it
+        # names (and the runner's scripts call) are inputs of this derivation.
+        specJson = builtins.toJSON spec;
+        microvmManifest = manifest;
+        passAsFile = [
+          "specJson"
+          "microvmManifest"
+        ]
+        ++ map fileAttr files;
+        passthru = passthru // {
+          files = rendered;
+        };
+        inherit meta;
+      }
+    )
+    ''
+      while IFS=$'\t' read -r kind from mode path; do
+        case $kind in
+          file)
+            var="''${from}Path"
+            mkdir -p "$out/$(dirname "$path")"
+            cp "''${!var}" "$out/$path"
+            chmod "$mode" "$out/$path"
+            ;;
+          symlink)
+            mkdir -p "$out/$(dirname "$path")"
+            ln -s "$from" "$out/$path"
+            ;;
+        esac
+      done < "$microvmManifestPath"
+    ''
+else
+  vmPkgs.runCommand name
+    {
+      nativeBuildInputs = [ codegen ];
+      inherit passthru meta;
+    }
+    ''
+      microvm-codegen generate --spec ${specFile} --out "$out"
+    ''

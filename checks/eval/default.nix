@@ -661,6 +661,47 @@ in
     };
   };
 
+  # The runner of a guest as buildRunner makes it: with the evaluator plugin loaded, the files
+  # it rendered (passthru.files) next to the spec; without, the spec only. Also the guest's
+  # failed assertions, which the plugin's microvmValidate decides where it is loaded.
+  evaluatorPlugin = lib.genAttrs [ "qemu" "cloud-hypervisor" "firecracker" ] (
+    hypervisor:
+    let
+      vm = guest [
+        {
+          networking.hostName = "plugin";
+          microvm = {
+            inherit hypervisor;
+            volumes = [
+              {
+                image = "var.img";
+                mountPoint = "/var";
+                size = 64;
+              }
+            ];
+            interfaces = [
+              {
+                type = "tap";
+                id = "vm-plugin";
+                mac = "02:00:00:00:00:01";
+              }
+            ];
+          };
+        }
+      ];
+      runner = vm.microvm.declaredRunner;
+    in
+    {
+      plugin = builtins ? microvmRender;
+      spec = builtins.toJSON runner.passthru.spec;
+      files = runner.passthru.files or null;
+      failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) vm.assertions);
+    }
+  );
+  # With the plugin, the generator's refusal of a VM (firecracker has no 9p) is the
+  # evaluation error.
+  evaluatorPluginRefusal = map (a: a.message) (builtins.filter (a: !a.assertion) firecracker9p.assertions);
+
   coverage = {
     tableFeatures = builtins.attrNames microvmLib.table.features;
     nixFeatures = builtins.attrNames (microvmLib.featureUses bare.microvm);

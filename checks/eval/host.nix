@@ -67,6 +67,19 @@ let
 
   twoVms = host { inherit alpha beta; };
   oneVm = host { inherit alpha; };
+
+  # The evaluator plugin enabled on a host whose Nix is of `version`.
+  pluginHost =
+    version:
+    hostWith [
+      {
+        microvm.host.evaluatorPlugin.enable = true;
+        nix.package = pkgs.nix // {
+          inherit version;
+        };
+      }
+    ] { inherit alpha; };
+  failedAssertions = config: map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
 in
 {
   twoVms = {
@@ -88,5 +101,12 @@ in
   # A NixOS setting misspelt next to the host module fails, as in NixOS.
   mistyped = (hostWith [ { users.user.microvm.isSystemUser = true; } ] { inherit alpha; }).microvm.host.spec;
   oneVm.spec = oneVm.microvm.host.spec;
+  evaluatorPlugin = {
+    pluginFiles = (pluginHost "2.24.15").nix.settings.plugin-files;
+    failed = failedAssertions (pluginHost "2.24.15");
+    toplevel = "${(pluginHost "2.24.15").system.build.toplevel}";
+    tooOld = failedAssertions (pluginHost "2.18.9");
+    off = oneVm.nix.settings ? plugin-files;
+  };
   wrappedRunner.spec = (host { inherit wrapped; }).microvm.host.spec;
 }

@@ -27,9 +27,12 @@
 # `prefix`, so `${pkgs.socat}/bin/socat` is `<prefix>/bin/socat` (with the default "/usr" that is
 # Debian's own program); builders (runCommand, writeText, …) return derivation-like attrsets at
 # "/stand-in/<name>" without building anything. `stdenv.hostPlatform` describes `system`.
+# With `realDrvPaths`, each one's drvPath is that of a real (never built) derivation of the same
+# name, for `nix flake check --no-build`, which reads drvPaths from the store.
 {
   lib,
   prefix ? "/usr",
+  realDrvPaths ? false,
 }:
 
 let
@@ -41,7 +44,15 @@ let
       self = {
         type = "derivation";
         inherit name outPath;
-        drvPath = "/stand-in/${name}.drv";
+        drvPath =
+          if realDrvPaths then
+            (builtins.derivation {
+              inherit name;
+              system = "x86_64-linux";
+              builder = "/bin/sh";
+            }).drvPath
+          else
+            "/stand-in/${name}.drv";
         outputName = "out";
         out = self;
       }
@@ -112,6 +123,7 @@ let
     "microvm-codegen"
     "mtools"
     "nix"
+    "nixfmt"
     "openssh"
     "qemu"
     "qemu_kvm"

@@ -154,3 +154,25 @@ fn the_host_modules_nixos_settings_have_nixos_types() {
         "{error}"
     );
 }
+
+/// `microvm.host.evaluatorPlugin.enable` loads the plugin into the host's Nix
+/// (`nix.settings.plugin-files`, a NixOS freeform setting); a Nix older than 2.24 (no C API)
+/// is a failed assertion, and without the option nothing is added.
+#[test]
+fn the_evaluator_plugin_option_sets_the_hosts_plugin_files() {
+    let evaluated = nix::eval("host.evaluatorPlugin");
+    assert_eq!(
+        evaluated["pluginFiles"],
+        serde_json::json!(["/usr/lib/libmicrovm_nix_plugin.so"])
+    );
+    assert_eq!(evaluated["failed"], serde_json::json!([]));
+    assert_eq!(evaluated["toplevel"], "/stand-in/nixos-system-nixos");
+    let too_old = evaluated["tooOld"].as_array().unwrap();
+    assert_eq!(too_old.len(), 1, "{too_old:?}");
+    assert!(
+        too_old[0].as_str().unwrap().contains("needs a Nix >= 2.24")
+            && too_old[0].as_str().unwrap().contains("2.18.9"),
+        "{too_old:?}"
+    );
+    assert_eq!(evaluated["off"], false);
+}

@@ -99,7 +99,10 @@ fn the_generators_package_evaluates_with_the_sources_it_compiles_from() {
     assert_eq!(value["pname"], "microvm-codegen");
     assert_eq!(value["version"], version);
     assert_eq!(value["mainProgram"], "microvm-codegen");
-    assert_eq!(value["cargoTestFlags"], serde_json::json!(["--lib"]));
+    assert_eq!(
+        value["cargoTestFlags"],
+        serde_json::json!(["-p", "microvm-codegen", "--lib"])
+    );
     assert!(
         value["lockFile"].as_str().unwrap().ends_with("/Cargo.lock"),
         "{}",
@@ -117,11 +120,12 @@ fn the_generators_package_evaluates_with_the_sources_it_compiles_from() {
             "codegen",
             "doc",
             "lib",
+            "nix-plugin",
             "templates"
         ]
         .map(String::from)
         .into(),
-        "the source holds the workspace, the crate and what it embeds"
+        "the source holds the workspace, its crates and what the generator embeds"
     );
     assert_eq!(names(&src["lib"]), ["capabilities.json".to_owned()].into());
     assert_eq!(names(&src["doc"]), ["options.json".to_owned()].into());
@@ -139,4 +143,110 @@ fn the_generators_package_evaluates_with_the_sources_it_compiles_from() {
             .collect(),
         "every template directory"
     );
+}
+
+/// The stand-in nixpkgs flake: nixpkgs' lib, and the stand-ins of checks/eval as its packages
+/// and NixOS (with real drvPaths, which `nix flake check` reads from the store).
+const STAND_IN_NIXPKGS: &str = r#"
+{
+  outputs =
+    { self }:
+    let
+      lib = import ./lib;
+      standIns = import ./stand-ins.nix {
+        inherit lib;
+        realDrvPaths = true;
+      };
+    in
+    {
+      lib = lib // {
+        nixosSystem =
+          { modules, ... }:
+          lib.evalModules {
+            modules = [
+              standIns.nixosModule
+              { _module.args.pkgs = standIns.pkgsFor "x86_64-linux"; }
+            ]
+            ++ modules;
+          };
+      };
+      legacyPackages = lib.genAttrs [
+        "x86_64-linux"
+        "aarch64-linux"
+        "aarch64-darwin"
+      ] standIns.pkgsFor;
+    };
+}
+"#;
+
+/// Our flake under a current Nix: `nix flake show` lists its outputs and `nix flake check
+/// --no-build` accepts them, with nixpkgs replaced by the stand-in flake (`--override-input`).
+#[test]
+fn the_flake_shows_and_checks_with_a_stand_in_nixpkgs() {
+    let program = modern_nix_instantiate();
+    let nix = program.with_file_name("nix");
+    let lib = nix::nixpkgs_lib();
+    let tmp = tempfile::tempdir().unwrap();
+    let nixpkgs = tmp.path().join("nixpkgs");
+    std::fs::create_dir_all(&nixpkgs).unwrap();
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(&lib)
+        .arg(nixpkgs.join("lib"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::copy(
+        common::repo_root().join("checks/eval/stand-ins.nix"),
+        nixpkgs.join("stand-ins.nix"),
+    )
+    .unwrap();
+    std::fs::write(nixpkgs.join("flake.nix"), STAND_IN_NIXPKGS).unwrap();
+    let conf = tmp.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("nix.conf"),
+        "build-users-group =\nexperimental-features = nix-command flakes\n",
+    )
+    .unwrap();
+    let store = format!("local?root={}", tmp.path().join("root").display());
+    let run = |args: &[&str]| {
+        let output = Command::new(&nix)
+            .args(["--store", &store])
+            .args(args)
+            .args(["--no-write-lock-file", "--override-input", "nixpkgs"])
+            .arg(format!("path:{}", nixpkgs.display()))
+            .arg(common::repo_root())
+            .env("NIX_CONF_DIR", &conf)
+            .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+            .env("HOME", tmp.path())
+            .env("NIX_PATH", "")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "nix {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    };
+    let shown: Value = serde_json::from_slice(&run(&["flake", "show", "--json"]).stdout).unwrap();
+    let linux = &shown["packages"]["x86_64-linux"];
+    for package in [
+        "microvm-codegen",
+        "microvm-nix-plugin",
+        "default",
+        "qemu-example",
+    ] {
+        assert_eq!(
+            linux[package]["type"], "derivation",
+            "packages.x86_64-linux.{package}: {shown}"
+        );
+    }
+    assert!(
+        shown["nixosConfigurations"]["qemu-example"].is_object(),
+        "{shown}"
+    );
+    assert_eq!(shown["templates"]["default"]["type"], "template", "{shown}");
+    run(&["flake", "check", "--no-build"]);
 }

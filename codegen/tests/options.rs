@@ -383,6 +383,14 @@ const HOST_ONLY: &[(&str, &str)] = &[
     ("spec", "the host spec itself"),
     ("package", "built from the host spec"),
     ("evalGuest", "how a guest is evaluated"),
+    (
+        "evaluatorPlugin.enable",
+        "the host's Nix settings (nix.settings.plugin-files)",
+    ),
+    (
+        "evaluatorPlugin.package",
+        "the host's Nix settings (nix.settings.plugin-files)",
+    ),
     // A declared VM reaches the host spec as its runner and toplevel.
     ("vms.<name>.config", "evaluated into runner and toplevel"),
     (

@@ -119,11 +119,21 @@ in
     assertions = lib.mapAttrsToList (name: vm: {
       assertion = vm.config == null || (vm.flake == null && vm.updateFlake == null);
       message = "microvm.vms.${name}: a VM with `config` cannot also have `flake` or `updateFlake`.";
-    }) cfg.vms;
+    }) cfg.vms
+    ++ [
+      {
+        assertion =
+          hostCfg.evaluatorPlugin.enable -> lib.versionAtLeast (config.nix.package.version or "0") "2.24";
+        message = "microvm.host.evaluatorPlugin needs a Nix >= 2.24 with its C API (nix.package is ${config.nix.package.version or "of unknown version"}).";
+      }
+    ];
 
     microvm.autostart = lib.mapAttrsToList (name: _: name) (
       lib.filterAttrs (_: vm: vm.autostart) cfg.vms
     );
+    nix.settings.plugin-files = lib.mkIf hostCfg.evaluatorPlugin.enable [
+      "${hostCfg.evaluatorPlugin.package}/lib/libmicrovm_nix_plugin.so"
+    ];
     microvm.host.spec = spec;
     microvm.host.package = package;
 

@@ -54,6 +54,26 @@ in
       description = "The generator that writes the host's units, and the `microvm` command.";
     };
 
+    host.evaluatorPlugin.enable = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Load microvm-codegen's evaluator plugin into this host's Nix (`nix.settings.plugin-files`):
+        `builtins.microvmValidate` and `builtins.microvmRender`, so runners are checked by the
+        generator at evaluation time and built without it. Needs a Nix >= 2.24 (`nix.package`)
+        built with its C API, the Nix the plugin is built against. Nothing requires it.
+      '';
+    };
+
+    host.evaluatorPlugin.package = mkOption {
+      type = types.package;
+      default =
+        hostPkgs.microvm-nix-plugin
+          or (hostPkgs.callPackage ../../lib/nix-plugin.nix { nix = config.nix.package; });
+      defaultText = literalExpression "pkgs.microvm-nix-plugin, built against config.nix.package";
+      description = "The evaluator plugin loaded by `host.evaluatorPlugin.enable`.";
+    };
+
     host.spec = mkOption {
       type = types.attrs;
       readOnly = true;

@@ -1,7 +1,15 @@
 # Assertions and warnings: what the module system can tell about a VM before anything builds.
 # The capability checks come from lib/capabilities.json (through lib/capabilities.nix), so
-# they refuse exactly what the generator refuses, with the same hints.
-{ config, lib, ... }:
+# they refuse exactly what the generator refuses, with the same hints. Where Nix has loaded our
+# evaluator plugin (lib/nix-plugin.nix), the generator itself checks the spec instead
+# (builtins.microvmValidate): every problem at once, with its code and hint, as an evaluation
+# error (a primop's error is not a failed assertion).
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
 
 let
   cfg = config.microvm;
@@ -17,14 +25,39 @@ let
     }) (builtins.attrValues (builtins.groupBy (entry: toString (key entry)) entries));
 
   virtiofsShares = builtins.filter (share: share.proto == "virtiofs") cfg.shares;
+
+  # The spec as the runner gets it, but for what depends on the system itself, whose
+  # evaluation checks these assertions: the store disk (made from the toplevel) and the kernel
+  # command line (it names the toplevel's init). The runner's own spec, with both, is checked
+  # again where microvmRender makes the runner.
+  specForChecks = microvmLib.runnerSpec {
+    inherit pkgs;
+    microvmConfig = cfg // {
+      inherit hostName;
+      storeDisk = "/nix/store/00000000000000000000000000000000-microvm-store-disk";
+      kernelParams = [ ];
+    };
+    checkCapabilities = false;
+  };
+  capabilityAssertions =
+    if builtins ? microvmValidate then
+      [
+        {
+          # microvmValidate returns the spec or throws the generator's report.
+          assertion = builtins.isAttrs (builtins.microvmValidate specForChecks);
+          message = "MicroVM ${hostName}: the generator refused the runner spec.";
+        }
+      ]
+    else
+      map (violation: {
+        assertion = false;
+        message = "MicroVM ${hostName}: ${violation.message}";
+      }) (microvmLib.violations cfg.hypervisor cfg);
   translatesIds = args: lib.any (arg: lib.hasInfix "--translate-uid" arg || lib.hasInfix "--translate-gid" arg) args;
 in
 lib.mkIf cfg.guest.enable {
   assertions =
-    map (violation: {
-      assertion = false;
-      message = "MicroVM ${hostName}: ${violation.message}";
-    }) (microvmLib.violations cfg.hypervisor cfg)
+    capabilityAssertions
     ++ unique "microvm.volumes: the image" (volume: volume.image) cfg.volumes
     ++ unique "microvm.interfaces: the id" (interface: interface.id) cfg.interfaces
     ++ unique "microvm.shares: the tag" (share: share.tag) cfg.shares
