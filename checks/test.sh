@@ -7,6 +7,7 @@
 #   2 generated text: shellcheck             (needs shellcheck)
 #   3 boot tests: qemu guests under TCG      (needs qemu and checks/boot-env.sh's kernel)
 #   4 Nix evaluation tests                   (needs nix-instantiate and NIXPKGS_LIB)
+#  4b the evaluator plugin in a real Nix      (needs a Nix >= 2.24 with its C API)
 #   5 real VMMs accept the generated runners (needs root, the boot environment and each VMM:
 #     alioth is installed from crates.io; firecracker, cloud-hypervisor, stratovirt and
 #     kvmtool's lkvm are found in MICROVM_TEST_VMMS, a directory, or on PATH)
@@ -123,6 +124,23 @@ was found (Debian's is 2.8); build NixOS/nix >= 2.14 and set MICROVM_TEST_NIX to
 else
 	export MICROVM_TEST_NIX=$modern_nix
 	say "Nix package test with $modern_nix/nix-instantiate"
+fi
+# Tier 4b, the evaluator plugin (nix-plugin/): a Nix >= 2.24 with its C API (libnixexprc), which
+# the plugin is built against (NIX_C_API, its prefix) and loaded into.
+nix_c_api=
+if [[ -n $modern_nix ]]; then
+	prefix=${modern_nix%/bin}
+	version=$("$modern_nix/nix-instantiate" --version 2>/dev/null | awk '{ print $NF }')
+	if printf '%s\n' 2.24 "$version" | sort -V -C && [[ -f $prefix/lib/libnixexprc.so ]]; then
+		nix_c_api=$prefix
+	fi
+fi
+if [[ -z $nix_c_api ]]; then
+	skipped "tier 4b (evaluator plugin)" "needs a Nix >= 2.24 built with its C API (lib/libnixexprc.so), and none \
+was found; build NixOS/nix >= 2.24 and set MICROVM_TEST_NIX to its bin directory" 'binary(evaluator)'
+else
+	export NIX_C_API=$nix_c_api
+	say "evaluator plugin tests with Nix $version in $nix_c_api"
 fi
 # A spec evaluated by Nix boots a guest: needs the boot environment (tier 3) and tier 4.
 if [[ -z $boot_env ]]; then
