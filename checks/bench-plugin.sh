@@ -43,14 +43,14 @@ now() { date +%s%N; }
 
 ratio() { python3 -c "import sys; a, b = map(float, sys.argv[1:]); print(f'{a / b:.2f}')" "$1" "$2"; }
 
-printf '%-24s %14s %14s %9s %14s %14s %9s\n' fixture "render µs/call" "toJSON µs/call" ratio \
+printf '%-32s %14s %14s %9s %14s %14s %9s\n' fixture "render µs/call" "toJSON µs/call" ratio \
 	"generate ms" "plugin ms" ratio
 for fixture in "$repo"/codegen/tests/fixtures/ok/*-every-feature.json; do
 	name=$(basename "$fixture" .json)
 	eval_with() {
 		local call=$1
 		nix_eval -E "let spec = builtins.fromJSON (builtins.readFile $fixture); in
-			builtins.foldl' (acc: i: acc + ($call (spec // { hostName = \"vm\${toString i}\"; }))) 0
+			builtins.foldl' (acc: i: acc + (($call) (spec // { hostName = \"vm\${toString i}\"; }))) 0
 			(builtins.genList (i: i) $calls)" >/dev/null
 	}
 	start=$(now)
@@ -87,23 +87,26 @@ EOF
 	for _ in $(seq "$builds"); do
 		rm -rf "$work/out"
 		out=$work/out input=$work/input bash -c '
+			dirs=() files=() executables=() links=()
 			while IFS=$'"'"'\t'"'"' read -r kind from mode path; do
+				dirs+=("$out/${path%/*}")
 				case $kind in
 				file)
-					mkdir -p "$out/$(dirname "$path")"
-					cp "$input/$from" "$out/$path"
-					chmod "$mode" "$out/$path"
+					files+=("$input/$from" "$out/$path")
+					if [[ $mode == 0755 ]]; then executables+=("$out/$path"); fi
 					;;
-				symlink)
-					mkdir -p "$out/$(dirname "$path")"
-					ln -s "$from" "$out/$path"
-					;;
+				symlink) links+=("$from" "$out/$path") ;;
 				esac
-			done <"$input/manifest"'
+			done <"$input/manifest"
+			mkdir -p "${dirs[@]}"
+			for ((i = 0; i < ${#files[@]}; i += 2)); do cp "${files[i]}" "${files[i + 1]}"; done
+			for ((i = 0; i < ${#links[@]}; i += 2)); do ln -s "${links[i]}" "${links[i + 1]}"; done
+			find "$out" -type f -exec chmod 0644 {} +
+			if ((${#executables[@]})); then chmod 0755 "${executables[@]}"; fi'
 	done
 	plugin_ns=$(($(now) - start))
 
-	printf '%-24s %14d %14d %9s %14d %14d %9s\n' "$name" \
+	printf '%-32s %14d %14d %9s %14d %14d %9s\n' "$name" \
 		$((render_ns / calls / 1000)) $((json_ns / calls / 1000)) "$(ratio "$render_ns" "$json_ns")" \
 		$((generate_ns / builds / 1000000)) $((plugin_ns / builds / 1000000)) "$(ratio "$generate_ns" "$plugin_ns")"
 done

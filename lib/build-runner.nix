@@ -77,20 +77,29 @@ if builtins ? microvmRender then
       }
     )
     ''
+      # One process per file (its cp): directories and modes are made for all files at once.
+      # Every path the generator writes is below a directory (bin/, share/, lib/).
+      dirs=() files=() executables=() links=()
       while IFS=$'\t' read -r kind from mode path; do
+        dirs+=("$out/''${path%/*}")
         case $kind in
           file)
             var="''${from}Path"
-            mkdir -p "$out/$(dirname "$path")"
-            cp "''${!var}" "$out/$path"
-            chmod "$mode" "$out/$path"
+            files+=("''${!var}" "$out/$path")
+            if [[ $mode == 0755 ]]; then executables+=("$out/$path"); fi
             ;;
-          symlink)
-            mkdir -p "$out/$(dirname "$path")"
-            ln -s "$from" "$out/$path"
-            ;;
+          symlink) links+=("$from" "$out/$path") ;;
         esac
       done < "$microvmManifestPath"
+      mkdir -p "''${dirs[@]}"
+      for ((i = 0; i < ''${#files[@]}; i += 2)); do
+        cp "''${files[i]}" "''${files[i + 1]}"
+      done
+      for ((i = 0; i < ''${#links[@]}; i += 2)); do
+        ln -s "''${links[i]}" "''${links[i + 1]}"
+      done
+      find "$out" -type f -exec chmod 0644 {} +
+      if ((''${#executables[@]})); then chmod 0755 "''${executables[@]}"; fi
     ''
 else
   vmPkgs.runCommand name

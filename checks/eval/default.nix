@@ -698,6 +698,42 @@ in
       failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) vm.assertions);
     }
   );
+  # The plugin's runner derivation as its builder gets it: buildRunner with a runCommand that
+  # hands back its environment and script, so a test can run that script on them.
+  evaluatorPluginBuilder =
+    let
+      capture = name: env: script: {
+        type = "derivation";
+        inherit name script;
+        outPath = "/stand-in/${name}";
+        drvPath = "/stand-in/${name}.drv";
+        env = builtins.removeAttrs env [
+          "passthru"
+          "meta"
+        ];
+        spec = builtins.toJSON env.passthru.spec;
+      };
+      vm = guest [
+        {
+          networking.hostName = "builder";
+          microvm = {
+            vmHostPackages = standIns.pkgsFor "x86_64-linux" // {
+              runCommand = capture;
+            };
+            volumes = [
+              {
+                image = "var.img";
+                mountPoint = "/var";
+                size = 64;
+              }
+            ];
+          };
+        }
+      ];
+    in
+    {
+      inherit (vm.microvm.runner.qemu) script env spec;
+    };
   # With the plugin, the generator's refusal of a VM (firecracker has no 9p) is the
   # evaluation error.
   evaluatorPluginRefusal = map (a: a.message) (builtins.filter (a: !a.assertion) firecracker9p.assertions);

@@ -438,3 +438,39 @@ fn the_guest_module_renders_the_generators_runner_with_the_plugin() {
         "without the plugin, the Nix-side check: {without}"
     );
 }
+
+/// The plugin's runner derivation, built: its builder script (lib/build-runner.nix) run on the
+/// environment Nix would give it (each passAsFile attribute in a file named by `<attr>Path`)
+/// writes the generator's runner, file for file, with the same executable bits and symlinks.
+#[test]
+fn the_plugins_runner_builder_writes_the_generators_runner() {
+    let nix = nix();
+    let derivation =
+        eval_checks(&nix, "evaluatorPluginBuilder", true).unwrap_or_else(|e| panic!("{e}"));
+    let env = derivation["env"].as_object().expect("the environment");
+    let passed: Vec<&str> = env["passAsFile"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(passed.contains(&"microvmManifest"), "{passed:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut builder = Command::new("bash");
+    builder
+        .args(["-euo", "pipefail", "-c"])
+        .arg(derivation["script"].as_str().unwrap())
+        .env("out", &out);
+    for name in passed {
+        let file = dir.path().join(name);
+        std::fs::write(&file, env[name].as_str().unwrap()).unwrap();
+        // Nix's files are read-only; the runner's modes are the builder's to set.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+        builder.env(format!("{name}Path"), &file);
+    }
+    let status = builder.status().unwrap();
+    assert!(status.success(), "the builder failed: {status}");
+    let expected = generated(derivation["spec"].as_str().unwrap());
+    assert_eq!(read_tree(&out), expected);
+}
