@@ -46,13 +46,14 @@ in
 }
 "#;
 
-#[test]
-fn the_generators_package_evaluates_with_the_sources_it_compiles_from() {
+/// `expression` (a function of `nixpkgsLib` and `package`) evaluated with `package` set to our
+/// file `lib/<file>`, under the Nix >= 2.14 the test is given.
+fn evaluate_package(expression: &str, file: &str) -> Value {
     let program = modern_nix_instantiate();
     let lib = nix::nixpkgs_lib();
     let tmp = tempfile::tempdir().unwrap();
-    let expression = tmp.path().join("package.nix");
-    std::fs::write(&expression, EXPRESSION).unwrap();
+    let expression_file = tmp.path().join("package.nix");
+    std::fs::write(&expression_file, expression).unwrap();
     let conf = tmp.path().join("conf");
     std::fs::create_dir_all(&conf).unwrap();
     std::fs::write(conf.join("nix.conf"), "build-users-group =\n").unwrap();
@@ -69,13 +70,13 @@ fn the_generators_package_evaluates_with_the_sources_it_compiles_from() {
             "--store",
             &store,
         ])
-        .arg(&expression)
+        .arg(&expression_file)
         .arg("--arg")
         .arg("nixpkgsLib")
         .arg(&lib)
         .arg("--arg")
         .arg("package")
-        .arg(common::repo_root().join("lib/microvm-codegen.nix"))
+        .arg(common::repo_root().join("lib").join(file))
         .env("NIX_CONF_DIR", &conf)
         .env("XDG_CACHE_HOME", tmp.path().join("cache"))
         .env("NIX_PATH", "")
@@ -87,7 +88,12 @@ fn the_generators_package_evaluates_with_the_sources_it_compiles_from() {
         program.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn the_generators_package_evaluates_with_the_sources_it_compiles_from() {
+    let value = evaluate_package(EXPRESSION, "microvm-codegen.nix");
 
     let cargo_toml =
         std::fs::read_to_string(common::repo_root().join("codegen/Cargo.toml")).unwrap();
@@ -142,6 +148,64 @@ fn the_generators_package_evaluates_with_the_sources_it_compiles_from() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect(),
         "every template directory"
+    );
+}
+
+/// The plugin's package, `lib/nix-plugin.nix`, with `rustPlatform` stubbed and a Nix whose `dev`
+/// output stands for its C API: it builds only the plugin crate, against that Nix's `dev`, from
+/// the same workspace source as the generator.
+const PLUGIN_EXPRESSION: &str = r#"
+{ nixpkgsLib, package }:
+let
+  lib = import nixpkgsLib;
+  args = import package {
+    inherit lib;
+    rustPlatform.buildRustPackage = args: args;
+    pkg-config = "pkg-config";
+    nix = {
+      outPath = "/stand-in/nix";
+      dev = "/stand-in/nix-dev";
+    };
+  };
+  listing = dir: lib.mapAttrs (name: type: if type == "directory" then listing "${dir}/${name}" else type) (builtins.readDir dir);
+in
+{
+  inherit (args) pname version cargoBuildFlags cargoTestFlags nativeBuildInputs;
+  buildInputs = map toString args.buildInputs;
+  pluginFile = args.passthru.pluginFile;
+  src = builtins.attrNames (listing args.src);
+}
+"#;
+
+#[test]
+fn the_plugins_package_builds_the_plugin_crate_against_nix() {
+    let value = evaluate_package(PLUGIN_EXPRESSION, "nix-plugin.nix");
+    assert_eq!(value["pname"], "microvm-nix-plugin");
+    assert_eq!(
+        value["cargoBuildFlags"],
+        serde_json::json!(["-p", "microvm-nix-plugin"])
+    );
+    assert_eq!(
+        value["buildInputs"],
+        serde_json::json!(["/stand-in/nix-dev"])
+    );
+    assert_eq!(
+        value["nativeBuildInputs"],
+        serde_json::json!(["pkg-config"])
+    );
+    assert_eq!(value["pluginFile"], "lib/libmicrovm_nix_plugin.so");
+    let generator = evaluate_package(EXPRESSION, "microvm-codegen.nix");
+    let generator_src: Vec<&String> = generator["src"].as_object().unwrap().keys().collect();
+    let plugin_src: Vec<&str> = value["src"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        plugin_src,
+        generator_src.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "one workspace source"
     );
 }
 
