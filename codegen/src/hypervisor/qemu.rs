@@ -187,6 +187,11 @@ impl Args {
     }
 }
 
+/// Where systemd in the guest looks for credentials in qemu's fw_cfg.
+const CREDENTIAL_PREFIX: &str = "opt/io.systemd.credentials/";
+/// The longest fw_cfg file name qemu takes (FW_CFG_MAX_FILE_PATH without its NUL).
+const FW_CFG_MAX_NAME: usize = 55;
+
 impl Backend for Qemu {
     fn check(&self, spec: &RunnerSpec) -> Vec<Diagnostic> {
         let mut findings = Vec::new();
@@ -210,6 +215,29 @@ impl Backend for Qemu {
                 .at(path!["mem"])
                 .help("use 2047 or 2049 if the guest hangs at boot"),
             );
+        }
+        // qemu refuses an -fw_cfg name longer than FW_CFG_MAX_FILE_PATH - 1 = 55 characters
+        // ("name too long (max. 55 char)", qemu 7.2: softmmu/vl.c parse_fw_cfg), and a
+        // credential's name follows the 27 of CREDENTIAL_PREFIX.
+        for name in spec.credential_files.keys() {
+            let length = CREDENTIAL_PREFIX.len() + name.len();
+            if length > FW_CFG_MAX_NAME {
+                findings.push(
+                    Diagnostic::error(
+                        "microvm::qemu::credential_name_length",
+                        format!(
+                            "the credential name {name:?} is too long for qemu: \
+                             {CREDENTIAL_PREFIX}{name} has {length} characters, qemu takes \
+                             {FW_CFG_MAX_NAME}"
+                        ),
+                    )
+                    .at_key(path!["credentialFiles", name])
+                    .help(format!(
+                        "give it a name of at most {} characters",
+                        FW_CFG_MAX_NAME - CREDENTIAL_PREFIX.len()
+                    )),
+                );
+            }
         }
         if spec.graphics.vulkan.is_some() && spec.graphics.backend == GraphicsBackend::Cocoa {
             findings.push(
@@ -630,7 +658,7 @@ impl Backend for Qemu {
                 opts(
                     "",
                     [
-                        ("name", format!("opt/io.systemd.credentials/{name}")),
+                        ("name", format!("{CREDENTIAL_PREFIX}{name}")),
                         ("file", file.clone()),
                     ],
                 ),
