@@ -386,3 +386,24 @@ mod never_panics {
         }
     }
 }
+
+/// With `--format json`, a file that cannot be read is still said on stdout, as a finding with
+/// its own code, for editors that read only stdout.
+#[test]
+fn json_format_reports_unreadable_input_on_stdout() {
+    let missing = fixture("ok/no-such-file.nix");
+    let output = codegen(&["lint", "--format", "json", &missing]);
+    assert_eq!(output.status.code(), Some(2));
+    let findings: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(findings.as_array().unwrap().len(), 1, "{findings}");
+    assert_eq!(findings[0]["code"], lint::codes::UNREADABLE);
+    assert_eq!(findings[0]["severity"], "error");
+    assert!(
+        findings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-file.nix"),
+        "{findings}"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-file.nix"));
+}

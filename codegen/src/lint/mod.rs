@@ -127,6 +127,25 @@ pub mod codes {
     pub const OUT_OF_RANGE: &str = "microvm::lint::out_of_range";
     pub const DUPLICATE: &str = "microvm::lint::duplicate";
     pub const CONFLICT: &str = "microvm::lint::conflicting_definitions";
+    /// A file or folder lint was given cannot be read (exit status 2).
+    pub const UNREADABLE: &str = "microvm::lint::unreadable";
+}
+
+/// Says that lint could not read its input: on stderr, and with `--format json` also as the one
+/// finding on stdout, so an editor reading stdout learns why there is nothing else.
+fn unreadable(format: Format, error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("microvm-codegen: {error}");
+    if format == Format::Json {
+        let finding = serde_json::json!([{
+            "code": codes::UNREADABLE,
+            "severity": Severity::Error.name(),
+            "message": error.to_string(),
+            "file": null,
+            "help": "give files or folders of .nix files that exist and can be read",
+        }]);
+        println!("{finding}");
+    }
+    ExitCode::from(crate::cli::EXIT_USAGE)
 }
 
 /// Lints `files` against the options of `reference` plus those the files declare themselves.
@@ -209,18 +228,12 @@ pub fn command(paths: &[PathBuf], format: Format, option_paths: &[PathBuf]) -> E
                 }
                 tree
             }
-            Err(e) => {
-                eprintln!("microvm-codegen: {e}");
-                return ExitCode::from(crate::cli::EXIT_USAGE);
-            }
+            Err(e) => return unreadable(format, &e),
         }
     };
     let files = match options::sources_under(paths) {
         Ok(files) => files,
-        Err(e) => {
-            eprintln!("microvm-codegen: {e}");
-            return ExitCode::from(crate::cli::EXIT_USAGE);
-        }
+        Err(e) => return unreadable(format, &e),
     };
     let findings = lint(&files, &reference);
     match format {
