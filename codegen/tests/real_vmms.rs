@@ -278,6 +278,8 @@ fn prepare(vmm: &Vmm, fixture: &Value, program: &Path, files: &Files, dir: &Path
         let path = match tool.as_str() {
             t if t == vmm.program => program.display().to_string(),
             "virtiofsd" => files.env.virtiofsd.clone(),
+            // Serves another hypervisor's GPU only, and graphics are left out below.
+            "crosvm" => continue,
             other => host_tool(other),
         };
         spec["tools"][tool] = json!(path);
@@ -294,7 +296,54 @@ fn prepare(vmm: &Vmm, fixture: &Value, program: &Path, files: &Files, dir: &Path
         }
         std::fs::remove_dir_all(dir.join("probe")).unwrap();
     }
+    // Graphics need a Wayland session (crosvm's GPU device finds it by XDG_RUNTIME_DIR and
+    // WAYLAND_DISPLAY), which a test has not. A cloud-hypervisor without --gpu (upstream's) is
+    // the case the runner detects: it must refuse to start, saying which build graphics need,
+    // before it starts anything.
+    if spec["graphics"]["enable"] == json!(true) {
+        let mut why = "no Wayland session".to_owned();
+        if vmm.hypervisor == "cloud-hypervisor" && !lists_flag(program, "--gpu") {
+            // The VM without what needs the namespace and huge pages the run sets up later,
+            // so that the first check to fail is the one about the program.
+            let mut probe = spec.clone();
+            probe["hugepageMem"] = json!(false);
+            for list in ["interfaces", "volumes", "shares", "devices"] {
+                probe[list] = json!([]);
+            }
+            let runner = vm::generate(&dir.join("probe-gpu"), &probe);
+            let output = Command::new(runner.join("bin/microvm-run"))
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(1),
+                "a cloud-hypervisor without --gpu is refused:\n{stderr}"
+            );
+            assert!(
+                stderr.contains("this cloud-hypervisor has no GPU device")
+                    && stderr.contains("microvm.cloud-hypervisor.package"),
+                "the refusal names the build graphics need:\n{stderr}"
+            );
+            std::fs::remove_dir_all(dir.join("probe-gpu")).unwrap();
+            why.push_str(
+                "; this cloud-hypervisor has no --gpu, and its runner refused it as it should",
+            );
+        }
+        spec["graphics"]["enable"] = json!(false);
+        left_out.push(format!("graphics ({why})"));
+    }
     Prepared { spec, left_out }
+}
+
+/// Whether `program --help` lists `flag`.
+fn lists_flag(program: &Path, flag: &str) -> bool {
+    let output = Command::new(program).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    text.split(|c: char| c.is_whitespace() || c == '=' || c == ',')
+        .any(|word| word == flag)
 }
 
 /// A network namespace with the links a spec's interfaces need (deleted when dropped): a
