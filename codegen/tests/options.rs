@@ -264,10 +264,22 @@ const GUEST_ONLY: &[(&str, &str)] = &[
     ("services.<name>.user", "a guest systemd service"),
     ("services.<name>.restart", "a guest systemd service"),
     ("healthChecks.<name>.healthCmd", "a guest service and timer"),
-    ("healthChecks.<name>.healthIntervalSecs", "a guest service and timer"),
-    ("healthChecks.<name>.healthTimeoutSecs", "a guest service and timer"),
-    ("healthChecks.<name>.startupGraceSecs", "a guest service and timer"),
-    ("healthChecks.<name>.critical", "the guest's microvm-ready.service"),
+    (
+        "healthChecks.<name>.healthIntervalSecs",
+        "a guest service and timer",
+    ),
+    (
+        "healthChecks.<name>.healthTimeoutSecs",
+        "a guest service and timer",
+    ),
+    (
+        "healthChecks.<name>.startupGraceSecs",
+        "a guest service and timer",
+    ),
+    (
+        "healthChecks.<name>.critical",
+        "the guest's microvm-ready.service",
+    ),
     (
         "readiness.enable",
         "reaches the spec as vsock.notify (with readiness.port)",
