@@ -78,6 +78,28 @@ let
     }
   ];
 
+  # The guest template (mvm's hello example through mkGuest), its inputs replaced as above.
+  guestTemplateOutputs =
+    let
+      flake = import ../../guest-template/flake.nix;
+      nixosSystem =
+        { modules, system, ... }:
+        standIns.evalGuest {
+          inherit modules system;
+        };
+      mkGuest = import ../../lib/mk-guest.nix { inherit lib; } {
+        inherit nixosSystem;
+        microvmModule = ../../nixos-modules/microvm;
+      };
+    in
+    flake.outputs {
+      nixpkgs = {
+        inherit lib;
+        legacyPackages.x86_64-linux = standIns.pkgsFor "x86_64-linux";
+      };
+      microvm.lib.x86_64-linux.mkGuest = args: mkGuest ({ system = "x86_64-linux"; } // args);
+    };
+
   # The flake template, its inputs replaced: nixpkgs.lib.nixosSystem evaluates with the
   # stand-ins, the microvm input is this repository.
   templateOutputs =
@@ -499,6 +521,21 @@ in
     hostId = bare.networking.hostId;
   };
 
+  guestTemplate =
+    let
+      runner = guestTemplateOutputs.packages.x86_64-linux.default;
+      inherit (runner.nixosConfiguration) config;
+    in
+    {
+      runner = runner.name;
+      passthruIsTheConfiguration = runner.passthru.nixosConfiguration.config.networking.hostName;
+      spec = config.microvm.runnerSpec.qemu;
+      systemPackages = map (p: p.name) config.environment.systemPackages;
+      helloUser = config.systemd.services.hello.serviceConfig.User;
+      checkTimer = config.systemd.timers.health-hello.timerConfig;
+      toplevel = "${config.system.build.toplevel}";
+    };
+
   template = {
     spec = templateOutputs.nixosConfigurations.my-microvm.config.microvm.runnerSpec.qemu;
     runner = templateOutputs.packages.x86_64-linux.my-microvm.name;
@@ -576,6 +613,19 @@ in
     overlay = (flakeOutputs.overlays.default (standIns.pkgsFor "x86_64-linux") { }).microvm-codegen.name;
     formatter = builtins.attrNames flakeOutputs.formatter;
     hypervisors = flakeOutputs.lib.hypervisors;
+    # mkGuest, as `lib.mkGuest` (with a system) and as mvm spells it, `lib.<system>.mkGuest`.
+    mkGuest =
+      let
+        args = {
+          name = "flake-guest";
+          services.idle.command = "sleep infinity";
+        };
+      in
+      {
+        top = (flakeOutputs.lib.mkGuest (args // { system = "x86_64-linux"; })).name;
+        perSystem = (flakeOutputs.lib.x86_64-linux.mkGuest args).name;
+        systems = builtins.attrNames (lib.filterAttrs (_: v: v ? mkGuest) flakeOutputs.lib);
+      };
   };
 
   host = import ./host.nix { inherit lib standIns; };

@@ -125,6 +125,7 @@ let
     "nix"
     "nixfmt"
     "openssh"
+    "python3"
     "qemu"
     "qemu_kvm"
     "socat"

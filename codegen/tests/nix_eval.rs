@@ -595,7 +595,15 @@ fn flake_outputs_are_wired_for_every_hypervisor() {
     }
     assert_eq!(
         flake["templates"],
-        json!({ "default": "flake-template", "microvm": "flake-template" })
+        json!({ "default": "flake-template", "microvm": "flake-template", "guest": "guest-template" })
+    );
+    assert_eq!(
+        flake["mkGuest"],
+        json!({
+            "top": "microvm-qemu-flake-guest",
+            "perSystem": "microvm-qemu-flake-guest",
+            "systems": ["aarch64-darwin", "aarch64-linux", "x86_64-linux"]
+        })
     );
     assert_eq!(flake["hypervisors"], json!(HYPERVISORS));
     assert_eq!(
@@ -893,4 +901,24 @@ fn a_health_check_of_no_service_and_readiness_without_vsock_fail_evaluation() {
         ),
         "{vfkit}"
     );
+}
+
+/// Issue 10: `templates.guest`, mvm's hello example through `lib.<system>.mkGuest`, evaluates to
+/// a runner (with the NixOS configuration beside it) whose spec the generator accepts.
+#[test]
+fn the_guest_template_is_a_runner_made_by_mk_guest() {
+    let evaluated = nix::eval("guestTemplate");
+    assert_eq!(evaluated["runner"], json!("microvm-qemu-hello"));
+    assert_eq!(evaluated["passthruIsTheConfiguration"], json!("hello"));
+    assert_eq!(evaluated["systemPackages"], json!(["python3", "curl"]));
+    assert_eq!(evaluated["helloUser"], json!("svc-hello"));
+    assert_eq!(evaluated["checkTimer"]["OnUnitActiveSec"], json!("5s"));
+    let spec = &evaluated["spec"];
+    assert_eq!(spec["vsock"]["notify"], json!({ "port": 8888 }));
+    // Forwarded ports got the user network they need.
+    assert_eq!(spec["interfaces"][0]["type"], json!("user"));
+    match validate_spec("guest-template", spec) {
+        Verdict::Accepted => {}
+        Verdict::Refused(report) => panic!("the generator refused the template's spec: {report}"),
+    }
 }
