@@ -450,6 +450,10 @@ const HOST_SPEC_ONLY: &[(&str, &str)] = &[
         "built from the guest's configuration",
     ),
     (
+        "vms.<name>.notify",
+        "from the guest's microvm.readiness.enable",
+    ),
+    (
         "vms.<name>.writablePaths",
         "from the guest's volumes and shares",
     ),
