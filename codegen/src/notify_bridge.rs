@@ -41,6 +41,9 @@ const MAX_MESSAGE: u64 = 64 * 1024;
 /// How long one connection may take to deliver its message.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A pause this long ends a message that has begun.
+const MESSAGE_PAUSE: Duration = Duration::from_millis(200);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
     #[error("cannot listen on {what}: {source}")]
@@ -292,11 +295,27 @@ fn notify(target: &str, message: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads one message: everything until the guest half-closes, at most [`MAX_MESSAGE`].
-fn read_message(stream: &mut impl Read) -> String {
+/// Reads one message: everything until the guest half-closes, at most [`MAX_MESSAGE`] — or
+/// until it pauses for [`MESSAGE_PAUSE`] after it began. Not every hybrid vsock passes a
+/// half-close on (cloud-hypervisor before 53, vhost-device-vsock), and systemd ≥ 256 waits for
+/// our EOF after its half-close: without the pause, every message would take [`READ_TIMEOUT`].
+fn read_message(stream: &mut impl Read, set_timeout: impl Fn(Duration)) -> String {
     let mut bytes = Vec::new();
-    // A peer that stalls or resets still delivered what it wrote.
-    let _ = stream.take(MAX_MESSAGE).read_to_end(&mut bytes);
+    let mut chunk = [0u8; 4096];
+    set_timeout(READ_TIMEOUT);
+    while (bytes.len() as u64) < MAX_MESSAGE {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                bytes.extend_from_slice(&chunk[..n]);
+                set_timeout(MESSAGE_PAUSE);
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            // A timeout, or a peer that reset: what it wrote is the message.
+            Err(_) => break,
+        }
+    }
+    bytes.truncate(MAX_MESSAGE as usize);
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -329,8 +348,12 @@ pub fn run(options: &Options) -> Result<(), BridgeError> {
             })?;
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-                let message = read_message(&mut stream);
+                let timeouts = stream.try_clone().ok();
+                let message = read_message(&mut stream, |timeout| {
+                    if let Some(s) = &timeouts {
+                        let _ = s.set_read_timeout(Some(timeout));
+                    }
+                });
                 drop::<UnixStream>(stream);
                 deliver(options, &mut health, &message)?;
             }
@@ -348,9 +371,9 @@ pub fn run(options: &Options) -> Result<(), BridgeError> {
                 if peer != *cid {
                     continue;
                 }
+                let raw = fd.as_raw_fd();
                 let mut stream = std::fs::File::from(fd);
-                set_read_timeout(&stream);
-                let message = read_message(&mut stream);
+                let message = read_message(&mut stream, |timeout| set_read_timeout(raw, timeout));
                 drop(stream);
                 deliver(options, &mut health, &message)?;
             }
@@ -402,15 +425,16 @@ fn vsock_accept(listener: &OwnedFd) -> io::Result<(OwnedFd, u32)> {
     }
 }
 
-fn set_read_timeout(stream: &std::fs::File) {
+fn set_read_timeout(fd: std::os::fd::RawFd, timeout: Duration) {
     let timeout = libc::timeval {
-        tv_sec: READ_TIMEOUT.as_secs() as libc::time_t,
-        tv_usec: 0,
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
     };
-    // SAFETY: setsockopt reads a timeval of the size it is given.
+    // SAFETY: setsockopt reads a timeval of the size it is given, on a descriptor the caller
+    // keeps open.
     unsafe {
         libc::setsockopt(
-            stream.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
             (&raw const timeout).cast(),

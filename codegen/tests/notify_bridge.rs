@@ -100,3 +100,44 @@ fn without_a_notify_socket_the_bridge_refuses_to_start() {
         "{stderr}"
     );
 }
+
+/// Some hybrid vsocks do not pass the guest's half-close on, and systemd ≥ 256 waits for the
+/// host's EOF after it: a message that pauses is complete, well before the 5 s read timeout.
+#[test]
+fn a_message_without_a_half_close_is_delivered_after_a_short_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let unit = UnixDatagram::bind(&notify_path).unwrap();
+    unit.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let vsock = dir.path().join("notify.vsock_8888");
+    let _bridge = Bridge(
+        Command::new(env!("CARGO_BIN_EXE_microvm-notify-bridge"))
+            .arg("--unix")
+            .arg(&vsock)
+            .arg("--state")
+            .arg(dir.path().join("health.json"))
+            .env("NOTIFY_SOCKET", &notify_path)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stream = loop {
+        match UnixStream::connect(&vsock) {
+            Ok(stream) => break stream,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(error) => panic!("the bridge never listened: {error}"),
+        }
+    };
+    let sent = Instant::now();
+    stream.write_all(b"READY=1").unwrap();
+    assert_eq!(received(&unit), "READY=1\nSTATUS=ready\n");
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        sent.elapsed()
+    );
+    // The bridge then closes, which is the EOF the guest waits for.
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut rest).unwrap();
+}
