@@ -35,7 +35,21 @@
         };
     in
     {
-      lib = microvmLib;
+      # `lib.mkGuest { system; name; … }`, and `lib.<system>.mkGuest { name; … }` as mvm spells it.
+      lib =
+        let
+          mkGuest = import ./lib/mk-guest.nix { inherit lib; } {
+            inherit (nixpkgs.lib) nixosSystem;
+            microvmModule = self.nixosModules.microvm;
+          };
+        in
+        microvmLib
+        // {
+          inherit mkGuest;
+        }
+        // forAllSystems (system: {
+          mkGuest = args: mkGuest ({ inherit system; } // args);
+        });
 
       nixosModules = {
         microvm = ./nixos-modules/microvm;
@@ -96,6 +110,10 @@
         microvm = {
           path = ./flake-template;
           description = "A flake with one NixOS microVM (qemu)";
+        };
+        guest = {
+          path = ./guest-template;
+          description = "A microVM described by what it runs (mvm's hello example)";
         };
         default = self.templates.microvm;
       };

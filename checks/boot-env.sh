@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Prepare what the boot tests need, idempotently: the Debian standard-flavour
 # kernel, one busybox initramfs (checks/guest/init plus the kernel modules the
-# guest loads) and virtiofsd. Meant for a Debian 12 host; run as root when
+# guest loads, and socat for vsock), virtiofsd and vhost-device-vsock. Meant for a Debian 12 host; run as root when
 # apt packages are missing.
 #
-# Usage: checks/boot-env.sh [--no-virtiofsd]
+# Usage: checks/boot-env.sh [--no-virtiofsd]   (--no-virtiofsd skips both cargo installs)
 #
 # Everything goes to ${MICROVM_TEST_CACHE:-<repo>/.cache/boot}. The last line
 # on stdout is the path of <cache>/env, which sets MICROVM_TEST_KERNEL,
-# MICROVM_TEST_INITRD, MICROVM_TEST_VIRTIOFSD (empty when not built),
+# MICROVM_TEST_INITRD, MICROVM_TEST_VIRTIOFSD and MICROVM_TEST_VHOST_VSOCK (empty when
+# not built),
 # MICROVM_TEST_TSC_KHZ, MICROVM_TEST_VMLINUX (the kernel as an ELF file) and
 # MICROVM_TEST_STORE_DISK (a small erofs image). Progress goes to stderr.
 set -euo pipefail
@@ -27,7 +28,7 @@ wanted_modules=(
 	vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport
 )
 # Bump when the initramfs layout changes, to force a rebuild.
-layout=1
+layout=2
 
 export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 export DEBIAN_FRONTEND=noninteractive
@@ -226,12 +227,15 @@ done
 
 # --- initramfs ----------------------------------------------------------------
 
+socat=$(command -v socat) || die "socat is missing"
+
 initrd=$cache/initramfs.cpio.gz
 inputs=$(
 	{
 		echo "layout $layout kernel $pkg $ver $kver"
 		sha256sum <"$init_src"
 		sha256sum <"$busybox"
+		sha256sum <"$socat"
 		printf '%s\n' "${order[@]}"
 	} | sha256sum | cut -d' ' -f1
 )
@@ -247,6 +251,12 @@ else
 		[[ $applet == busybox ]] || ln -s busybox "$stage/bin/$applet"
 	done
 	install -m 0755 "$init_src" "$stage/init"
+	# socat for the vsock scenarios (busybox has no vsock), with the libraries it links.
+	cp "$socat" "$stage/bin/socat"
+	while read -r lib; do
+		mkdir -p "$stage${lib%/*}"
+		cp -L "$lib" "$stage$lib"
+	done < <(ldd "$socat" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
 	for p in "${order[@]}"; do
 		dst=lib/modules/$kver/${p%%.ko*}.ko
 		mkdir -p "$stage/${dst%/*}"
@@ -314,6 +324,19 @@ if ((with_virtiofsd)) && [[ ! -x $virtiofsd ]]; then
 fi
 [[ -x $virtiofsd ]] || virtiofsd=
 
+# --- vhost-device-vsock ---------------------------------------------------------
+
+# A vhost-user vsock device for qemu: this host has no /dev/vhost-vsock.
+vhost_vsock=$cache/vhost-device-vsock/bin/vhost-device-vsock
+if ((with_virtiofsd)) && [[ ! -x $vhost_vsock ]]; then
+	cargo=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
+	[[ -x $cargo ]] || die "cargo not found; install Rust or pass --no-virtiofsd"
+	say "cargo install vhost-device-vsock (takes a few minutes)"
+	"$cargo" install vhost-device-vsock --locked --quiet --root "$cache/vhost-device-vsock" >&2 ||
+		die "cargo install vhost-device-vsock failed"
+fi
+[[ -x $vhost_vsock ]] || vhost_vsock=
+
 # --- env file -----------------------------------------------------------------
 
 tsc_khz=$(awk -F: '/^cpu MHz/ { printf "%d\n", $2 * 1000; exit }' /proc/cpuinfo)
@@ -323,6 +346,7 @@ tsc_khz=$(awk -F: '/^cpu MHz/ { printf "%d\n", $2 * 1000; exit }' /proc/cpuinfo)
 	printf 'MICROVM_TEST_KERNEL=%q\n' "$vmlinuz"
 	printf 'MICROVM_TEST_INITRD=%q\n' "$initrd"
 	printf 'MICROVM_TEST_VIRTIOFSD=%q\n' "$virtiofsd"
+	printf 'MICROVM_TEST_VHOST_VSOCK=%q\n' "$vhost_vsock"
 	printf 'MICROVM_TEST_TSC_KHZ=%q\n' "$tsc_khz"
 	printf 'MICROVM_TEST_VMLINUX=%q\n' "$vmlinux"
 	printf 'MICROVM_TEST_STORE_DISK=%q\n' "$store_disk"

@@ -44,7 +44,9 @@ let
       ) "initialBalloonMem = ${toString cfg.initialBalloonMem}";
       hotplugMem = optional (cfg.hotplugMem > 0) "hotplugMem = ${toString cfg.hotplugMem}";
       hugepageMem = optional cfg.hugepageMem "hugepageMem = true";
-      vsock = optional (cfg.vsock.cid != null) "vsock.cid = ${toString cfg.vsock.cid}";
+      vsock =
+        optional (cfg.vsock.cid != null) "vsock.cid = ${toString cfg.vsock.cid}"
+        ++ optional (cfg.readiness.enable or false) "readiness.enable = true (readiness is sent over vsock)";
       "devices.pci" = map (d: ''device "${d.path}" (bus = "pci")'') (devices "pci");
       "devices.usb" = map (d: ''device "${d.path}" (bus = "usb")'') (devices "usb");
       credentialFiles = optional (

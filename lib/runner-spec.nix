@@ -39,6 +39,10 @@ let
 
   bin = pkg: name: "${lib.getBin pkg}/bin/${name}";
 
+  # microvm.readiness (nixos-modules/microvm/services.nix); a configuration made without that
+  # module has none.
+  readiness = cfg.readiness or { enable = false; };
+
   # Direct kernel boot wants an uncompressed vmlinux on these hypervisors on x86_64.
   wantsVmlinux =
     platform.isx86_64
@@ -154,6 +158,9 @@ let
   }
   // optionalAttrs (any (d: d.bus == "pci") cfg.devices) {
     modprobe = bin vmPkgs.kmod "modprobe";
+  }
+  // optionalAttrs readiness.enable {
+    microvm-notify-bridge = bin cfg.codegen.package "microvm-notify-bridge";
   }
   // optionalAttrs (hasShares "virtiofs" && hypervisor != "vfkit") {
     virtiofsd = bin cfg.virtiofsd.package "virtiofsd";
@@ -283,6 +290,11 @@ let
     devices = map device cfg.devices;
     vsock = {
       inherit (cfg.vsock) cid;
+    }
+    // optionalAttrs readiness.enable {
+      notify = {
+        inherit (readiness) port;
+      };
     };
     graphics = {
       inherit (cfg.graphics)

@@ -78,6 +78,28 @@ let
     }
   ];
 
+  # The guest template (mvm's hello example through mkGuest), its inputs replaced as above.
+  guestTemplateOutputs =
+    let
+      flake = import ../../guest-template/flake.nix;
+      nixosSystem =
+        { modules, system, ... }:
+        standIns.evalGuest {
+          inherit modules system;
+        };
+      mkGuest = import ../../lib/mk-guest.nix { inherit lib; } {
+        inherit nixosSystem;
+        microvmModule = ../../nixos-modules/microvm;
+      };
+    in
+    flake.outputs {
+      nixpkgs = {
+        inherit lib;
+        legacyPackages.x86_64-linux = standIns.pkgsFor "x86_64-linux";
+      };
+      microvm.lib.x86_64-linux.mkGuest = args: mkGuest ({ system = "x86_64-linux"; } // args);
+    };
+
   # The flake template, its inputs replaced: nixpkgs.lib.nixosSystem evaluates with the
   # stand-ins, the microvm input is this repository.
   templateOutputs =
@@ -350,6 +372,23 @@ let
   specWith = module: (guest [ module ]).microvm.runnerSpec.qemu;
 
   pick = names: attrs: lib.getAttrs names attrs;
+  # mvm's hello example (issue 10), as our guest options.
+  helloModule = pkgs: {
+    networking.hostName = "hello";
+    microvm.vsock.cid = 3;
+    microvm.services.hello = {
+      preStart = "mkdir -p /tmp/www && echo '<h1>Hello</h1>' > /tmp/www/index.html";
+      command = "${pkgs.python3 or pkgs.bash}/bin/python3 -m http.server 8080 --directory /tmp/www";
+      env = {
+        PORT = "8080";
+      };
+    };
+    microvm.healthChecks.hello = {
+      healthCmd = "${pkgs.curl}/bin/curl -sf http://localhost:8080/";
+      healthIntervalSecs = 5;
+    };
+  };
+  helloGuest = guest [ ({ pkgs, ... }: helloModule pkgs) ];
 in
 {
   # Graphics on cloud-hypervisor: its failed assertions, its toplevel and spec as written; and
@@ -482,6 +521,21 @@ in
     hostId = bare.networking.hostId;
   };
 
+  guestTemplate =
+    let
+      runner = guestTemplateOutputs.packages.x86_64-linux.default;
+      inherit (runner.nixosConfiguration) config;
+    in
+    {
+      runner = runner.name;
+      passthruIsTheConfiguration = runner.passthru.nixosConfiguration.config.networking.hostName;
+      spec = config.microvm.runnerSpec.qemu;
+      systemPackages = map (p: p.name) config.environment.systemPackages;
+      helloUser = config.systemd.services.hello.serviceConfig.User;
+      checkTimer = config.systemd.timers.health-hello.timerConfig;
+      toplevel = "${config.system.build.toplevel}";
+    };
+
   template = {
     spec = templateOutputs.nixosConfigurations.my-microvm.config.microvm.runnerSpec.qemu;
     runner = templateOutputs.packages.x86_64-linux.my-microvm.name;
@@ -559,6 +613,19 @@ in
     overlay = (flakeOutputs.overlays.default (standIns.pkgsFor "x86_64-linux") { }).microvm-codegen.name;
     formatter = builtins.attrNames flakeOutputs.formatter;
     hypervisors = flakeOutputs.lib.hypervisors;
+    # mkGuest, as `lib.mkGuest` (with a system) and as mvm spells it, `lib.<system>.mkGuest`.
+    mkGuest =
+      let
+        args = {
+          name = "flake-guest";
+          services.idle.command = "sleep infinity";
+        };
+      in
+      {
+        top = (flakeOutputs.lib.mkGuest (args // { system = "x86_64-linux"; })).name;
+        perSystem = (flakeOutputs.lib.x86_64-linux.mkGuest args).name;
+        systems = builtins.attrNames (lib.filterAttrs (_: v: v ? mkGuest) flakeOutputs.lib);
+      };
   };
 
   host = import ./host.nix { inherit lib standIns; };
@@ -585,6 +652,58 @@ in
         virtiofs = "virtiofs";
         ninep = "9p";
       };
+
+  # mvm's hello example (issue 10), as our guest options, and the mistakes it can make.
+  guestServices = {
+    services = lib.mapAttrs (_: unit: {
+      inherit (unit)
+        wantedBy
+        after
+        environment
+        unitConfig
+        ;
+      serviceConfig = lib.mapAttrs (
+        key: value: if builtins.elem key [ "ExecStart" "ExecStartPre" ] then toString value else value
+      ) unit.serviceConfig;
+    }) (lib.getAttrs [ "hello" "health-hello" "microvm-ready" ] helloGuest.systemd.services);
+    scripts = {
+      start = helloGuest.systemd.services.hello.serviceConfig.ExecStart.text;
+      preStart = helloGuest.systemd.services.hello.serviceConfig.ExecStartPre.text or null;
+      check = helloGuest.systemd.services.health-hello.serviceConfig.ExecStart.text;
+      ready = helloGuest.systemd.services.microvm-ready.serviceConfig.ExecStart.text;
+    };
+    timers = helloGuest.systemd.timers;
+    users = lib.mapAttrs (_: u: { inherit (u) isSystemUser group; }) helloGuest.users.users;
+    groups = builtins.attrNames helloGuest.users.groups;
+    spec = {
+      inherit (helloGuest.microvm.runnerSpec.qemu) vsock kernelParams;
+      bridge = helloGuest.microvm.runnerSpec.qemu.tools.microvm-notify-bridge or null;
+    };
+    toplevel = "${helloGuest.system.build.toplevel}";
+    # A check named after no service; readiness without vsock.
+    typo = specWith (
+      { pkgs, ... }:
+      lib.recursiveUpdate (helloModule pkgs) {
+        microvm.healthChecks.helo.healthCmd = "true";
+      }
+    );
+    noVsock = specWith (
+      { pkgs, ... }:
+      lib.recursiveUpdate (helloModule pkgs) {
+        microvm.vsock.cid = null;
+        microvm.readiness.enable = true;
+      }
+    );
+    vfkit =
+      (guest [
+        (
+          { pkgs, ... }:
+          lib.recursiveUpdate (helloModule pkgs) {
+            microvm.hypervisor = "vfkit";
+          }
+        )
+      ]).system.build.toplevel.outPath;
+  };
 
   # NixOS options misused next to the guest module; each must fail to evaluate, as in NixOS.
   mistyped = {

@@ -65,6 +65,15 @@ let
       );
     };
 
+  # mvm's hello example (issue 10): services and a health check, so the guest reports readiness.
+  hello.config =
+    { pkgs, ... }:
+    {
+      microvm.vsock.cid = 3;
+      microvm.services.hello.command = "${pkgs.bash}/bin/sh -c 'exec sleep infinity'";
+      microvm.healthChecks.hello.healthCmd = "true";
+    };
+
   twoVms = host { inherit alpha beta; };
   oneVm = host { inherit alpha; };
 
@@ -109,4 +118,5 @@ in
     off = oneVm.nix.settings ? plugin-files;
   };
   wrappedRunner.spec = (host { inherit wrapped; }).microvm.host.spec;
+  readiness.spec = (host { inherit alpha hello; }).microvm.host.spec;
 }

@@ -125,6 +125,7 @@ let
     "nix"
     "nixfmt"
     "openssh"
+    "python3"
     "qemu"
     "qemu_kvm"
     "socat"
@@ -158,6 +159,14 @@ let
           // (env.passthru or { });
         runCommandLocal = self.runCommand;
         writeText = name: _text: built name;
+        writeShellScript =
+          name: text:
+          built name
+          // {
+            # Kept so tests can read what a script does.
+            passthru.text = text;
+            inherit text;
+          };
         writeShellScriptBin =
           name: text:
           built name
@@ -230,11 +239,26 @@ let
     wantedBy = option (types.listOf unitNameType) [ ];
     requiredBy = option (types.listOf unitNameType) [ ];
     unitConfig = option (types.attrsOf unitOption) { };
+    description = option types.singleLineStr "";
+    after = option (types.listOf unitNameType) [ ];
   };
   serviceOptions = unitOptions // {
     # nixpkgs: types.addCheck (types.attrsOf unitOption) checkService
     serviceConfig = option (types.attrsOf unitOption) { };
     script = option types.lines "";
+    environment = option (types.attrsOf (
+      types.nullOr (
+        types.oneOf [
+          types.str
+          types.path
+          types.package
+        ]
+      )
+    )) { };
+  };
+  # nixpkgs: timerConfig is types.addCheck (types.attrsOf unitOption) checkTimer
+  timerOptions = unitOptions // {
+    timerConfig = mkOption { type = types.attrsOf unitOption; };
   };
   mountOptions = unitOptions // {
     what = mkOption { type = types.str; };
@@ -389,6 +413,7 @@ let
       services = option (unitsOf serviceOptions) { };
       sockets = option (unitsOf unitOptions) { };
       targets = option (unitsOf unitOptions) { };
+      timers = option (unitsOf timerOptions) { };
       mounts = option (types.listOf (types.submodule { options = mountOptions; })) [ ];
     };
 
@@ -483,6 +508,20 @@ let
               default = "";
             };
             password = option (types.nullOr types.str) null;
+          };
+          config.name = lib.mkDefault name;
+        }
+      )
+    )) { };
+
+    # nixos/modules/config/users-groups.nix: `groupOpts`, the sub-options our modules set.
+    users-groups-groups.options.users.groups = option (types.attrsOf (
+      types.submodule (
+        { name, ... }:
+        {
+          options = {
+            name = mkOption { type = types.passwdEntry types.str; };
+            gid = option (types.nullOr types.int) null;
           };
           config.name = lib.mkDefault name;
         }

@@ -138,6 +138,10 @@ pub fn feature_uses(spec: &RunnerSpec) -> Vec<(&'static str, JsonPath)> {
     if spec.vsock.cid.is_some() {
         uses.push(("vsock", path!["vsock", "cid"]));
     }
+    // Readiness travels over vsock: a hypervisor without it is refused for asking.
+    if spec.vsock.notify.is_some() {
+        uses.push(("vsock", path!["vsock", "notify"]));
+    }
     for (i, device) in spec.devices.iter().enumerate() {
         let feature = match device.bus {
             DeviceBus::Pci => "devices.pci",

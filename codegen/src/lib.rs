@@ -14,6 +14,7 @@ pub mod load;
 pub mod machine_id;
 pub mod manage;
 pub mod nix_syntax;
+pub mod notify_bridge;
 pub mod options;
 pub mod output;
 pub mod render;

@@ -71,6 +71,21 @@ pub fn required_tools(spec: &RunnerSpec) -> Vec<(Tool, String)> {
             "pci-setup hands the VFIO group to the VM user".to_owned(),
         ));
     }
+    if spec.vsock.notify.is_some() {
+        tools.push((
+            Tool::NotifyBridge,
+            "microvm-run starts it to carry the guest's readiness to its systemd unit".to_owned(),
+        ));
+        if hypervisor::backend(spec.hypervisor)
+            .vsock_mux_socket()
+            .is_some()
+        {
+            tools.push((
+                Tool::Sleep,
+                "microvm-run waits for microvm-notify-bridge's socket".to_owned(),
+            ));
+        }
+    }
     if needs_virtiofsd(spec) {
         let reason = "virtiofsd-run serves the virtiofs shares with it".to_owned();
         tools.push((Tool::Virtiofsd, reason.clone()));
@@ -217,6 +232,44 @@ struct Context<'a> {
     host_user: &'a str,
     host_group: &'a str,
     uses_runner_dir: bool,
+    notify_bridge: Option<NotifyBridgeContext>,
+}
+
+/// `microvm-notify-bridge` as `microvm-run` starts it (`vsock.notify`).
+#[derive(Serialize)]
+struct NotifyBridgeContext {
+    argv: Vec<String>,
+    /// The Unix socket it listens on, which `microvm-run` waits for (hybrid vsock).
+    socket: Option<String>,
+}
+
+/// Where the guest's readiness arrives: the hybrid vsock's `<mux socket>_<port>`, or the host's
+/// vsock port, from the VM's cid only.
+fn notify_bridge(spec: &RunnerSpec) -> Option<NotifyBridgeContext> {
+    let notify = spec.vsock.notify.as_ref()?;
+    let program = spec.tools.get(Tool::NotifyBridge)?.to_owned();
+    let mut argv = vec![
+        program,
+        "--state".to_owned(),
+        crate::notify_bridge::STATE_FILE.to_owned(),
+    ];
+    let socket = match hypervisor::backend(spec.hypervisor).vsock_mux_socket() {
+        Some(mux) => {
+            let socket = format!("{mux}_{}", notify.port);
+            argv.extend(["--unix".to_owned(), socket.clone()]);
+            Some(socket)
+        }
+        None => {
+            argv.extend([
+                "--vsock-port".to_owned(),
+                notify.port.to_string(),
+                "--cid".to_owned(),
+                spec.vsock.cid.unwrap_or_default().to_string(),
+            ]);
+            None
+        }
+    };
+    Some(NotifyBridgeContext { argv, socket })
 }
 
 fn quiet_flag(fs_type: &str) -> Option<&'static str> {
@@ -435,6 +488,7 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
         host_user: &spec.host.user,
         host_group: &spec.host.group,
         uses_runner_dir: uses_runner_dir(&launch),
+        notify_bridge: notify_bridge(spec),
     };
 
     let mut tree = Tree::new();

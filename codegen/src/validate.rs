@@ -143,6 +143,28 @@ fn check_basics(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
             );
         }
     }
+    if let Some(notify) = &spec.vsock.notify {
+        if spec.vsock.cid.is_none() {
+            findings.push(
+                Diagnostic::error(
+                    code("vsock_notify_needs_cid"),
+                    "guest readiness is sent over vsock, and this VM has no vsock device",
+                )
+                .at(path!["vsock", "notify"])
+                .help("set microvm.vsock.cid (3 or more, unique on the host), or microvm.readiness.enable = false"),
+            );
+        }
+        if notify.port == u32::MAX {
+            findings.push(
+                Diagnostic::error(
+                    code("vsock_notify_port"),
+                    "vsock port 4294967295 is reserved (VMADDR_PORT_ANY)",
+                )
+                .at(path!["vsock", "notify", "port"])
+                .help("pick another port, such as 8888"),
+            );
+        }
+    }
     for (field, value) in [("user", &spec.host.user), ("group", &spec.host.group)] {
         if value.is_empty() {
             findings.push(

@@ -513,3 +513,98 @@ fn host_path_create_run_shutdown_and_tap_teardown() {
         .unwrap();
     assert!(status.success() && !vm_dir.join("booted").exists());
 }
+
+/// Issue 10: a guest's readiness and health travel over vsock to the unit's notify socket. qemu
+/// gets its vsock from vhost-device-vsock (a vhost-user device: this host has no
+/// /dev/vhost-vsock), which hands the guest's connection to host port 8888 to the Unix socket
+/// `<uds>_8888`, where microvm-notify-bridge listens, as it does for firecracker and
+/// cloud-hypervisor. The guest (checks/guest/init, scenario `readiness`) sends what the guest
+/// module's units send: each change of its check, READY=1 once the check has passed, then a
+/// failure.
+#[test]
+fn guest_readiness_then_a_failing_check_reach_the_notify_socket_over_vsock() {
+    use std::os::unix::net::UnixDatagram;
+
+    let env = boot_env();
+    assert!(
+        !env.vhost_vsock.is_empty(),
+        "boot-env.sh built no vhost-device-vsock"
+    );
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let notify = dir.join("notify");
+    let unit = UnixDatagram::bind(&notify).unwrap();
+    unit.set_read_timeout(Some(VM_TIMEOUT)).unwrap();
+    let uds = dir.join("notify.vsock");
+    let mut bridge = Command::new(env!("CARGO_BIN_EXE_microvm-notify-bridge"))
+        .arg("--unix")
+        .arg(dir.join("notify.vsock_8888"))
+        .arg("--state")
+        .arg(dir.join("health.json"))
+        .env("NOTIFY_SOCKET", &notify)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let vhost_socket = dir.join("vhost-vsock.sock");
+    let mut device = Command::new(&env.vhost_vsock)
+        .arg("--guest-cid=3")
+        .arg(format!("--socket={}", vhost_socket.display()))
+        .arg(format!("--uds-path={}", uds.display()))
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !vhost_socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "vhost-device-vsock made no socket"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut s = spec(&env, "readiness", "readiness", &[param("port", 8888)]);
+    s["qemu"] = json!({ "extraArgs": [
+        "-object", "memory-backend-memfd,id=vumem,size=256M,share=on",
+        "-machine", "memory-backend=vumem",
+        "-chardev", format!("socket,id=vs0,path={}", vhost_socket.display()),
+        "-device", "vhost-user-vsock-device,chardev=vs0",
+    ]});
+    let mut vm = Vm::new(&dir.join("vm"), &s);
+    vm.run_to_end();
+    let _ = bridge.kill();
+    let _ = device.kill();
+    let _ = bridge.wait();
+    let _ = device.wait();
+    assert!(
+        vm.has("MVTEST:readiness:failure-sent"),
+        "{}",
+        vm.transcript()
+    );
+
+    // What the unit heard, in order: only after the check passed did READY=1 come.
+    unit.set_nonblocking(true).unwrap();
+    let mut heard = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n) = unit.recv(&mut buffer) {
+        heard.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+    }
+    let first_lines: Vec<&str> = heard.iter().filter_map(|m| m.lines().next()).collect();
+    assert_eq!(
+        first_lines,
+        [
+            "X_MICROVM_HEALTH=hello failing check saw failing",
+            "X_MICROVM_HEALTH=hello passing check saw passing",
+            "READY=1",
+            "X_MICROVM_HEALTH=hello failing check saw failing",
+        ],
+        "{heard:#?}"
+    );
+    assert!(
+        heard[3].contains("STATUS=ready; checks: hello failing (check saw failing)"),
+        "{heard:#?}"
+    );
+    let health: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("health.json")).unwrap()).unwrap();
+    assert_eq!(health["ready"], json!(true));
+    assert_eq!(health["checks"]["hello"]["state"], json!("failing"));
+}

@@ -69,10 +69,10 @@ fn declared_vms_restart_only_when_asked_and_get_their_install_unit() {
     );
     let builder = text("lib/systemd/system/microvm@builder.service.d/50-declared.conf");
     assert!(builder.contains("X-RestartIfChanged=false"));
-    assert!(
-        !builder.contains("Type="),
-        "the template's Type= (microvm.host.useNotifySockets) holds for every VM"
-    );
+    // A VM whose guest reports readiness is Type=notify; the others keep the template's Type=
+    // (microvm.host.useNotifySockets).
+    assert!(builder.contains("\nType=notify\n"), "{builder}");
+    assert!(!router.contains("Type="), "{router}");
     assert!(!builder.contains("ProtectHome"));
     assert!(
         text("lib/systemd/system/install-microvm-builder.service")

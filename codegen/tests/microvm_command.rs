@@ -1042,3 +1042,58 @@ fn files_of_a_vm_state_are_read_within_a_bound() {
         "microvm peaked at {peak_kib} KiB reading files that lead to /dev/zero"
     );
 }
+
+/// Issue 10: what the guest reported through microvm-notify-bridge (`health.json` in the VM's
+/// directory) shows in `status` and `list`, while the VM runs.
+#[test]
+fn status_and_list_show_the_guests_readiness_and_checks() {
+    let host = Host::new();
+    let runner = host.runner("cloud-hypervisor-readiness.json", "ready");
+    let dir = host.install("hello", &runner, Some("/etc/vms"), false);
+    std::fs::write(
+        dir.join("health.json"),
+        r#"{ "ready": true, "readySince": 100, "status": null,
+             "checks": { "hello": { "state": "failing", "since": 160, "output": "curl: (7) refused" } } }"#,
+    )
+    .unwrap();
+    let active = [("FAKE_ACTIVE", "active"), ("FAKE_SUB", "running")];
+
+    let status = host.microvm(&["status", "hello", "--json"], &active);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    validate_against(
+        "microvm-status.schema.json",
+        "microvm-status",
+        microvm_codegen::manage::status_schema_json(),
+        &json,
+    );
+    assert_eq!(json["guest"]["ready"], true);
+    assert_eq!(
+        json["guest"]["checks"]["hello"],
+        serde_json::json!({ "state": "failing", "since": 160, "output": "curl: (7) refused" })
+    );
+    let text = stdout(&host.microvm(&["status", "hello"], &active));
+    assert!(text.contains("  guest       ready"), "{text}");
+    assert!(
+        text.contains("  check       hello failing since 160: curl: (7) refused"),
+        "{text}"
+    );
+
+    let list = host.microvm(&["list", "--json"], &active);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
+    validate_against(
+        "microvm-list.schema.json",
+        "microvm-list",
+        microvm_codegen::manage::list_schema_json(),
+        &json,
+    );
+    assert_eq!(json[0]["ready"], true);
+    assert_eq!(json[0]["checks"], serde_json::json!({ "hello": "failing" }));
+    let text = stdout(&host.microvm(&["list"], &active));
+    assert!(text.contains("guest ready; failing: hello"), "{text}");
+
+    // A stopped VM's file is from its last run: not shown.
+    let stopped = host.microvm(&["status", "hello", "--json"], &[]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&stopped)).unwrap();
+    assert_eq!(json["guest"], serde_json::Value::Null);
+}

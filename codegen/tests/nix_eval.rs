@@ -595,7 +595,15 @@ fn flake_outputs_are_wired_for_every_hypervisor() {
     }
     assert_eq!(
         flake["templates"],
-        json!({ "default": "flake-template", "microvm": "flake-template" })
+        json!({ "default": "flake-template", "microvm": "flake-template", "guest": "guest-template" })
+    );
+    assert_eq!(
+        flake["mkGuest"],
+        json!({
+            "top": "microvm-qemu-flake-guest",
+            "perSystem": "microvm-qemu-flake-guest",
+            "systems": ["aarch64-darwin", "aarch64-linux", "x86_64-linux"]
+        })
     );
     assert_eq!(flake["hypervisors"], json!(HYPERVISORS));
     assert_eq!(
@@ -796,4 +804,121 @@ fn the_guest_modules_nixos_settings_have_nixos_types() {
     let rosetta = &settings["rosetta"];
     assert_eq!(rosetta["toplevel"], json!("/stand-in/nixos-system-rosetta"));
     assert_eq!(rosetta["enable"], json!(true));
+}
+
+/// Issue 10: mvm's hello example, written with `microvm.services`/`microvm.healthChecks`, is
+/// ordinary systemd units in the guest and a runner that waits for the guest's readiness.
+#[test]
+fn mvm_hello_example_becomes_guest_units_and_a_runner_with_readiness() {
+    let services = nix::eval("guestServices.services");
+    let hello = &services["hello"];
+    assert_eq!(hello["wantedBy"], json!(["multi-user.target"]));
+    assert_eq!(hello["environment"], json!({ "PORT": "8080" }));
+    let config = &hello["serviceConfig"];
+    // Not root: a user of its own; preStart as root (`+`); `microvm up --env` overrides.
+    assert_eq!(config["User"], json!("svc-hello"));
+    assert!(
+        config["ExecStartPre"]
+            .as_str()
+            .unwrap()
+            .starts_with("+/stand-in/"),
+        "{config}"
+    );
+    assert_eq!(config["EnvironmentFile"], json!("-/run/microvm/env"));
+    assert_eq!(config["Restart"], json!("always"));
+    assert_eq!(config["RestartMaxDelaySec"], json!("60s"));
+    assert_eq!(hello["unitConfig"]["StartLimitIntervalSec"], json!(0));
+    let check = &services["health-hello"]["serviceConfig"];
+    assert_eq!(check["Type"], json!("oneshot"));
+    assert_eq!(check["User"], json!("svc-hello"));
+    assert_eq!(services["microvm-ready"]["after"], json!(["hello.service"]));
+
+    let scripts = nix::eval("guestServices.scripts");
+    assert_eq!(
+        scripts["start"],
+        json!("/usr/bin/python3 -m http.server 8080 --directory /tmp/www")
+    );
+    let check = scripts["check"].as_str().unwrap();
+    assert!(
+        check.contains(
+            "/usr/bin/timeout 10 /usr/bin/sh -c '/usr/bin/curl -sf http://localhost:8080/'"
+        ),
+        "{check}"
+    );
+    assert!(
+        check.contains(
+            r#"NOTIFY_SOCKET=vsock-stream:2:8888 /usr/bin/systemd-notify "X_MICROVM_HEALTH=hello $state $line""#
+        ),
+        "{check}"
+    );
+    let ready = scripts["ready"].as_str().unwrap();
+    assert!(
+        ready.contains("systemctl start health-hello.service"),
+        "{ready}"
+    );
+
+    let timers = nix::eval("guestServices.timers");
+    assert_eq!(
+        timers["health-hello"]["timerConfig"]["OnUnitActiveSec"],
+        json!("5s")
+    );
+    assert_eq!(timers["health-hello"]["wantedBy"], json!(["timers.target"]));
+    assert_eq!(
+        nix::eval("guestServices.users"),
+        json!({ "svc-hello": { "isSystemUser": true, "group": "svc-hello" } })
+    );
+    assert_eq!(nix::eval("guestServices.groups"), json!(["svc-hello"]));
+
+    // The runner: readiness on vsock port 8888 and the bridge that carries it.
+    let spec = nix::eval("guestServices.spec");
+    assert_eq!(
+        spec["vsock"],
+        json!({ "cid": 3, "notify": { "port": 8888 } })
+    );
+    assert_eq!(spec["bridge"], json!("/usr/bin/microvm-notify-bridge"));
+    // The whole guest evaluates: every NixOS option our units set has NixOS's type.
+    nix::eval("guestServices.toplevel");
+}
+
+#[test]
+fn a_health_check_of_no_service_and_readiness_without_vsock_fail_evaluation() {
+    let typo = nix::eval_with("guestServices.typo", &[]).unwrap_err();
+    assert!(
+        typo.contains(
+            "microvm.healthChecks.helo: there is no microvm.services.helo. Did you mean \"hello\"?"
+        ),
+        "{typo}"
+    );
+    let no_vsock = nix::eval_with("guestServices.noVsock", &[]).unwrap_err();
+    assert!(
+        no_vsock.contains("microvm.readiness.enable needs microvm.vsock.cid"),
+        "{no_vsock}"
+    );
+    let vfkit = nix::eval_with("guestServices.vfkit", &[]).unwrap_err();
+    assert!(
+        vfkit.contains(
+            r#"hypervisor "vfkit" does not support vsock, used by readiness.enable = true"#
+        ),
+        "{vfkit}"
+    );
+}
+
+/// Issue 10: `templates.guest`, mvm's hello example through `lib.<system>.mkGuest`, evaluates to
+/// a runner (with the NixOS configuration beside it) whose spec the generator accepts.
+#[test]
+fn the_guest_template_is_a_runner_made_by_mk_guest() {
+    let evaluated = nix::eval("guestTemplate");
+    assert_eq!(evaluated["runner"], json!("microvm-qemu-hello"));
+    assert_eq!(evaluated["passthruIsTheConfiguration"], json!("hello"));
+    assert_eq!(evaluated["systemPackages"], json!(["python3", "curl"]));
+    assert_eq!(evaluated["helloUser"], json!("svc-hello"));
+    assert_eq!(evaluated["checkTimer"]["OnUnitActiveSec"], json!("5s"));
+    let spec = &evaluated["spec"];
+    assert_eq!(spec["vsock"]["notify"], json!({ "port": 8888 }));
+    // Forwarded ports got the user network they need.
+    assert_eq!(spec["interfaces"][0]["type"], json!("user"));
+    match validate_spec("guest-template", spec) {
+        Verdict::Accepted => {}
+        Verdict::Refused(report) => panic!("the generator refused the template's spec: {report}"),
+    }
 }

@@ -176,3 +176,27 @@ fn the_evaluator_plugin_option_sets_the_hosts_plugin_files() {
     );
     assert_eq!(evaluated["off"], false);
 }
+
+/// Issue 10: a declared VM whose guest describes services (and so reports readiness) gets a
+/// `Type=notify` unit; the others keep the template's type.
+#[test]
+fn a_guest_with_services_gets_a_notify_unit_on_the_host() {
+    let evaluated = nix::eval("host.readiness");
+    let spec = &evaluated["spec"];
+    assert_eq!(spec["vms"]["hello"]["notify"], Value::Bool(true));
+    assert_eq!(spec["vms"]["alpha"]["notify"], Value::Bool(false));
+    let dir = tempfile::tempdir().unwrap();
+    let package = generate(spec, dir.path());
+    let hello = read(
+        &package,
+        "lib/systemd/system/microvm@hello.service.d/50-declared.conf",
+    );
+    assert!(hello.contains("\nType=notify\n"), "{hello}");
+    let alpha = read(
+        &package,
+        "lib/systemd/system/microvm@alpha.service.d/50-declared.conf",
+    );
+    assert!(!alpha.contains("Type="), "{alpha}");
+    // The template lets the bridge, a child of microvm-run, notify.
+    assert!(read(&package, "lib/systemd/system/microvm@.service").contains("NotifyAccess=all"));
+}

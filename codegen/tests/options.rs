@@ -258,6 +258,33 @@ const GUEST_ONLY: &[(&str, &str)] = &[
     ("registerClosure", "guest Nix database at boot"),
     ("writableStoreOverlay", "guest mount"),
     ("vsock.ssh.enable", "guest sshd on vsock"),
+    ("services.<name>.command", "a guest systemd service"),
+    ("services.<name>.preStart", "a guest systemd service"),
+    ("services.<name>.env", "a guest systemd service"),
+    ("services.<name>.user", "a guest systemd service"),
+    ("services.<name>.restart", "a guest systemd service"),
+    ("healthChecks.<name>.healthCmd", "a guest service and timer"),
+    (
+        "healthChecks.<name>.healthIntervalSecs",
+        "a guest service and timer",
+    ),
+    (
+        "healthChecks.<name>.healthTimeoutSecs",
+        "a guest service and timer",
+    ),
+    (
+        "healthChecks.<name>.startupGraceSecs",
+        "a guest service and timer",
+    ),
+    (
+        "healthChecks.<name>.critical",
+        "the guest's microvm-ready.service",
+    ),
+    (
+        "readiness.enable",
+        "reaches the spec as vsock.notify (with readiness.port)",
+    ),
+    ("readiness.port", "reaches the spec as vsock.notify.port"),
     ("deploy.installOnHost", "deployment scripts"),
     ("deploy.rebuild", "deployment scripts"),
     ("deploy.sshSwitch", "deployment scripts"),
@@ -284,6 +311,7 @@ const SPEC_ONLY: &[(&str, &str)] = &[
         "qemu.sandbox",
         "from the qemu build's seccomp support and bridge interfaces",
     ),
+    ("vsock.notify", "microvm.readiness"),
 ];
 
 /// Options that have no options below them (a list of submodules is not a field itself).
@@ -420,6 +448,10 @@ const HOST_SPEC_ONLY: &[(&str, &str)] = &[
     (
         "vms.<name>.toplevel",
         "built from the guest's configuration",
+    ),
+    (
+        "vms.<name>.notify",
+        "from the guest's microvm.readiness.enable",
     ),
     (
         "vms.<name>.writablePaths",

@@ -58,6 +58,8 @@ let
       flake = if vm.flake != null then "${vm.flake}" else null;
       inherit (vm) updateFlake restartIfChanged;
       writablePaths = writablePaths guest;
+      # microvm.readiness (the guest module's services.nix): the unit becomes Type=notify.
+      notify = guest.microvm.readiness.enable or false;
     };
 
   spec = {

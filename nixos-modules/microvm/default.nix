@@ -32,6 +32,7 @@ in
     ./graphics.nix
     ./rosetta.nix
     ./vsock-ssh.nix
+    ./services.nix
     ./ssh-deploy.nix
   ];
 

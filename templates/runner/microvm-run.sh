@@ -169,6 +169,25 @@ macvtap_device=/dev/tap$(< /sys/class/net/{{ macvtap.interface }}/ifindex)
 exec {{ fd }}<>"$macvtap_device"
 {%- endfor %}
 {%- endfor %}
+{%- if notify_bridge %}
+
+# microvm.readiness: started by systemd (a Type=notify unit sets NOTIFY_SOCKET), the bridge
+# carries the guest's READY=1 and health checks from its vsock to the unit.
+if [ -n "${NOTIFY_SOCKET:-}" ]; then
+  {{ notify_bridge.argv | argv }} &
+{%- if notify_bridge.socket %}
+  waited=0
+  until [ -S {{ notify_bridge.socket }} ]; do
+    if [ "$waited" -ge 300 ]; then
+      echo 'microvm-run: microvm-notify-bridge did not create' {{ notify_bridge.socket }} 'within 30 s' >&2
+      exit 1
+    fi
+    {{ tools.sleep }} 0.1
+    waited=$((waited + 1))
+  done
+{%- endif %}
+fi
+{%- endif %}
 {%- if extra_args_script %}
 
 # microvm.extraArgsScript, as written in the VM's configuration; its output becomes arguments.

@@ -66,6 +66,10 @@ pub struct DeclaredVm {
     /// components, no `//`): systemd ignores a `ReadWritePaths=` entry with `..`.
     #[serde(default)]
     pub writable_paths: Vec<String>,
+    /// The guest reports readiness (its runner spec has `vsock.notify`): its `microvm@` unit is
+    /// `Type=notify`, so starting it returns once the guest is really up.
+    #[serde(default)]
+    pub notify: bool,
 }
 
 macro_rules! host_tools {

@@ -46,6 +46,8 @@ struct VmContext<'a> {
     writable_paths: &'a [String],
     /// A writable path is under /home, /root or /run/user, which ProtectHome= hides.
     home_access: bool,
+    /// The guest reports readiness: `Type=notify` for this VM.
+    notify: bool,
 }
 
 /// The declared VMs as reconciliation reads them (`share/microvm/declared.json`).
@@ -156,6 +158,7 @@ fn vm_context<'a>(host: &'a HostContext<'a>, name: &'a str, vm: &'a DeclaredVm) 
         install_once: vm.flake.is_some() && vm.update_flake.is_some(),
         restart_if_changed: vm.restart_if_changed,
         writable_paths: &vm.writable_paths,
+        notify: vm.notify,
         home_access: vm.writable_paths.iter().any(|p| {
             ["/home", "/root", "/run/user"]
                 .iter()

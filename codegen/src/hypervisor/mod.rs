@@ -354,12 +354,19 @@ pub fn uart_console(system: System) -> &'static str {
 }
 
 /// The guest kernel's command line: the hypervisor's own parameters, then `kernelParams`,
-/// separated by spaces.
+/// separated by spaces, then the credential that tells the guest's systemd where to send
+/// readiness (`vsock.notify`; the kernel command line reaches every hypervisor's guest, where
+/// SMBIOS and fw_cfg credentials do not).
 pub fn kernel_cmdline(spec: &RunnerSpec, own: &[&str]) -> String {
-    let params = spec.kernel_params.iter().map(String::as_str);
+    let params = spec.kernel_params.iter().cloned();
+    let notify = spec
+        .vsock
+        .notify_address()
+        .map(|address| format!("systemd.set_credential=vmm.notify_socket:{address}"));
     own.iter()
-        .copied()
+        .map(|s| (*s).to_owned())
         .chain(params)
+        .chain(notify)
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -1,8 +1,12 @@
 //! What `list --json` and `status --json` print. The JSON Schemas of these types are committed
 //! under doc/ and a test keeps them, and the output, in line.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use crate::notify_bridge::{CheckState, GuestHealth};
 
 /// One line of `microvm list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -17,6 +21,11 @@ pub struct ListEntry {
     pub state: VmState,
     /// Declared in the host configuration (`microvm update` refuses it).
     pub declarative: bool,
+    /// The running guest said it is ready (null: it does not report readiness, or is not
+    /// running).
+    pub ready: Option<bool>,
+    /// Each health check's last reported state, by name (running guests that report them).
+    pub checks: BTreeMap<String, CheckState>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -45,6 +54,9 @@ pub struct Status {
     pub restart_needed: bool,
     pub unit: UnitStatus,
     pub spec: Option<SpecSummary>,
+    /// What the running guest reported over vsock (`microvm.readiness`): readiness and each
+    /// health check (null: it does not report, or is not running).
+    pub guest: Option<GuestHealth>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

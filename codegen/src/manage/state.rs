@@ -141,6 +141,14 @@ impl VmDir {
         serde_json::from_str(&self.share("spec.json")?).ok()
     }
 
+    /// What the running guest reported through microvm-notify-bridge (`health.json`), when the
+    /// runner has guest readiness; None for a runner without it or before the bridge wrote it.
+    pub fn guest_health(&self) -> Option<crate::notify_bridge::GuestHealth> {
+        self.spec()?.vsock.notify?;
+        let text = std::fs::read_to_string(self.dir.join(crate::notify_bridge::STATE_FILE)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
     /// The installed runner can start the VM.
     pub fn has_runner(&self) -> bool {
         self.dir.join("current/bin/microvm-run").is_file()

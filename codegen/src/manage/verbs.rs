@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::report::{ListEntry, SpecSummary, Status, UnitStatus, VmState};
+use super::report::{CheckState, ListEntry, SpecSummary, Status, UnitStatus, VmState};
 use super::state::{self, VmDir};
 use crate::host::names;
 use crate::host::units::DeclaredList;
@@ -429,9 +429,14 @@ fn list_entries(context: &Context) -> Result<Vec<ListEntry>, Error> {
         } else {
             VmState::Stopped
         };
+        let health = active.then(|| vm.guest_health()).flatten();
         entries.push(ListEntry {
             hypervisor: vm.hypervisor(),
             declarative: vm.declarative(),
+            ready: health.as_ref().map(|h| h.ready),
+            checks: health
+                .map(|h| h.checks.into_iter().map(|(n, c)| (n, c.state)).collect())
+                .unwrap_or_default(),
             name: vm.name,
             unit: if unit_state.is_empty() {
                 "unknown".to_owned()
@@ -468,7 +473,7 @@ pub fn list(context: &Context, json: bool) -> Result<(), Error> {
         "NAME", "HYPERVISOR", "STATE"
     );
     for e in &entries {
-        let note = match (e.state, e.declarative) {
+        let mut note = match (e.state, e.declarative) {
             (VmState::Outdated, true) => {
                 "runs an older version; restart to apply the host's".to_owned()
             }
@@ -478,6 +483,24 @@ pub fn list(context: &Context, json: bool) -> Result<(), Error> {
             (_, true) => "declared in the host configuration".to_owned(),
             _ => String::new(),
         };
+        if let Some(ready) = e.ready {
+            let failing: Vec<&str> = e
+                .checks
+                .iter()
+                .filter(|(_, s)| **s == CheckState::Failing)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let guest = match (ready, failing.is_empty()) {
+                (false, _) => "guest not ready yet".to_owned(),
+                (true, true) => "guest ready".to_owned(),
+                (true, false) => format!("guest ready; failing: {}", failing.join(", ")),
+            };
+            note = if note.is_empty() {
+                guest
+            } else {
+                format!("{guest}; {note}")
+            };
+        }
         let state = match e.state {
             VmState::Running => "running",
             VmState::Outdated => "outdated",
@@ -539,6 +562,9 @@ pub fn status(context: &Context, name: &str, json: bool) -> Result<(), Error> {
         restart_needed: vm.outdated(unit.active_state == "active"),
         current: current.map(|p| p.display().to_string()),
         booted: booted.map(|p| p.display().to_string()),
+        guest: (unit.active_state == "active")
+            .then(|| vm.guest_health())
+            .flatten(),
         unit,
         spec: vm.spec().as_ref().map(SpecSummary::of),
     };
@@ -581,6 +607,28 @@ pub fn status(context: &Context, name: &str, json: bool) -> Result<(), Error> {
         }
         if let Some(cid) = spec.vsock_cid {
             println!("  vsock cid   {cid}");
+        }
+    }
+    if let Some(guest) = &status.guest {
+        println!(
+            "  guest       {}",
+            if guest.ready {
+                "ready"
+            } else {
+                "not ready yet"
+            }
+        );
+        for (name, check) in &guest.checks {
+            let state = match check.state {
+                CheckState::Passing => "passing",
+                CheckState::Failing => "failing",
+            };
+            println!(
+                "  check       {} {state} since {}: {}",
+                state::printable(name),
+                check.since,
+                state::printable(&check.output)
+            );
         }
     }
     Ok(())

@@ -139,6 +139,30 @@ pub struct Vsock {
     /// Guest context id; setting it adds a vsock device. 0, 1 and 2 are reserved.
     #[serde(default)]
     pub cid: Option<u64>,
+    /// `microvm.readiness`: the guest reports readiness and health to the host over vsock
+    /// (null: it does not). Needs `cid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<VsockNotify>,
+}
+
+/// Guest readiness over vsock: the guest's systemd sends `READY=1` (and its health checks
+/// their state changes) to host port `port`, where `microvm-notify-bridge` listens and
+/// forwards to the unit's `NOTIFY_SOCKET`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VsockNotify {
+    /// The host's vsock port the guest sends to. Under qemu, crosvm, kvmtool and stratovirt
+    /// (the host kernel's vsock) it must be unique among the host's VMs.
+    pub port: u32,
+}
+
+impl Vsock {
+    /// The `vmm.notify_socket` credential's value the guest's systemd reads.
+    pub fn notify_address(&self) -> Option<String> {
+        self.notify
+            .as_ref()
+            .map(|n| format!("vsock-stream:2:{}", n.port))
+    }
 }
 
 /// Everything a runner needs, as the Nix side (or a person) writes it.

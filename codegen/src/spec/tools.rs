@@ -89,6 +89,8 @@ tools! {
     nproc => Nproc, "nproc";
     modprobe => Modprobe, "modprobe";
     systemd_notify => SystemdNotify, "systemd-notify";
+    /// Carries the guest's readiness and health from vsock to the unit (`vsock.notify`).
+    notify_bridge => NotifyBridge, "microvm-notify-bridge";
     /// The setuid helper behind qemu `bridge` interfaces.
     qemu_bridge_helper => QemuBridgeHelper, "qemu-bridge-helper";
     mkfs_ext2 => MkfsExt2, "mkfs.ext2";

@@ -23,6 +23,8 @@ pub struct BootEnv {
     pub kernel: String,
     pub initrd: String,
     pub virtiofsd: String,
+    /// vhost-device-vsock, qemu's vsock here (no /dev/vhost-vsock); empty when not built.
+    pub vhost_vsock: String,
     pub tsc_khz: String,
 }
 
@@ -47,6 +49,7 @@ pub fn boot_env() -> BootEnv {
         kernel: get("MICROVM_TEST_KERNEL"),
         initrd: get("MICROVM_TEST_INITRD"),
         virtiofsd: get("MICROVM_TEST_VIRTIOFSD"),
+        vhost_vsock: get("MICROVM_TEST_VHOST_VSOCK"),
         tsc_khz: get("MICROVM_TEST_TSC_KHZ"),
     }
 }
