@@ -12,6 +12,8 @@
   e2eInitrd ? "/stand-in/initrd",
   e2eParams ? "[]",
   e2eStoreDisk ? "/stand-in/store.erofs",
+  # The token file of the CI runner pools (attribute host.ciRunners): tests write a marker there.
+  ciTokenFile ? "/run/secrets/ci-token",
 }:
 
 let
@@ -561,7 +563,7 @@ in
     hypervisors = flakeOutputs.lib.hypervisors;
   };
 
-  host = import ./host.nix { inherit lib standIns; };
+  host = import ./host.nix { inherit lib standIns ciTokenFile; };
 
   # A share's securityModel outside its enum: read only on 9p shares, so it evaluates on a
   # virtiofs share (as in microvm.nix) and fails on a 9p one.
