@@ -88,7 +88,11 @@ fn an_ephemeral_volume_is_empty_at_the_next_start_while_a_persistent_one_keeps_i
     fourth.wait_for("MVTEST:volume:seen=1", Duration::ZERO);
     fourth.wait_for("MVTEST:volume:wrote=2", Duration::ZERO);
     assert!(
-        !fourth.stderr.lock().unwrap().contains("creating volume keep.img"),
+        !fourth
+            .stderr
+            .lock()
+            .unwrap()
+            .contains("creating volume keep.img"),
         "the persistent image was recreated\n{}",
         fourth.transcript()
     );
