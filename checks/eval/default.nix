@@ -565,6 +565,28 @@ in
 
   host = import ./host.nix { inherit lib standIns ciTokenFile; };
 
+  # microvm.ephemeral: every volume's default, the one of the writable store overlay included;
+  # a volume may still say ephemeral = false.
+  ephemeralVm =
+    map (v: lib.filterAttrs (n: _: n == "image" || n == "ephemeral") v)
+      (specWith {
+        microvm.ephemeral = true;
+        microvm.writableStoreOverlay = "/nix/.rw-store";
+        microvm.volumes = [
+          {
+            image = "store-overlay.img";
+            mountPoint = "/nix/.rw-store";
+            size = 2048;
+          }
+          {
+            image = "cache.img";
+            mountPoint = "/var/cache";
+            size = 512;
+            ephemeral = false;
+          }
+        ];
+      }).volumes;
+
   # A share's securityModel outside its enum: read only on 9p shares, so it evaluates on a
   # virtiofs share (as in microvm.nix) and fails on a 9p one.
   securityModelOutsideItsEnum =

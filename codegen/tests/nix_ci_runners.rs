@@ -264,3 +264,17 @@ fn the_token_is_in_no_evaluated_or_generated_file() {
         );
     }
 }
+
+/// `microvm.ephemeral` makes every volume ephemeral by default, the writable store overlay's
+/// included; a volume that says `ephemeral = false` stays persistent (and is left out of the
+/// spec's field, whose default is false).
+#[test]
+fn microvm_ephemeral_is_every_volumes_default() {
+    assert_eq!(
+        nix::eval("ephemeralVm"),
+        json!([
+            { "image": "store-overlay.img", "ephemeral": true },
+            { "image": "cache.img" }
+        ])
+    );
+}
