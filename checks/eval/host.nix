@@ -167,6 +167,8 @@ in
         runnerUnit =
           g.systemd.services.${if hasGithub then "github-runner-${name}" else "gitlab-runner"};
         tokenUnit = g.systemd.services.microvm-ci-token;
+        # The script the GitLab runner's unit starts (a stand-in derivation keeps its text).
+        gitlabOneJob = if hasGithub then null else g.systemd.services.gitlab-runner.serviceConfig.ExecStart.passthru.text;
         shares = g.microvm.shares;
         storeOnDisk = g.microvm.storeOnDisk;
         mem = g.microvm.mem;

@@ -159,6 +159,17 @@ fn a_pool_of_three_is_three_distinct_vms_each_running_one_job_then_powering_off(
             unit["serviceConfig"]["ExecStart"],
             "/stand-in/gitlab-runner-one-job"
         );
+        let one_job = guest["gitlabOneJob"].as_str().unwrap();
+        assert!(
+            one_job.contains(
+                "/bin/gitlab-runner run-single --executor shell --builds-dir /var/lib/microvm-ci/work --max-builds 1"
+            ),
+            "{one_job}"
+        );
+        assert_eq!(
+            unit["serviceConfig"]["LoadCredential"],
+            json!(["gitlab-env:/run/microvm-ci/gitlab.env"])
+        );
     }
 
     // The host: each VM's unit loads the token at start, and the generated template restarts

@@ -190,17 +190,20 @@ let
           buildsDir = "${scratchDir}/work";
         };
       };
-      # gitlab-runner `run` takes jobs forever: run-single takes one from the runner the
-      # module registered, then exits.
-      systemd.services.gitlab-runner.serviceConfig.ExecStart = lib.mkForce (
-        toString (
+      # gitlab-runner `run` takes jobs forever: `run-single` takes one and exits. It reads the
+      # instance and the runner's token from CI_SERVER_URL and CI_SERVER_TOKEN, which the
+      # service (a dynamic user) gets as a credential of the root-only file.
+      systemd.services.gitlab-runner.serviceConfig = {
+        LoadCredential = [ "gitlab-env:${gitlabEnvFile}" ];
+        ExecStart = lib.mkForce (
           pkgs.writeShellScript "gitlab-runner-one-job" ''
-            export CONFIG_FILE="$HOME/.gitlab-runner/config.toml"
-            runner=$(${gitlabRunner} --log-format json list 2>&1 | ${lib.getExe' pkgs.jq "jq"} -r 'select(.Token) | .msg' | head -n 1)
-            exec ${gitlabRunner} run-single --config "$CONFIG_FILE" --runner-name "$runner" --max-builds 1 --working-directory "$HOME"
+            set -a
+            . "$CREDENTIALS_DIRECTORY/gitlab-env"
+            set +a
+            exec ${gitlabRunner} run-single --executor shell --builds-dir ${scratchDir}/work --max-builds 1
           ''
-        )
-      );
+        );
+      };
     })
     ];
 in
@@ -222,7 +225,8 @@ in
             ];
             description = ''
               `github`: `services.github-runners.<name>` with `ephemeral = true`; `gitlab`:
-              `services.gitlab-runner` taking one build with `run-single --max-builds 1`.
+              `services.gitlab-runner` (registration by its module) whose unit takes one build
+              with `gitlab-runner run-single --max-builds 1`.
             '';
           };
           url = mkOption {
