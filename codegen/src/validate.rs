@@ -270,6 +270,18 @@ fn check_volumes(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
                 .help("set ephemeral = true and readOnly = true on it: its copy is remade at every start and removed at stop"),
             );
         }
+        if let Some(file) = &volume.contents_file
+            && file.starts_with("/nix/store/")
+        {
+            findings.push(
+                Diagnostic::error(
+                    code("contents_file_in_store"),
+                    "contentsFile is in the Nix store, which every local user can read",
+                )
+                .at(at("contentsFile"))
+                .help("keep the secret outside the store, e.g. a systemd credential (/run/credentials/…) or /run/secrets/…"),
+            );
+        }
         if volume.gets_filesystem() {
             let known = volume::AUTO_CREATE_FILESYSTEMS
                 .iter()
