@@ -55,9 +55,9 @@ fi
 
 boot_env=
 if ! command -v qemu-system-x86_64 >/dev/null; then
-	skipped "tier 3 (boot tests)" "qemu-system-x86_64 is not installed" 'binary(boot) | binary(virtiofsd_run)'
+	skipped "tier 3 (boot tests)" "qemu-system-x86_64 is not installed" 'binary(boot) | binary(boot_ephemeral) | binary(virtiofsd_run)'
 elif ! boot_env=$("$here/boot-env.sh" | tail -n 1); then
-	skipped "tier 3 (boot tests)" "checks/boot-env.sh could not prepare the guest kernel" 'binary(boot) | binary(virtiofsd_run)'
+	skipped "tier 3 (boot tests)" "checks/boot-env.sh could not prepare the guest kernel" 'binary(boot) | binary(boot_ephemeral) | binary(virtiofsd_run)'
 	boot_env=
 else
 	export MICROVM_TEST_ENV=$boot_env
@@ -93,11 +93,11 @@ if [[ -z ${NIXPKGS_LIB:-} ]]; then
 fi
 tier4=yes
 if ! command -v nix-instantiate >/dev/null; then
-	skipped "tier 4 (Nix evaluation)" "nix-instantiate is not installed" 'binary(nix_eval) | binary(nix_host)'
+	skipped "tier 4 (Nix evaluation)" "nix-instantiate is not installed" 'binary(nix_eval) | binary(nix_host) | binary(nix_ci_runners)'
 	skipped "Nix parse test" "nix-instantiate is not installed" 'binary(nix_parse)'
 	tier4=
 elif [[ -z ${NIXPKGS_LIB:-} ]]; then
-	skipped "tier 4 (Nix evaluation)" "$nixpkgs_lib_hint" 'binary(nix_eval) | binary(nix_host)'
+	skipped "tier 4 (Nix evaluation)" "$nixpkgs_lib_hint" 'binary(nix_eval) | binary(nix_host) | binary(nix_ci_runners)'
 	tier4=
 fi
 # lib/microvm-codegen.nix uses lib.fileset, which needs builtins.readFileType (Nix >= 2.14), so its

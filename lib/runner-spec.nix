@@ -153,6 +153,8 @@ let
     }
     // mkfsTools
   )
+  # A volume holding a host file's bytes is copied with cat.
+  // optionalAttrs (any (v: v.contentsFile != null) cfg.volumes) (coreutils [ "cat" ])
   // optionalAttrs (hasInterface "tap" || hasInterface "macvtap") {
     ip = bin vmPkgs.iproute2 "ip";
   }
@@ -201,7 +203,10 @@ let
         ;
     }
     # `size` has no default; it is only read where the runner creates the image.
-    // optionalAttrs v.autoCreate { inherit (v) size; };
+    // optionalAttrs v.autoCreate { inherit (v) size; }
+    // optionalAttrs v.ephemeral { ephemeral = true; }
+    # A host path read at start: kept a string, never copied into the store.
+    // optionalAttrs (v.contentsFile != null) { contentsFile = toString v.contentsFile; };
 
   share =
     s:

@@ -12,6 +12,8 @@
   e2eInitrd ? "/stand-in/initrd",
   e2eParams ? "[]",
   e2eStoreDisk ? "/stand-in/store.erofs",
+  # The token file of the CI runner pools (attribute host.ciRunners): tests write a marker there.
+  ciTokenFile ? "/run/secrets/ci-token",
 }:
 
 let
@@ -628,7 +630,29 @@ in
       };
   };
 
-  host = import ./host.nix { inherit lib standIns; };
+  host = import ./host.nix { inherit lib standIns ciTokenFile; };
+
+  # microvm.ephemeral: every volume's default, the one of the writable store overlay included;
+  # a volume may still say ephemeral = false.
+  ephemeralVm =
+    map (v: lib.filterAttrs (n: _: n == "image" || n == "ephemeral") v)
+      (specWith {
+        microvm.ephemeral = true;
+        microvm.writableStoreOverlay = "/nix/.rw-store";
+        microvm.volumes = [
+          {
+            image = "store-overlay.img";
+            mountPoint = "/nix/.rw-store";
+            size = 2048;
+          }
+          {
+            image = "cache.img";
+            mountPoint = "/var/cache";
+            size = 512;
+            ephemeral = false;
+          }
+        ];
+      }).volumes;
 
   # A share's securityModel outside its enum: read only on 9p shares, so it evaluates on a
   # virtiofs share (as in microvm.nix) and fails on a 9p one.

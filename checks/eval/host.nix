@@ -1,7 +1,11 @@
 # Evaluation tests of the host module (tier 4): the host module evaluated with nixpkgs' lib and
 # the stand-ins of ./stand-ins.nix, guests evaluated the same way. Nothing is built: the tests
 # read the host spec the module writes and give it to `microvm-codegen host` themselves.
-{ lib, standIns }:
+{
+  lib,
+  standIns,
+  ciTokenFile,
+}:
 
 let
   pkgs = standIns.pkgsFor "x86_64-linux";
@@ -88,6 +92,40 @@ let
         };
       }
     ] { inherit alpha; };
+  # CI runner pools (nixos-modules/host/ci-runners.nix): a GitHub pool of 3 on qemu (the token
+  # as a systemd credential), a GitLab pool of 2 on firecracker (the token on a disk).
+  ciHost = pools: hostWith [ { microvm.ciRunners = pools; } ] { };
+  ciPools = ciHost {
+    build = {
+      kind = "github";
+      url = "https://github.com/acme/app";
+      tokenFile = ciTokenFile;
+      count = 3;
+      labels = [ "nix" ];
+      vsockCidBase = 100;
+      scratchSize = 4096;
+      extraModules = [ { microvm.mem = lib.mkForce 3072; } ];
+    };
+    lab = {
+      kind = "gitlab";
+      url = "https://gitlab.example.org";
+      tokenFile = ciTokenFile;
+      count = 2;
+      hypervisor = "firecracker";
+    };
+  };
+  ciGuest =
+    config: name:
+    (config.microvm.host.evalGuest {
+      inherit name;
+      vm = config.microvm.vms.${name};
+    }).config;
+  ciPool = pool: {
+    kind = "github";
+    url = "https://github.com/acme/app";
+    tokenFile = "/run/secrets/ci-token";
+  } // pool;
+
   failedAssertions = config: map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
 in
 {
@@ -116,6 +154,42 @@ in
     toplevel = "${(pluginHost "2.24.15").system.build.toplevel}";
     tooOld = failedAssertions (pluginHost "2.18.9");
     off = oneVm.nix.settings ? plugin-files;
+  };
+  ciRunners = {
+    spec = ciPools.microvm.host.spec;
+    failed = failedAssertions ciPools;
+    toplevel = "${ciPools.system.build.toplevel}";
+    hostUnits = lib.filterAttrs (name: _: lib.hasPrefix "microvm@" name) ciPools.systemd.services;
+    guests = lib.mapAttrs (
+      name: _:
+      let
+        g = ciGuest ciPools name;
+        hasGithub = g.services.github-runners ? ${name};
+      in
+      {
+        failed = failedAssertions g;
+        runnerSpec = g.microvm.runnerSpec.${g.microvm.hypervisor};
+        githubRunner = if hasGithub then g.services.github-runners.${name} else null;
+        gitlabRunner = {
+          inherit (g.services.gitlab-runner) enable services;
+        };
+        runnerUnit =
+          g.systemd.services.${if hasGithub then "github-runner-${name}" else "gitlab-runner"};
+        tokenUnit = g.systemd.services.microvm-ci-token;
+        # The script the GitLab runner's unit starts (a stand-in derivation keeps its text).
+        gitlabOneJob = if hasGithub then null else g.systemd.services.gitlab-runner.serviceConfig.ExecStart.passthru.text;
+        shares = g.microvm.shares;
+        storeOnDisk = g.microvm.storeOnDisk;
+        mem = g.microvm.mem;
+        toplevel = "${g.system.build.toplevel}";
+      }
+    ) ciPools.microvm.vms;
+  };
+  # Refused pools: each attribute must fail to evaluate (a type error or a failed assertion).
+  ciRefused = {
+    badKind = (ciHost { x = ciPool { kind = "jenkins"; }; }).microvm.host.spec;
+    zeroCount = (ciHost { x = ciPool { count = 0; }; }).microvm.host.spec;
+    storeToken = "${(ciHost { x = ciPool { tokenFile = "/nix/store/0000-token"; }; }).system.build.toplevel}";
   };
   wrappedRunner.spec = (host { inherit wrapped; }).microvm.host.spec;
   readiness.spec = (host { inherit alpha hello; }).microvm.host.spec;

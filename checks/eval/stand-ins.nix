@@ -117,7 +117,10 @@ let
     "erofs-utils"
     "expect"
     "firecracker"
+    "github-runner"
+    "gitlab-runner"
     "iproute2"
+    "jq"
     "kmod"
     "kvmtool"
     "microvm-codegen"
@@ -653,6 +656,51 @@ let
         };
       };
     };
+
+    # nixos/modules/services/continuous-integration/github-runner/options.nix: the sub-options
+    # nixos-modules/host/ci-runners.nix sets.
+    github-runner.options.services.github-runners = option (types.attrsOf (
+      types.submodule (
+        { name, ... }:
+        {
+          options = {
+            enable = option types.bool false;
+            url = mkOption { type = types.str; };
+            tokenFile = mkOption { type = types.path; };
+            name = option (types.nullOr types.str) name;
+            extraLabels = option (types.listOf types.str) [ ];
+            replace = option types.bool false;
+            ephemeral = option types.bool false;
+            workDir = option (types.nullOr types.str) null;
+          };
+        }
+      )
+    )) { };
+
+    # nixos/modules/services/continuous-integration/gitlab-runner.nix: the sub-options
+    # nixos-modules/host/ci-runners.nix sets (and reads: package).
+    gitlab-runner =
+      { pkgs, ... }:
+      {
+    options.services.gitlab-runner = {
+      enable = enableOption;
+      # nixpkgs: mkPackageOption pkgs "gitlab-runner"
+      package = mkOption {
+        type = types.package;
+        default = pkgs.gitlab-runner;
+      };
+      services = option (types.attrsOf (
+        types.submodule {
+          options = {
+            authenticationTokenConfigFile = option (types.nullOr types.path) null;
+            buildsDir = option (types.nullOr types.path) null;
+            executor = option types.str "docker";
+            limit = option types.int 0;
+          };
+        }
+      )) { };
+    };
+      };
 
     # nixos/modules/services/ttys/getty.nix
     getty.options.services.getty.autologinUser = option (types.nullOr types.str) null;

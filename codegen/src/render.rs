@@ -31,6 +31,8 @@ templates! {
     HOST_UNSET_BOOTED = "host/unset-booted.sh";
     HOST_INSTALL = "host/install.sh";
     MICROVM_RUN = "runner/microvm-run.sh";
+    /// Removes a stopped VM's ephemeral volume images.
+    MICROVM_DISCARD = "runner/microvm-discard.sh";
     BIN_SCRIPT = "runner/bin-script.sh";
     VIRTIOFSD_RUN = "runner/virtiofsd-run.sh";
     TAP_UP = "net/tap-up.sh";

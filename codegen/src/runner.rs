@@ -14,6 +14,7 @@ use crate::spec::{DeviceBus, Hypervisor, RunnerSpec, Tool, volume};
 /// Scripts the generator writes itself; `binScripts` may not take these names.
 pub const GENERATED_BIN_NAMES: &[&str] = &[
     "microvm-run",
+    "microvm-discard",
     "microvm-shutdown",
     "microvm-balloon",
     "tap-up",
@@ -36,7 +37,22 @@ pub type Tree = BTreeMap<String, Entry>;
 /// Programs the generated scripts run, with the reason, for the spec's features.
 pub fn required_tools(spec: &RunnerSpec) -> Vec<(Tool, String)> {
     let mut tools = vec![(Tool::Bash, "every generated script runs in it".to_owned())];
-    for volume in spec.volumes.iter().filter(|v| v.auto_create) {
+    for volume in spec.volumes.iter().filter(|v| v.contents_file.is_some()) {
+        let reason = format!(
+            "microvm-run copies the contents of the volume {:?} with it",
+            volume.image
+        );
+        for tool in [Tool::Cat, Tool::Truncate, Tool::Ln, Tool::Rm] {
+            tools.push((tool, reason.clone()));
+        }
+    }
+    if spec.volumes.iter().any(|v| v.ephemeral) {
+        tools.push((
+            Tool::Rm,
+            "microvm-run and microvm-discard remove ephemeral volumes with it".to_owned(),
+        ));
+    }
+    for volume in spec.volumes.iter().filter(|v| v.gets_filesystem()) {
         let reason = format!("microvm-run creates the volume {:?} with it", volume.image);
         for tool in [Tool::Mkdir, Tool::Truncate, Tool::Ln, Tool::Rm] {
             tools.push((tool, reason.clone()));
@@ -180,6 +196,13 @@ struct VolumeContext<'a> {
 }
 
 #[derive(Serialize)]
+struct ContentsContext<'a> {
+    image: &'a str,
+    /// The host file whose bytes the image holds.
+    source: &'a str,
+}
+
+#[derive(Serialize)]
 struct TapContext<'a> {
     id: &'a str,
     multi_queue: bool,
@@ -223,6 +246,10 @@ struct Context<'a> {
     procname: Option<String>,
     pre_start: &'a str,
     extra_args_script: Option<&'a str>,
+    /// Images removed before the volumes are made, and by `microvm-discard` after a stop.
+    ephemeral_images: Vec<&'a str>,
+    /// Images copied from a host file at every start.
+    contents_volumes: Vec<ContentsContext<'a>>,
     volumes: Vec<VolumeContext<'a>>,
     taps: Vec<TapContext<'a>>,
     macvtaps: Vec<MacvtapContext<'a>>,
@@ -387,7 +414,7 @@ pub fn argument_words(spec: &RunnerSpec) -> Vec<Word> {
             }
         }
     }
-    for volume in spec.volumes.iter().filter(|v| v.auto_create) {
+    for volume in spec.volumes.iter().filter(|v| v.gets_filesystem()) {
         words.push(Word::from(volume.image.clone()));
         words.extend(mkfs_args(volume, "").into_iter().map(Word::from));
     }
@@ -410,7 +437,7 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
     let volumes = spec
         .volumes
         .iter()
-        .filter(|v| v.auto_create)
+        .filter(|v| v.gets_filesystem())
         .filter_map(|v| {
             let mkfs = spec.tools.get(Tool::mkfs(&v.fs_type)?)?;
             let label_flag = volume::AUTO_CREATE_FILESYSTEMS
@@ -457,6 +484,22 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
             .then(|| format!("microvm@{}", spec.host_name)),
         pre_start: &spec.pre_start,
         extra_args_script: spec.extra_args_script.as_deref(),
+        ephemeral_images: spec
+            .volumes
+            .iter()
+            .filter(|v| v.ephemeral)
+            .map(|v| v.image.as_str())
+            .collect(),
+        contents_volumes: spec
+            .volumes
+            .iter()
+            .filter_map(|v| {
+                Some(ContentsContext {
+                    image: &v.image,
+                    source: v.contents_file.as_deref()?,
+                })
+            })
+            .collect(),
         volumes,
         taps: spec
             .tap_interfaces()
@@ -496,6 +539,12 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
         "bin/microvm-run".to_owned(),
         script(renderer.render(render::MICROVM_RUN, &context)?),
     );
+    if !context.ephemeral_images.is_empty() {
+        tree.insert(
+            "bin/microvm-discard".to_owned(),
+            script(renderer.render(render::MICROVM_DISCARD, &context)?),
+        );
+    }
     if let Some(template) = backend.shutdown_template(spec) {
         tree.insert(
             "bin/microvm-shutdown".to_owned(),

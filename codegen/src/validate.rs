@@ -272,7 +272,39 @@ fn check_volumes(spec: &RunnerSpec, findings: &mut Vec<Diagnostic>) {
                     .help("give the image file, relative to the VM's state directory or absolute"),
             );
         }
-        if volume.auto_create {
+        if volume.ephemeral && !volume.auto_create && volume.contents_file.is_none() {
+            findings.push(
+                Diagnostic::error(
+                    code("ephemeral_without_auto_create"),
+                    "an ephemeral volume is made anew at every start, but autoCreate is false",
+                )
+                .at(at("ephemeral"))
+                .help("set autoCreate = true (and a size), or ephemeral = false to keep the image"),
+            );
+        }
+        if volume.contents_file.is_some() && !(volume.ephemeral && volume.read_only) {
+            findings.push(
+                Diagnostic::error(
+                    code("contents_file_not_ephemeral"),
+                    "a volume copied from contentsFile must be ephemeral and read-only",
+                )
+                .at(at("contentsFile"))
+                .help("set ephemeral = true and readOnly = true on it: its copy is remade at every start and removed at stop"),
+            );
+        }
+        if let Some(file) = &volume.contents_file
+            && file.starts_with("/nix/store/")
+        {
+            findings.push(
+                Diagnostic::error(
+                    code("contents_file_in_store"),
+                    "contentsFile is in the Nix store, which every local user can read",
+                )
+                .at(at("contentsFile"))
+                .help("keep the secret outside the store, e.g. a systemd credential (/run/credentials/…) or /run/secrets/…"),
+            );
+        }
+        if volume.gets_filesystem() {
             let known = volume::AUTO_CREATE_FILESYSTEMS
                 .iter()
                 .any(|(fs, _)| *fs == volume.fs_type);

@@ -242,7 +242,9 @@ fn option_defaults_match_microvm_nix() {
         json!({
             "image": "var.img", "mountPoint": "/var", "size": 64,
             "serial": null, "direct": false, "readOnly": false, "label": null,
-            "autoCreate": true, "mkfsExtraArgs": [], "fsType": "ext4", "imageType": "raw"
+            "autoCreate": true, "mkfsExtraArgs": [], "fsType": "ext4", "imageType": "raw",
+            // Ours, not microvm.nix's: off unless asked.
+            "ephemeral": false, "contentsFile": null
         })
     );
     assert_eq!(

@@ -232,6 +232,10 @@ fn committed_reference_is_current() {
 
 /// Options of the guest module that do not reach the runner spec as a field of their own.
 const GUEST_ONLY: &[(&str, &str)] = &[
+    (
+        "ephemeral",
+        "the default of volumes.*.ephemeral, which reaches each volume",
+    ),
     // Packages reach the spec as program paths in `tools`.
     ("alioth.package", "a path in tools"),
     ("cloud-hypervisor.package", "a path in tools"),
@@ -436,6 +440,18 @@ const HOST_ONLY: &[(&str, &str)] = &[
         "evaluated into runner and toplevel",
     ),
     ("vms.<name>.autostart", "collected into autostart"),
+    // A CI runner pool becomes declared VMs (ci-runners.nix) and their units' credentials.
+    ("ciRunners.<name>.kind", "made into declared VMs"),
+    ("ciRunners.<name>.url", "made into declared VMs"),
+    ("ciRunners.<name>.tokenFile", "made into declared VMs"),
+    ("ciRunners.<name>.count", "made into declared VMs"),
+    ("ciRunners.<name>.labels", "made into declared VMs"),
+    ("ciRunners.<name>.hypervisor", "made into declared VMs"),
+    ("ciRunners.<name>.vcpu", "made into declared VMs"),
+    ("ciRunners.<name>.mem", "made into declared VMs"),
+    ("ciRunners.<name>.scratchSize", "made into declared VMs"),
+    ("ciRunners.<name>.vsockCidBase", "made into declared VMs"),
+    ("ciRunners.<name>.extraModules", "made into declared VMs"),
 ];
 
 /// Host spec fields no host option fills directly.

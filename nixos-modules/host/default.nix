@@ -115,7 +115,10 @@ let
   );
 in
 {
-  imports = [ ./options.nix ];
+  imports = [
+    ./options.nix
+    ./ci-runners.nix
+  ];
 
   config = lib.mkIf hostCfg.enable {
     assertions = lib.mapAttrsToList (name: vm: {

@@ -335,6 +335,28 @@ in
               default = [ ];
               description = "Extra arguments for mkfs when the image is created.";
             };
+            ephemeral = mkOption {
+              type = types.bool;
+              default = cfg.ephemeral;
+              defaultText = literalExpression "config.microvm.ephemeral";
+              description = ''
+                Throw the image away: the runner removes what the last run left and creates it
+                from nothing at every start, and deletes it when the VM stops, so a restart
+                sees an empty disk. Needs `autoCreate` (or `contentsFile`).
+              '';
+            };
+            contentsFile = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              example = "/run/credentials/microvm@ci-1.service/runner-token";
+              description = ''
+                Host file whose bytes become the image at every start (padded to whole
+                512-byte sectors, no filesystem): how a secret read at start reaches a guest
+                whose hypervisor passes no systemd credentials. The file is read by the runner
+                at start, never copied into the store; the volume must be `ephemeral`,
+                `readOnly` and have `autoCreate = false`.
+              '';
+            };
             fsType = mkOption {
               type = types.str;
               default = "ext4";
@@ -592,6 +614,16 @@ in
       description = ''
         Register the closure's store paths in the guest's Nix database at boot. It may not suit a
         persistent writable store overlay.
+      '';
+    };
+
+    ephemeral = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Make every volume ephemeral by default (`volumes.*.ephemeral`), the one holding
+        `writableStoreOverlay` included: each start is a clean machine, and nothing the guest
+        wrote survives a stop.
       '';
     };
 

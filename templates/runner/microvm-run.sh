@@ -126,6 +126,34 @@ done
 {%- endif %}
 {%- endfor %}
 {%- endif %}
+{%- if ephemeral_images %}
+
+# Ephemeral volumes: what the last run left (a stop that never ran microvm-discard, or a
+# crash) is removed, so every start is a clean machine.
+{%- for image in ephemeral_images %}
+{{ tools.rm }} -f -- {{ image }} {{ image ~ ".microvm-partial" }}
+{%- endfor %}
+{%- endif %}
+{%- if contents_volumes %}
+
+# Images holding a host file's bytes (a secret read at start), readable by the VM's user alone
+# and padded to whole sectors; a half-made image never takes the real name.
+copy_contents() {
+  local image=$1 source=$2
+  case $image in -*) image=./$image ;; esac
+  local partial="$image.microvm-partial"
+  (
+    umask 077
+    {{ tools.cat }} -- "$source" >"$partial"
+  )
+  {{ tools.truncate }} -s %512 -- "$partial"
+  {{ tools.ln }} -T -- "$partial" "$image"
+  {{ tools.rm }} -f -- "$partial"
+}
+{% for volume in contents_volumes %}
+copy_contents {{ volume.image }} {{ volume.source }}
+{%- endfor %}
+{%- endif %}
 {%- if volumes %}
 
 # Creates a volume image that does not exist yet. An existing file, even an empty or

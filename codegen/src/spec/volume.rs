@@ -39,6 +39,22 @@ pub struct Volume {
     /// Image format.
     #[serde(default)]
     pub image_type: ImageType,
+    /// Throw the image away: `microvm-run` removes what the last run left and makes it anew at
+    /// every start, and `microvm-discard` removes it when the VM has stopped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
+    /// Host file whose bytes become the (ephemeral, read-only) image at every start, padded to
+    /// whole 512-byte sectors, instead of a new filesystem: how a secret read at start reaches
+    /// a hypervisor that cannot pass systemd credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contents_file: Option<String>,
+}
+
+impl Volume {
+    /// Whether `microvm-run` makes a new filesystem for this image.
+    pub fn gets_filesystem(&self) -> bool {
+        self.auto_create && self.contents_file.is_none()
+    }
 }
 
 fn default_fs_type() -> String {
