@@ -562,6 +562,7 @@ in
   };
 
   host = import ./host.nix { inherit lib standIns; };
+  fleet = import ./fleet.nix { inherit lib standIns microvmLib; };
 
   # A share's securityModel outside its enum: read only on 9p shares, so it evaluates on a
   # virtiofs share (as in microvm.nix) and fails on a 9p one.
