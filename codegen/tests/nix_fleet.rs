@@ -51,7 +51,10 @@ fn vms_land_on_their_hosts_with_the_host_overrides_applied() {
 fn the_description_names_hosts_targets_and_what_each_vm_takes() {
     let description = &ok()["description"];
     assert_eq!(description["version"], 1);
-    assert_eq!(description["hosts"]["big"]["targetHost"], "root@big.example.org");
+    assert_eq!(
+        description["hosts"]["big"]["targetHost"],
+        "root@big.example.org"
+    );
     assert_eq!(description["hosts"]["small"]["reserveMiB"], 1024);
     assert_eq!(description["hosts"]["big"]["vcpuRatio"], 2);
     assert_eq!(
@@ -162,4 +165,16 @@ fn a_vm_on_an_unknown_host_is_an_error_with_did_you_mean() {
         ),
         "{error}"
     );
+}
+
+#[test]
+fn the_fleet_commands_fixture_is_what_lib_fleet_writes() {
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            common::repo_root().join("codegen/tests/fixtures/fleet/description.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ok()["description"], committed);
 }

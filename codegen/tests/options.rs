@@ -409,12 +409,30 @@ const HOST_ONLY: &[(&str, &str)] = &[
     ),
     ("vms.<name>.autostart", "collected into autostart"),
     // Issue 16: overrides are evaluated into the guest, capacity becomes assertions.
-    ("vms.<name>.overrides.vcpu", "evaluated into runner and toplevel"),
-    ("vms.<name>.overrides.mem", "evaluated into runner and toplevel"),
-    ("vms.<name>.overrides.hypervisor", "evaluated into runner and toplevel"),
-    ("vms.<name>.overrides.interfaces", "evaluated into runner and toplevel"),
-    ("vms.<name>.overrides.volumes", "evaluated into runner and toplevel"),
-    ("vms.<name>.overrides.shares", "evaluated into runner and toplevel"),
+    (
+        "vms.<name>.overrides.vcpu",
+        "evaluated into runner and toplevel",
+    ),
+    (
+        "vms.<name>.overrides.mem",
+        "evaluated into runner and toplevel",
+    ),
+    (
+        "vms.<name>.overrides.hypervisor",
+        "evaluated into runner and toplevel",
+    ),
+    (
+        "vms.<name>.overrides.interfaces",
+        "evaluated into runner and toplevel",
+    ),
+    (
+        "vms.<name>.overrides.volumes",
+        "evaluated into runner and toplevel",
+    ),
+    (
+        "vms.<name>.overrides.shares",
+        "evaluated into runner and toplevel",
+    ),
     ("capacity.memMiB", "an evaluation-time assertion"),
     ("capacity.reserveMiB", "an evaluation-time assertion"),
     ("capacity.vcpus", "an evaluation-time assertion"),

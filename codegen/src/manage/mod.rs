@@ -6,6 +6,7 @@
 //! `-s`, `-f`) still work.
 
 mod cli;
+mod fleet;
 mod report;
 mod state;
 mod verbs;
