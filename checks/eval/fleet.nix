@@ -107,9 +107,18 @@ let
         ];
       } (tap "vm-db" "02:00:00:00:00:02");
     };
+    # Already evaluated (as a flake's nixosConfigurations are): overrides extend it.
     cache = {
       host = "big";
-      config.microvm.vsock.cid = 4;
+      evaluatedConfig = standIns.evalGuest {
+        modules = [
+          {
+            networking.hostName = "cache";
+            microvm.vsock.cid = 4;
+          }
+        ];
+      };
+      overrides.mem = 768;
     };
     mail = {
       host = "small";
@@ -198,6 +207,10 @@ in
         hypervisor
         ;
     };
+    cache = {
+      inherit (fleet.nixosConfigurations.big.config.microvm.host.guests.cache.microvm) mem;
+      inherit (fleet.nixosConfigurations.big.config.microvm.host.guests.cache.microvm.vsock) cid;
+    };
     mail.interfaces = map (i: {
       inherit (i) type id mac;
     }) fleet.nixosConfigurations.small.config.microvm.host.guests.mail.microvm.interfaces;
@@ -245,8 +258,9 @@ in
     tapId = failedOn {
       inherit hosts;
       vms = vms // {
-        cache = vms.cache // {
-          config = both vms.cache.config (tap "vm-web" "02:00:00:00:00:09");
+        cache = {
+          host = "big";
+          config = tap "vm-web" "02:00:00:00:00:09";
         };
       };
     } "big";

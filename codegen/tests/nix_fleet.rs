@@ -27,6 +27,8 @@ fn vms_land_on_their_hosts_with_the_host_overrides_applied() {
         fleet["web"],
         json!({"mem": 2048, "vcpu": 4, "hypervisor": "cloud-hypervisor"})
     );
+    // An already evaluated guest is extended with the overrides, keeping its own settings.
+    assert_eq!(fleet["cache"], json!({"mem": 768, "cid": 4}));
     assert_eq!(
         fleet["mail"]["interfaces"],
         json!([{"type": "tap", "id": "vm-mail", "mac": "02:00:00:00:00:05"}])
