@@ -164,6 +164,10 @@ let
           hotplugMem
           vcpu
           hypervisor
+          interfaceIds
+          macs
+          vsockCids
+          forwardedHostPorts
           ;
         stateDir = "${nixosConfigurations.${vm.host}.config.microvm.stateDir}/${name}";
       }

@@ -298,3 +298,72 @@ fn plan_move_refuses_unknown_names_with_did_you_mean() {
         text(&missing.stderr).contains("cannot read the fleet description /nonexistent/fleet.json")
     );
 }
+
+#[test]
+fn plan_move_refuses_a_tap_mac_cid_or_port_the_target_already_uses() {
+    let fixture: Value =
+        serde_json::from_str(&std::fs::read_to_string(description()).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "interfaceIds",
+            json!(["vm-mail"]),
+            "its tap id vm-mail is used there by edge",
+        ),
+        (
+            "macs",
+            json!(["02:00:00:00:00:05"]),
+            "its MAC address 02:00:00:00:00:05 is used there by edge",
+        ),
+        (
+            "forwardedHostPorts",
+            json!(["tcp/2222"]),
+            "its forwarded host port tcp/2222 is used there by edge",
+        ),
+    ];
+    for (field, value, message) in cases {
+        // edge (on arm) is given what mail or ci already has; moving that one to arm collides.
+        let mut fleet = fixture.clone();
+        fleet["vms"]["edge"][field] = value;
+        let path = dir.path().join(format!("{field}.json"));
+        std::fs::write(&path, fleet.to_string()).unwrap();
+        let vm = if field == "forwardedHostPorts" {
+            "ci"
+        } else {
+            "mail"
+        };
+        let output = microvm(
+            &[
+                "fleet",
+                "plan-move",
+                vm,
+                "--to",
+                "arm",
+                "--fleet",
+                path.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(output.status.code(), Some(1), "{field}");
+        assert!(output.stdout.is_empty());
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(&format!("{vm} cannot go to arm: {message}")),
+            "{field}: {stderr}"
+        );
+    }
+    // db's vsock CID 3 is free on arm.
+    let output = microvm(
+        &[
+            "fleet",
+            "plan-move",
+            "db",
+            "--to",
+            "arm",
+            "--fleet",
+            &description(),
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{output:?}");
+}

@@ -62,9 +62,18 @@ fn the_description_names_hosts_targets_and_what_each_vm_takes() {
     assert_eq!(
         description["vms"]["db"],
         json!({"host": "big", "mem": 4096, "hotplugMem": 2048, "vcpu": 1, "hypervisor": "qemu",
-               "stateDir": "/var/lib/microvms/db"})
+               "stateDir": "/var/lib/microvms/db", "interfaceIds": ["vm-db"],
+               "macs": ["02:00:00:00:00:02"], "vsockCids": ["3"], "forwardedHostPorts": []})
     );
     assert_eq!(description["vms"]["web"]["mem"], 2048, "overrides count");
+    assert_eq!(
+        description["vms"]["ci"]["forwardedHostPorts"],
+        json!(["tcp/2222"])
+    );
+    assert_eq!(
+        description["vms"]["mail"]["interfaceIds"],
+        json!(["vm-mail"])
+    );
 }
 
 #[test]

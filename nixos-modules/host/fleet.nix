@@ -52,6 +52,16 @@ let
       );
   };
 
+  # What two VMs on one host must not share (checked below, and by `microvm fleet plan-move`).
+  interfaceIds = g: map (i: i.id) (builtins.filter (i: i.type != "user") g.microvm.interfaces);
+  macs = g: map (i: lib.toLower i.mac) g.microvm.interfaces;
+  vsockCids = g: lib.optional (g.microvm.vsock.cid != null) (toString g.microvm.vsock.cid);
+  forwardedHostPorts =
+    g:
+    map (p: "${p.proto}/${toString p.host.port}") (
+      builtins.filter (p: p.from == "host") g.microvm.forwardPorts
+    );
+
   hostSystem = pkgs.stdenv.hostPlatform.system;
   runnerSystem = guest: guest.microvm.vmHostPackages.stdenv.hostPlatform.system;
   wrongSystem = lib.filterAttrs (_: guest: runnerSystem guest != hostSystem) guests;
@@ -91,7 +101,7 @@ in
     host.placement = mkOption {
       type = types.attrsOf types.raw;
       readOnly = true;
-      description = "What each VM of `microvm.vms` takes on this host (`mem`, `hotplugMem`, `vcpu`, `hypervisor`, `system`), overrides applied.";
+      description = "What each VM of `microvm.vms` takes on this host (`mem`, `hotplugMem`, `vcpu`, `hypervisor`, `system`) and what no other VM on it may use (`interfaceIds`, `macs`, `vsockCids`, `forwardedHostPorts`), overrides applied.";
     };
   };
 
@@ -104,7 +114,10 @@ in
         hypervisor
         ;
       system = runnerSystem guest;
-      stateDirs = map (v: v.image) guest.microvm.volumes;
+      interfaceIds = interfaceIds guest;
+      macs = macs guest;
+      vsockCids = vsockCids guest;
+      forwardedHostPorts = forwardedHostPorts guest;
     }) guests;
 
     assertions = [
@@ -122,21 +135,10 @@ in
           + "(${listVms (g: g.microvm.vcpu)}) but the host allows ${toString vcpuLimit} "
           + "(${toString capacity.vcpus} CPUs × ratio ${toString capacity.vcpuRatio})";
       }
-      (uniqueCheck "tap id" (
-        g: map (i: i.id) (builtins.filter (i: i.type != "user") g.microvm.interfaces)
-      ))
-      (uniqueCheck "MAC address" (
-        g: map (i: lib.toLower i.mac) (g.microvm.interfaces)
-      ))
-      (uniqueCheck "vsock CID" (
-        g: lib.optional (g.microvm.vsock.cid != null) (toString g.microvm.vsock.cid)
-      ))
-      (uniqueCheck "forwarded host port" (
-        g:
-        map (p: "${p.proto}/${toString p.host.port}") (
-          builtins.filter (p: p.from == "host") g.microvm.forwardPorts
-        )
-      ))
+      (uniqueCheck "tap id" interfaceIds)
+      (uniqueCheck "MAC address" macs)
+      (uniqueCheck "vsock CID" vsockCids)
+      (uniqueCheck "forwarded host port" forwardedHostPorts)
       {
         assertion = wrongSystem == { };
         message =

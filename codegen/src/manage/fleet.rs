@@ -90,6 +90,14 @@ pub enum Error {
         .0.vm, .0.host, .0.what, .0.needed, .0.available, .0.detail
     )]
     DoesNotFit(Box<Shortfall>),
+    #[error("{vm} cannot go to {host}: its {what} {value} is used there by {other}")]
+    Collides {
+        vm: String,
+        host: String,
+        what: &'static str,
+        value: String,
+        other: String,
+    },
     #[error("{0} of the fleet's hosts did not answer or failed")]
     HostsFailed(usize),
 }
@@ -113,6 +121,7 @@ impl Error {
             Error::UnknownHost(..) => "microvm::fleet::unknown_host",
             Error::AlreadyThere { .. } => "microvm::fleet::already_there",
             Error::DoesNotFit(_) => "microvm::fleet::does_not_fit",
+            Error::Collides { .. } => "microvm::fleet::collides",
             Error::HostsFailed(..) => "microvm::fleet::hosts_failed",
         }
     }
@@ -127,6 +136,9 @@ impl Error {
             }
             Error::DoesNotFit(_) => Some(
                 "the target's evaluation-time capacity check would fail too; pick another host or give the VM less (vms.<name>.overrides)".to_owned(),
+            ),
+            Error::Collides { .. } => Some(
+                "give the VM another one on that host (vms.<name>.overrides.interfaces, or the guest's settings)".to_owned(),
             ),
             _ => None,
         }
@@ -165,6 +177,15 @@ pub struct Vm {
     pub hotplug_mem: u64,
     pub vcpu: u64,
     pub state_dir: String,
+    /// What no two VMs on one host may share (the host module's uniqueness checks).
+    #[serde(default)]
+    pub interface_ids: Vec<String>,
+    #[serde(default)]
+    pub macs: Vec<String>,
+    #[serde(default)]
+    pub vsock_cids: Vec<String>,
+    #[serde(default)]
+    pub forwarded_host_ports: Vec<String>,
 }
 
 pub fn read_description(path: &Path) -> Result<Description, Error> {
@@ -346,6 +367,9 @@ fn shell_word(word: &str) -> String {
     shlex::try_quote(word).map_or_else(|_| format!("{word:?}"), |q| q.into_owned())
 }
 
+/// The values of one kind that no two VMs on a host may share.
+type UniqueValues = fn(&Vm) -> &Vec<String>;
+
 /// Checks the target's capacity with the VM added, as the host module's assertion would.
 fn check_fits(description: &Description, name: &str, to: &str) -> Result<(), Error> {
     let host = &description.hosts[to];
@@ -363,6 +387,25 @@ fn check_fits(description: &Description, name: &str, to: &str) -> Result<(), Err
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let unique: [(&'static str, UniqueValues); 4] = [
+        ("tap id", |v| &v.interface_ids),
+        ("MAC address", |v| &v.macs),
+        ("vsock CID", |v| &v.vsock_cids),
+        ("forwarded host port", |v| &v.forwarded_host_ports),
+    ];
+    for (what, values) in unique {
+        for value in values(vm) {
+            if let Some((other, _)) = on_target.iter().find(|(_, v)| values(v).contains(value)) {
+                return Err(Error::Collides {
+                    vm: name.to_owned(),
+                    host: to.to_owned(),
+                    what,
+                    value: value.clone(),
+                    other: (*other).clone(),
+                });
+            }
+        }
+    }
     let mem_of = |v: &Vm| v.mem + v.hotplug_mem;
     if let Some(mem) = host.mem_mi_b {
         let needed: u64 = on_target.iter().map(|(_, v)| mem_of(v)).sum::<u64>() + mem_of(vm);
