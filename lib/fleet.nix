@@ -52,7 +52,12 @@ let
     memMiB = null;
     vcpus = null;
   };
-  hostOf = name: hostDefaults // { targetHost = name; } // hosts.${name};
+  hostOf =
+    name:
+    if !(hosts.${name} ? system) then
+      throw "lib.fleet: hosts.${name} has no `system` (such as \"x86_64-linux\")"
+    else
+      hostDefaults // { targetHost = name; } // hosts.${name};
   vmsOn = host: lib.filterAttrs (_: vm: vm.host == host) checkedVms;
   vmNamesOn = host: builtins.attrNames (vmsOn host);
 
@@ -205,6 +210,9 @@ let
           {
             Name = name;
             Count = 1;
+            # raw_exec mounts nothing (no filesystem isolation): the runner uses the state
+            # directory at its host path, and claiming it as a host volume keeps the job on a
+            # node that declares it.
             Volumes.state = {
               Name = "state";
               Type = "host";
@@ -231,6 +239,7 @@ let
                 {
                   Name = "vm";
                   Driver = "raw_exec";
+                  # As microvm@.service runs it (raw_exec refuses `User` on a hardened client).
                   User = config.microvm.host.spec.user;
                   # The runner resolves relative volume paths in the state directory, as
                   # microvm@.service's WorkingDirectory does.
@@ -242,13 +251,6 @@ let
                     ];
                   };
                   Env.MICROVM_STATE_DIR = stateDir;
-                  VolumeMounts = [
-                    {
-                      Volume = "state";
-                      Destination = stateDir;
-                      ReadOnly = false;
-                    }
-                  ];
                   Resources = {
                     CPU = placed.vcpu * 1000;
                     MemoryMB = placed.mem + placed.hotplugMem;

@@ -122,6 +122,36 @@ fn deploy_rs_nodes_match_deploy_rs_schema() {
 #[test]
 fn nomad_jobs_run_the_unchanged_runner() {
     let fleet = ok();
+    let web = &fleet["nomadWeb"]["Job"];
+    let tasks = web["TaskGroups"][0]["Tasks"].as_array().unwrap();
+    // web has a tap: its setup runs first, as a prestart task, then the runner itself.
+    assert_eq!(tasks[0]["Lifecycle"]["Hook"], "prestart");
+    assert_eq!(
+        tasks[0]["Config"]["args"][1],
+        "/stand-in/microvm-cloud-hypervisor-web/bin/tap-up"
+    );
+    assert_eq!(tasks[1]["Driver"], "raw_exec");
+    assert_eq!(
+        tasks[1]["Config"]["args"][1],
+        "cd /var/lib/microvms/web && exec /stand-in/microvm-cloud-hypervisor-web/bin/microvm-run"
+    );
+    // The host's overrides size it; it stays on its host.
+    assert_eq!(
+        tasks[1]["Resources"],
+        json!({"CPU": 4000, "MemoryMB": 2048})
+    );
+    assert_eq!(web["Constraints"][0]["RTarget"], "big");
+    assert_eq!(
+        web["TaskGroups"][0]["Volumes"]["state"]["Source"],
+        "microvm-web"
+    );
+    // cache has no tap, so no setup task.
+    let cache_tasks = fleet["nomadCache"]["Job"]["TaskGroups"][0]["Tasks"]
+        .as_array()
+        .unwrap();
+    assert_eq!(cache_tasks.len(), 1);
+    assert_eq!(cache_tasks[0]["Name"], "vm");
+
     insta::assert_json_snapshot!("nomad_web", fleet["nomadWeb"]);
     insta::assert_json_snapshot!("nomad_cache", fleet["nomadCache"]);
 }
