@@ -237,6 +237,27 @@ in
     nomadCache = fleet.nomadJobs.cache;
   };
 
+  # colmena's options are typed as colmena types them, not a catch-all: a misspelt one and a
+  # wrongly typed one fail as they would under colmena.
+  colmenaMisspelt =
+    (colmenaNode (
+      fleet.colmena
+      // {
+        small = fleet.colmena.small // {
+          deployment.targetHots = "small.example.org";
+        };
+      }
+    ) "small").config.deployment.targetHost;
+  colmenaMistyped =
+    (colmenaNode (
+      fleet.colmena
+      // {
+        small = fleet.colmena.small // {
+          deployment.tags = "vm-mail";
+        };
+      }
+    ) "small").config.deployment.tags;
+
   # One fleet per check, each breaking just it.
   err = {
     memory = failedOn {

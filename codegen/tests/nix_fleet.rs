@@ -219,3 +219,17 @@ fn the_fleet_commands_fixture_is_what_lib_fleet_writes() {
     .unwrap();
     assert_eq!(ok()["description"], committed);
 }
+
+#[test]
+fn colmenas_stand_in_options_are_typed_not_a_catch_all() {
+    let misspelt = nix::eval_with("fleet.colmenaMisspelt", &[]).unwrap_err();
+    assert!(
+        misspelt.contains("The option `deployment.targetHots' does not exist"),
+        "{misspelt}"
+    );
+    let mistyped = nix::eval_with("fleet.colmenaMistyped", &[]).unwrap_err();
+    assert!(
+        mistyped.contains("deployment.tags") && mistyped.contains("is not of type `list of string"),
+        "{mistyped}"
+    );
+}
