@@ -155,6 +155,7 @@ let
           vcpuRatio
           ;
         reserveMiB = host.reserve;
+        inherit (nixosConfigurations.${name}.config.microvm) stateDir;
       }
     );
     vms = lib.mapAttrs (

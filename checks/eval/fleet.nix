@@ -71,6 +71,8 @@ let
     };
     arm = {
       system = "aarch64-linux";
+      # Its VMs live elsewhere: a move there copies into /srv/vms.
+      modules = [ { microvm.stateDir = "/srv/vms"; } ];
       memMiB = 8192;
       vcpus = 4;
       targetHost = "arm.example.org";

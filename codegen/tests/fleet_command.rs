@@ -192,8 +192,8 @@ fn plan_move_prints_the_steps_and_does_nothing() {
         text(&output.stdout),
         "Moving mail from small to arm (nothing was done; run these in order):\n\
          1. ssh small.example.org systemctl stop microvm@mail.service\n\
-         2. ssh arm.example.org mkdir -p /var/lib/microvms/mail\n\
-         3. ssh small.example.org tar -C /var/lib/microvms/mail -cf - . | ssh arm.example.org tar -C /var/lib/microvms/mail -xpf -\n\
+         2. ssh arm.example.org mkdir /srv/vms/mail   (fails if arm has one: look at it first)\n\
+         3. ssh small.example.org tar -C /var/lib/microvms/mail -cf - . | ssh arm.example.org tar -C /srv/vms/mail -xpf -\n\
          4. edit the fleet: vms.mail.host = \"arm\"; (was \"small\")\n\
          5. deploy arm (arm.example.org) and small (small.example.org), e.g. `colmena apply --on arm,small`\n\
          6. once mail runs on arm: ssh small.example.org rm -r /var/lib/microvms/mail   (the old copy; keep it until then)\n"

@@ -58,6 +58,8 @@ fn the_description_names_hosts_targets_and_what_each_vm_takes() {
         "root@big.example.org"
     );
     assert_eq!(description["hosts"]["small"]["reserveMiB"], 1024);
+    assert_eq!(description["hosts"]["arm"]["stateDir"], "/srv/vms");
+    assert_eq!(description["vms"]["edge"]["stateDir"], "/srv/vms/edge");
     assert_eq!(description["hosts"]["big"]["vcpuRatio"], 2);
     assert_eq!(
         description["vms"]["db"],

@@ -162,6 +162,8 @@ pub struct Host {
     pub vcpus: Option<u64>,
     #[serde(default = "one")]
     pub vcpu_ratio: f64,
+    /// The host's `microvm.stateDir`.
+    pub state_dir: Option<String>,
 }
 
 fn one() -> f64 {
@@ -472,11 +474,18 @@ pub fn plan_move_steps(
     let from_ssh = shell_word(&source.target_host);
     let to_ssh = shell_word(&target.target_host);
     let dir = shell_word(&vm.state_dir);
+    let target_dir = shell_word(
+        &target
+            .state_dir
+            .as_ref()
+            .map_or_else(|| vm.state_dir.clone(), |d| format!("{d}/{name}")),
+    );
     let unit = shell_word(&format!("microvm@{name}.service"));
     Ok(vec![
         format!("ssh {from_ssh} systemctl stop {unit}"),
-        format!("ssh {to_ssh} mkdir -p {dir}"),
-        format!("ssh {from_ssh} tar -C {dir} -cf - . | ssh {to_ssh} tar -C {dir} -xpf -"),
+        // Plain mkdir: it fails where the directory exists, so nothing there is overwritten.
+        format!("ssh {to_ssh} mkdir {target_dir}   (fails if {to} has one: look at it first)"),
+        format!("ssh {from_ssh} tar -C {dir} -cf - . | ssh {to_ssh} tar -C {target_dir} -xpf -"),
         format!(
             "edit the fleet: vms.{name}.host = \"{to}\"; (was \"{}\")",
             vm.host
