@@ -93,11 +93,11 @@ if [[ -z ${NIXPKGS_LIB:-} ]]; then
 fi
 tier4=yes
 if ! command -v nix-instantiate >/dev/null; then
-	skipped "tier 4 (Nix evaluation)" "nix-instantiate is not installed" 'binary(nix_eval) | binary(nix_host) | binary(nix_ci_runners)'
+	skipped "tier 4 (Nix evaluation)" "nix-instantiate is not installed" 'binary(nix_eval) | binary(nix_host) | binary(nix_ci_runners) | binary(nix_fleet)'
 	skipped "Nix parse test" "nix-instantiate is not installed" 'binary(nix_parse)'
 	tier4=
 elif [[ -z ${NIXPKGS_LIB:-} ]]; then
-	skipped "tier 4 (Nix evaluation)" "$nixpkgs_lib_hint" 'binary(nix_eval) | binary(nix_host) | binary(nix_ci_runners)'
+	skipped "tier 4 (Nix evaluation)" "$nixpkgs_lib_hint" 'binary(nix_eval) | binary(nix_host) | binary(nix_ci_runners) | binary(nix_fleet)'
 	tier4=
 fi
 # lib/microvm-codegen.nix uses lib.fileset, which needs builtins.readFileType (Nix >= 2.14), so its

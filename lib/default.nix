@@ -47,6 +47,10 @@ rec {
   # The runner package: `microvm-codegen generate` run on the spec.
   buildRunner = import ./build-runner.nix { inherit lib runnerSpec; };
 
+  # Many hosts and the VMs placed on them, turned into nixosConfigurations, a colmena hive,
+  # deploy-rs nodes, a description for `microvm fleet` and Nomad jobs (lib/fleet.nix).
+  fleet = import ./fleet.nix { inherit lib; };
+
   # Not carried over from microvm.nix: makeMacvtap, extractOptValues and extractParamValue were
   # helpers of the Nix-side runners; the generator (codegen/src/hypervisor) does that work now.
 }

@@ -653,6 +653,7 @@ in
           }
         ];
       }).volumes;
+  fleet = import ./fleet.nix { inherit lib standIns microvmLib; };
 
   # A share's securityModel outside its enum: read only on 9p shares, so it evaluates on a
   # virtiofs share (as in microvm.nix) and fails on a 9p one.

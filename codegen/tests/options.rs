@@ -452,6 +452,37 @@ const HOST_ONLY: &[(&str, &str)] = &[
     ("ciRunners.<name>.scratchSize", "made into declared VMs"),
     ("ciRunners.<name>.vsockCidBase", "made into declared VMs"),
     ("ciRunners.<name>.extraModules", "made into declared VMs"),
+    // Issue 16: overrides are evaluated into the guest, capacity becomes assertions.
+    (
+        "vms.<name>.overrides.vcpu",
+        "evaluated into runner and toplevel",
+    ),
+    (
+        "vms.<name>.overrides.mem",
+        "evaluated into runner and toplevel",
+    ),
+    (
+        "vms.<name>.overrides.hypervisor",
+        "evaluated into runner and toplevel",
+    ),
+    (
+        "vms.<name>.overrides.interfaces",
+        "evaluated into runner and toplevel",
+    ),
+    (
+        "vms.<name>.overrides.volumes",
+        "evaluated into runner and toplevel",
+    ),
+    (
+        "vms.<name>.overrides.shares",
+        "evaluated into runner and toplevel",
+    ),
+    ("capacity.memMiB", "an evaluation-time assertion"),
+    ("capacity.reserveMiB", "an evaluation-time assertion"),
+    ("capacity.vcpus", "an evaluation-time assertion"),
+    ("capacity.vcpuRatio", "an evaluation-time assertion"),
+    ("guests", "the evaluated guests the runners come from"),
+    ("placement", "read by lib.fleet's description"),
 ];
 
 /// Host spec fields no host option fills directly.

@@ -19,16 +19,33 @@ let
   group = "kvm";
   stateDir = toString cfg.stateDir;
 
-  guestOf =
+  # A VM's guest configuration with the host's `overrides` (./fleet.nix) applied.
+  evaluateGuest =
     name: vm:
+    let
+      overrides = lib.filterAttrs (_: value: value != null) vm.overrides;
+      withOverrides =
+        evaluated:
+        if overrides == { } then
+          evaluated
+        else
+          evaluated.extendModules { modules = [ overridesModule ]; };
+      overridesModule.microvm = lib.mapAttrs (_: lib.mkOverride 50) overrides;
+    in
     if vm.flake != null then
-      vm.flake.nixosConfigurations.${name}.config
+      (withOverrides vm.flake.nixosConfigurations.${name}).config
     else if vm.evaluatedConfig != null then
-      vm.evaluatedConfig.config
+      (withOverrides vm.evaluatedConfig).config
     else if vm.config != null then
-      (hostCfg.evalGuest { inherit name vm; }).config
+      (hostCfg.evalGuest {
+        inherit name;
+        vm = vm // {
+          extraModules = vm.extraModules ++ lib.optional (overrides != { }) overridesModule;
+        };
+      }).config
     else
       throw "microvm.vms.${name}: set config, evaluatedConfig or flake";
+  guestOf = name: _: hostCfg.guests.${name};
 
   # Directories the hypervisor writes outside its state directory: those of absolute volume
   # images and the sources of 9p shares (the hypervisor serves those itself).
@@ -118,9 +135,11 @@ in
   imports = [
     ./options.nix
     ./ci-runners.nix
+    ./fleet.nix
   ];
 
   config = lib.mkIf hostCfg.enable {
+    microvm.host.guests = lib.mapAttrs evaluateGuest cfg.vms;
     assertions = lib.mapAttrsToList (name: vm: {
       assertion = vm.config == null || (vm.flake == null && vm.updateFlake == null);
       message = "microvm.vms.${name}: a VM with `config` cannot also have `flake` or `updateFlake`.";

@@ -188,6 +188,50 @@ in
                 defaultText = literalExpression "vms.<name>.config != null";
                 description = "Restart the VM when a host switch changes it.";
               };
+
+              # Set by the host over the guest: the same guest on hosts of different sizes (./fleet.nix).
+              overrides = mkOption {
+                type = types.submodule {
+                  options = {
+                    vcpu = mkOption {
+                      type = types.nullOr types.ints.positive;
+                      default = null;
+                      description = "Virtual CPUs of the VM on this host, over the guest's `microvm.vcpu`.";
+                    };
+                    mem = mkOption {
+                      type = types.nullOr types.ints.positive;
+                      default = null;
+                      description = "RAM in MiB of the VM on this host, over the guest's `microvm.mem`.";
+                    };
+                    hypervisor = mkOption {
+                      type = types.nullOr types.str;
+                      default = null;
+                      description = "Hypervisor of the VM on this host, over the guest's `microvm.hypervisor`.";
+                    };
+                    interfaces = mkOption {
+                      type = types.nullOr (types.listOf types.attrs);
+                      default = null;
+                      description = "Network interfaces of the VM on this host; replace the guest's `microvm.interfaces`.";
+                    };
+                    volumes = mkOption {
+                      type = types.nullOr (types.listOf types.attrs);
+                      default = null;
+                      description = "Volumes of the VM on this host; replace the guest's `microvm.volumes`.";
+                    };
+                    shares = mkOption {
+                      type = types.nullOr (types.listOf types.attrs);
+                      default = null;
+                      description = "Shares of the VM on this host; replace the guest's `microvm.shares`.";
+                    };
+                  };
+                };
+                default = { };
+                description = ''
+                  Settings of this VM that the host decides, over what its guest configuration says
+                  (set with priority 50: above plain definitions, below `mkForce`). The guest's own
+                  option types check them.
+                '';
+              };
             };
           }
         )

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use super::fleet::{self, FleetCommand};
 use super::report::ErrorReport;
 use super::verbs::{self, Context};
 
@@ -145,6 +146,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Commands over many hosts, described by `lib.fleet` (list, plan-move).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
 }
 
 /// Stable code of each error, for `--json` (`microvm::manage::<name>`).
@@ -247,6 +251,8 @@ pub fn run(cli: Cli) -> ExitCode {
             previous,
             dry_run,
         } => verbs::reconcile(&context, &declared, previous.as_deref(), dry_run),
+        // Its own errors and exit codes (manage/fleet.rs).
+        Command::Fleet(command) => return fleet::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

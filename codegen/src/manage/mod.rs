@@ -1,11 +1,13 @@
 //! `microvm`: the host's command for managing microVMs in the state directory — create, update,
-//! run, list, status, ssh, logs, remove, and the reconciliation the host module runs on switch.
+//! run, list, status, ssh, logs, remove, and the reconciliation the host module runs on switch;
+//! and `fleet list|plan-move` over the hosts `lib.fleet` describes (fleet.rs).
 //!
 //! It runs `nix`, `systemctl`, `journalctl` and `ssh` from PATH, so tests put recording
 //! stand-ins there. The short flags of microvm.nix's command (`-c`, `-u`, `-R`, `-r`, `-l`,
 //! `-s`, `-f`) still work.
 
 mod cli;
+mod fleet;
 mod report;
 mod state;
 mod verbs;
