@@ -19,7 +19,7 @@ env_file=$("$here/boot-env.sh" --no-virtiofsd | tail -n 1)
 
 say "building microvm-codegen"
 (cd "$repo" && cargo build --quiet --bin microvm-codegen)
-codegen=$repo/target/debug/microvm-codegen
+codegen=${CARGO_TARGET_DIR:-$repo/target}/debug/microvm-codegen
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/microvm-demo.XXXXXX")
 vm=
