@@ -10,7 +10,7 @@ repo=$(dirname "$here")
 limit=${1:-4.0}
 
 (cd "$repo" && cargo build --quiet --bin microvm-codegen)
-codegen=$repo/target/debug/microvm-codegen
+codegen=${CARGO_TARGET_DIR:-$repo/target}/debug/microvm-codegen
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
