@@ -493,7 +493,7 @@ impl Backend for Qemu {
         for (i, interface) in spec.interfaces.iter().enumerate() {
             // qemu ids are letters, digits and `-._`, starting with a letter; an interface id
             // need only be an interface name (`1vm`, `vm@x`), so the netdev gets its own.
-            let netdev_id = format!("net{i}");
+            let netdev_id = netdev_id(i);
             let mut netdev: Vec<(&str, String)> = vec![("id", netdev_id.clone())];
             let head = match interface.kind {
                 InterfaceType::User => {
@@ -724,4 +724,10 @@ impl Backend for Qemu {
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
         (spec.socket.is_some() && spec.balloon).then_some(render::QMP_BALLOON)
     }
+}
+
+/// The id of the netdev of the `index`th interface: `microvm forward` names it to QMP's
+/// `hostfwd_add`.
+pub fn netdev_id(index: usize) -> String {
+    format!("net{index}")
 }

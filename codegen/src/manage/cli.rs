@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 
 use super::fleet::{self, FleetCommand};
 use super::report::ErrorReport;
+use super::up::{self, EnvSetting, Overrides, PortMapping, UpRequest, VolumeMapping};
 use super::verbs::{self, Context};
+use crate::spec::Hypervisor;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,7 +17,8 @@ use super::verbs::{self, Context};
     version,
     about = "Manage the microVMs of this host.",
     long_about = "Manage the microVMs of this host: each lives in STATE_DIR/<name> and runs as \
-                  microvm@<name>.service from its installed runner (`current`).\n\n\
+                  microvm@<name>.service from its installed runner (`current`), or, started \
+                  with `microvm up`, as a transient unit or a supervised process.\n\n\
                   microvm.nix's short flags still work: -c NAME (create), -u NAME… (update; -R \
                   restarts), -r NAME (run), -l (list), -s NAME (ssh), -f FLAKE.\n\n\
                   Exit status: 0 success, 1 refused or failed, 2 usage error.",
@@ -23,12 +26,14 @@ use super::verbs::{self, Context};
     arg_required_else_help = true
 )]
 pub struct Cli {
-    /// Where the VMs live.
+    /// Where the VMs live (root: /var/lib/microvms; others: $XDG_STATE_HOME/microvm, or
+    /// ~/.local/state/microvm).
     #[arg(
         long,
         global = true,
         env = "MICROVM_STATE_DIR",
-        default_value = "/var/lib/microvms"
+        default_value_os_t = up::default_state_dir(),
+        hide_default_value = true
     )]
     state_dir: PathBuf,
     /// Where `create` and `update` keep garbage-collector roots for the runners.
@@ -79,8 +84,9 @@ enum Command {
     /// bin/tap-up etc. first, as root, when the VM uses them.
     #[command(short_flag = 'r')]
     Run { name: String },
-    /// List the VMs and whether they run the installed version (microvm -l).
-    #[command(short_flag = 'l')]
+    /// List the VMs, declared, created and `up` alike, and whether they run the installed
+    /// version (microvm -l).
+    #[command(short_flag = 'l', visible_alias = "ls")]
     List {
         /// Print JSON (schema: doc/microvm-list.schema.json); on failure, an object whose
         /// one member `error` holds the code, message and help.
@@ -106,10 +112,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Show a VM's logs (journalctl of its units).
+    /// Show a VM's logs (journalctl of its units; an `up` VM's console without systemd).
     Logs {
         name: String,
-        /// Keep printing new entries.
+        /// Keep printing new entries (`-f` after `logs` means this too, as in mvmctl).
         #[arg(short = 'F', long)]
         follow: bool,
         /// How many lines to show.
@@ -146,6 +152,82 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Start a VM from a flake or a built runner in the background, with ports, shares and
+    /// volumes, and wait until it is up.
+    ///
+    /// Builds FLAKEREF's runner (default `.`: its default package; FLAKE#NAME: the NixOS
+    /// configuration NAME's runner, else the package NAME), or takes --runner. The overrides
+    /// are applied to the runner's spec, which is validated against the hypervisor's
+    /// capabilities and rendered anew into STATE_DIR/NAME/runner: no NixOS rebuild. The guest
+    /// mounts the shares and volumes, and gives its services the --env variables, from the
+    /// kernel command line (the guest module's microvm-up.service).
+    ///
+    /// Runs as the transient unit microvm-up-NAME.service when systemd runs, else as a
+    /// detached `microvm supervise NAME` writing STATE_DIR/NAME/console.log. Returns when the
+    /// guest reports ready (guests with microvm.readiness), else when the hypervisor is up.
+    /// Again for a stopped `up` VM: starts it with the new overrides; its volumes are kept.
+    Up {
+        /// A flake reference: FLAKE or FLAKE#NAME.
+        #[arg(value_name = "FLAKEREF", conflicts_with = "runner")]
+        flakeref: Option<String>,
+        /// Use this built runner instead of building one.
+        #[arg(long, value_name = "PATH")]
+        runner: Option<PathBuf>,
+        /// The VM's name (default: FLAKE#NAME's NAME, else the guest's host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Forward [ADDRESS:]HOST:GUEST[/udp] (ADDRESS defaults to 127.0.0.1); qemu's user
+        /// network, which `up` adds when the VM has none.
+        #[arg(short = 'p', long = "port", value_name = "[ADDR:]HOST:GUEST[/udp]")]
+        ports: Vec<PortMapping>,
+        /// HOSTDIR:GUESTPATH shares HOSTDIR read-only; HOSTDIR:GUESTPATH:SIZE_MIB makes (once)
+        /// an ext4 volume of that size as a file in HOSTDIR, mounted read-write.
+        #[arg(
+            short = 'v',
+            long = "volume",
+            value_name = "HOSTDIR:GUESTPATH[:SIZE_MIB]"
+        )]
+        volumes: Vec<VolumeMapping>,
+        /// vCPUs.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=512))]
+        cpus: Option<u32>,
+        /// Memory in MiB.
+        #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..))]
+        memory: Option<u64>,
+        /// Run with another hypervisor than the runner's (its package must be in the runner).
+        #[arg(long, value_name = "HYPERVISOR", value_parser = parse_hypervisor)]
+        hypervisor: Option<Hypervisor>,
+        /// KEY=VALUE for the guest's microvm.services (overrides their `env`).
+        #[arg(long, value_name = "KEY=VALUE")]
+        env: Vec<EnvSetting>,
+        /// How long to wait for the VM to be up, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+        timeout: u64,
+        /// Return once it is started, without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Power an `up` VM off: its power button, a bounded wait, then stop what is left.
+    Down {
+        name: String,
+        /// Seconds to wait for the guest to power off before stopping it.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Add port forwards to a running `up` VM (qemu: QMP hostfwd_add); they last until it stops.
+    Forward {
+        name: String,
+        #[arg(
+            short = 'p',
+            long = "port",
+            required = true,
+            value_name = "[ADDR:]HOST:GUEST[/udp]"
+        )]
+        ports: Vec<PortMapping>,
+    },
+    /// Runs an `up` VM under this process (what `up` starts without systemd).
+    #[command(hide = true)]
+    Supervise { name: String },
     /// Commands over many hosts, described by `lib.fleet` (list, plan-move).
     #[command(subcommand)]
     Fleet(FleetCommand),
@@ -169,7 +251,67 @@ fn error_code(error: &verbs::Error) -> &'static str {
         Spawn { .. } => "microvm::manage::spawn",
         Io { .. } => "microvm::manage::io",
         Several(..) => "microvm::manage::several",
+        Up(e) => e.code(),
     }
+}
+
+fn parse_hypervisor(name: &str) -> Result<Hypervisor, String> {
+    Hypervisor::from_name(name).ok_or_else(|| {
+        format!(
+            "unknown hypervisor {name:?}; one of: {}",
+            Hypervisor::ALL
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
+/// A verb's failure: its message, stable code and hint.
+enum Failure {
+    Verb(verbs::Error),
+    Up(up::UpError),
+}
+
+impl Failure {
+    fn code(&self) -> &'static str {
+        match self {
+            Failure::Verb(e) => error_code(e),
+            Failure::Up(e) => e.code(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Failure::Verb(e) => e.hint(),
+            Failure::Up(e) => e.hint(),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Failure::Verb(e) => e.to_string(),
+            Failure::Up(e) => e.to_string(),
+        }
+    }
+}
+
+/// `-f` after `logs` is mvmctl's follow; elsewhere it is microvm.nix's flake.
+fn follow_after_logs(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(logs) = args.iter().position(|a| a == "logs") else {
+        return args;
+    };
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i > logs && a == "-f" {
+                "--follow".into()
+            } else {
+                a
+            }
+        })
+        .collect()
 }
 
 /// Code of a command line that did not parse.
@@ -188,7 +330,7 @@ fn wants_json<I: AsRef<std::ffi::OsStr>>(args: &[I]) -> bool {
 /// parse is reported by clap (exit status 2); with `--json` also as an error object on standard
 /// output, as the verbs' own errors are.
 pub fn main() -> ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = follow_after_logs(std::env::args_os().collect());
     match Cli::try_parse_from(&args) {
         Ok(cli) => run(cli),
         Err(error) => {
@@ -234,40 +376,98 @@ pub fn run(cli: Cli) -> ExitCode {
         gcroots_dir: cli.gcroots_dir,
     };
     let result = match cli.command {
-        Command::Create { name, runner } => verbs::create(&context, &name, cli.flake, runner),
-        Command::Update { names } => verbs::update(&context, &names, cli.restart),
-        Command::Run { name } => verbs::run(&context, &name),
-        Command::List { json } => verbs::list(&context, json),
-        Command::Status { name, json } => verbs::status(&context, &name, json),
-        Command::Ssh { name, args } => verbs::ssh(&context, &name, &args),
-        Command::Logs {
+        Command::Up {
+            flakeref,
+            runner,
             name,
-            follow,
-            lines,
-        } => verbs::logs(&context, &name, follow, lines),
-        Command::Remove { name, yes, purge } => verbs::remove(&context, &name, yes, purge),
-        Command::Reconcile {
-            declared,
-            previous,
-            dry_run,
-        } => verbs::reconcile(&context, &declared, previous.as_deref(), dry_run),
+            ports,
+            volumes,
+            cpus,
+            memory,
+            hypervisor,
+            env,
+            timeout,
+            no_wait,
+        } => {
+            let request = UpRequest {
+                flake: flakeref.or(cli.flake),
+                runner,
+                name,
+                overrides: Overrides {
+                    cpus,
+                    memory_mib: memory,
+                    hypervisor,
+                    ports,
+                    volumes,
+                    env,
+                },
+                timeout: std::time::Duration::from_secs(timeout),
+                wait: !no_wait,
+            };
+            up::up(&context.state_dir, request).map_err(Failure::Up)
+        }
+        Command::Down { name, timeout } => up::down(
+            &context.state_dir,
+            &name,
+            std::time::Duration::from_secs(timeout),
+        )
+        .map_err(Failure::Up),
+        Command::Forward { name, ports } => {
+            up::forward(&context.state_dir, &name, &ports).map_err(Failure::Up)
+        }
+        Command::Supervise { name } => {
+            up::supervise(&context.state_dir, &name).map_err(Failure::Up)
+        }
         // Its own errors and exit codes (manage/fleet.rs).
         Command::Fleet(command) => return fleet::run(command),
+        command => run_verb(&context, command, cli.flake, cli.restart).map_err(Failure::Verb),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            let hint = error.hint();
+        Err(failure) => {
+            let hint = failure.hint();
             if json {
-                let report = ErrorReport::new(error_code(&error), error.to_string(), hint.clone());
+                let report = ErrorReport::new(failure.code(), failure.message(), hint.clone());
                 println!("{}", report.to_json());
             }
-            eprintln!("microvm: {error}");
+            eprintln!("microvm: {}", failure.message());
             if let Some(hint) = hint {
                 eprintln!("  hint: {hint}");
             }
             ExitCode::from(1)
         }
+    }
+}
+
+fn run_verb(
+    context: &Context,
+    command: Command,
+    flake: Option<String>,
+    restart: bool,
+) -> Result<(), verbs::Error> {
+    match command {
+        Command::Create { name, runner } => verbs::create(context, &name, flake, runner),
+        Command::Update { names } => verbs::update(context, &names, restart),
+        Command::Run { name } => verbs::run(context, &name),
+        Command::List { json } => verbs::list(context, json),
+        Command::Status { name, json } => verbs::status(context, &name, json),
+        Command::Ssh { name, args } => verbs::ssh(context, &name, &args),
+        Command::Logs {
+            name,
+            follow,
+            lines,
+        } => verbs::logs(context, &name, follow, lines),
+        Command::Remove { name, yes, purge } => verbs::remove(context, &name, yes, purge),
+        Command::Reconcile {
+            declared,
+            previous,
+            dry_run,
+        } => verbs::reconcile(context, &declared, previous.as_deref(), dry_run),
+        Command::Fleet(_)
+        | Command::Up { .. }
+        | Command::Down { .. }
+        | Command::Forward { .. }
+        | Command::Supervise { .. } => unreachable!("run handles these itself"),
     }
 }
 

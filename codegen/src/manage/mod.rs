@@ -10,6 +10,7 @@ mod cli;
 mod fleet;
 mod report;
 mod state;
+mod up;
 mod verbs;
 
 pub use cli::{Cli, main, run};

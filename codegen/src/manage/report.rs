@@ -21,6 +21,8 @@ pub struct ListEntry {
     pub state: VmState,
     /// Declared in the host configuration (`microvm update` refuses it).
     pub declarative: bool,
+    /// Started by `microvm up` (a transient unit or a supervised process, not `microvm@`).
+    pub up: bool,
     /// The running guest said it is ready (null: it does not report readiness, or is not
     /// running).
     pub ready: Option<bool>,

@@ -21,7 +21,28 @@ pub const MADE_FOR_THE_VM: &[&str] = &[
     ".current.new",
     // kvmtool's control socket and microvm-balloon's record of the balloon size.
     LKVM_DIR,
+    // What `microvm up` writes (manage/up.rs); volume images it asks for are the user's.
+    RECORD,
+    PID_FILE,
+    CONSOLE_LOG,
+    UP_NOTIFY_SOCKET,
+    RUNNER_DIR,
+    SOURCE_LINK,
+    ".runner.new",
 ];
+
+/// `microvm up`: how the VM was started and from what.
+pub const RECORD: &str = "up.json";
+/// `microvm up` without systemd: the supervisor's process id.
+pub const PID_FILE: &str = "up.pid";
+/// `microvm up` without systemd: the guest's console and the runner's messages.
+pub const CONSOLE_LOG: &str = "console.log";
+/// `microvm up` without systemd: where the supervisor takes the runner's sd_notify messages.
+pub const UP_NOTIFY_SOCKET: &str = "up-notify.sock";
+/// `microvm up`: the runner rendered with the command line's overrides.
+pub const RUNNER_DIR: &str = "runner";
+/// `microvm up`: the runner it was made from (a garbage-collector root when nix built it).
+pub const SOURCE_LINK: &str = "runner-source";
 
 /// The links of a VM's directory whose runners garbage-collector roots keep: `microvm create`
 /// and `update` root `current` and `booted`; the guest's `deploy.installOnHost` also roots the

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use super::report::{CheckState, ListEntry, SpecSummary, Status, UnitStatus, VmState};
 use super::state::{self, VmDir};
+use super::up::{self, UpRecord};
 use crate::host::names;
 use crate::host::units::DeclaredList;
 use crate::host::validate::is_vm_name;
@@ -66,6 +67,8 @@ pub enum Error {
     },
     #[error("{0}")]
     Several(String),
+    #[error(transparent)]
+    Up(#[from] up::UpError),
 }
 
 impl Error {
@@ -87,6 +90,7 @@ impl Error {
                 hint
             }
             Error::NotADirectory(..) => "microvm deletes nothing through a link; remove the link, or what it points to, yourself".to_owned(),
+            Error::Up(e) => return e.hint(),
             _ => return None,
         })
     }
@@ -144,6 +148,14 @@ fn exec(mut command: Command, program: &str) -> Result<(), Error> {
 /// systemctl fail with "not loaded".
 fn stop(name: &str) -> Result<(), Error> {
     run_program("systemctl", &["stop", &names::vm_unit(name)])
+}
+
+/// Whether the VM runs: its `microvm@` unit, or what `microvm up` started it under.
+fn unit_active_state(vm: &VmDir) -> Result<String, Error> {
+    match UpRecord::read(vm) {
+        Some(record) => Ok(up::unit_status(vm, &record).active_state),
+        None => output_of("systemctl", &["is-active", &names::vm_unit(&vm.name)]),
+    }
 }
 
 fn existing(context: &Context, name: &str) -> Result<VmDir, Error> {
@@ -420,7 +432,7 @@ pub fn run(context: &Context, name: &str) -> Result<(), Error> {
 fn list_entries(context: &Context) -> Result<Vec<ListEntry>, Error> {
     let mut entries = Vec::new();
     for vm in state::all(&context.state_dir).map_err(io_error(&context.state_dir))? {
-        let unit_state = output_of("systemctl", &["is-active", &names::vm_unit(&vm.name)])?;
+        let unit_state = unit_active_state(&vm)?;
         let active = unit_state == "active";
         let state = if vm.outdated(active) {
             VmState::Outdated
@@ -431,6 +443,7 @@ fn list_entries(context: &Context) -> Result<Vec<ListEntry>, Error> {
         };
         let health = active.then(|| vm.guest_health()).flatten();
         entries.push(ListEntry {
+            up: UpRecord::read(&vm).is_some(),
             hypervisor: vm.hypervisor(),
             declarative: vm.declarative(),
             ready: health.as_ref().map(|h| h.ready),
@@ -481,6 +494,7 @@ pub fn list(context: &Context, json: bool) -> Result<(), Error> {
                 format!("runs an older version: microvm update -R {}", e.name)
             }
             (_, true) => "declared in the host configuration".to_owned(),
+            _ if e.up => "started by microvm up".to_owned(),
             _ => String::new(),
         };
         if let Some(ready) = e.ready {
@@ -552,7 +566,11 @@ pub fn status(context: &Context, name: &str, json: bool) -> Result<(), Error> {
     let vm = existing(context, name)?;
     let current = vm.current();
     let booted = vm.booted();
-    let unit = unit_status(name)?;
+    let record = UpRecord::read(&vm);
+    let unit = match &record {
+        Some(record) => up::unit_status(&vm, record),
+        None => unit_status(name)?,
+    };
     let status = Status {
         name: name.to_owned(),
         state_dir: vm.dir.display().to_string(),
@@ -591,6 +609,14 @@ pub fn status(context: &Context, name: &str, json: bool) -> Result<(), Error> {
     }
     if status.declarative {
         println!("  declared    in the host configuration");
+    } else if let Some(record) = &record {
+        println!(
+            "  started by  microvm up, from {}",
+            state::printable(&record.source.display().to_string())
+        );
+        for port in record.overrides.ports.iter().chain(&record.forwards) {
+            println!("  port        {port}");
+        }
     } else {
         println!("  flake       {}", or_none(&status.flake));
     }
@@ -639,7 +665,7 @@ pub fn ssh(context: &Context, name: &str, args: &[String]) -> Result<(), Error> 
     let cid = vm.vsock_cid().ok_or_else(|| Error::NoVsock {
         name: name.to_owned(),
     })?;
-    if output_of("systemctl", &["is-active", &names::vm_unit(name)])? != "active" {
+    if unit_active_state(&vm)? != "active" {
         return Err(Error::NotRunning {
             name: name.to_owned(),
         });
@@ -691,7 +717,10 @@ fn split_ssh_options(args: &[String]) -> (&[String], &[String]) {
 }
 
 pub fn logs(context: &Context, name: &str, follow: bool, lines: u32) -> Result<(), Error> {
-    existing(context, name)?;
+    let vm = existing(context, name)?;
+    if let Some(record) = UpRecord::read(&vm) {
+        return Ok(up::logs(&vm, &record, follow, lines)?);
+    }
     let mut command = Command::new("journalctl");
     for unit in names::vm_units(name) {
         command.arg("-u").arg(unit);
@@ -762,7 +791,10 @@ pub fn remove(context: &Context, name: &str, yes: bool, purge: bool) -> Result<(
             "microvm: warning: {name} is declared in the host configuration; the next switch installs it again unless you remove it there"
         );
     }
-    stop(name)?;
+    match UpRecord::read(&vm) {
+        Some(record) => up::stop_supervisor(&vm, &record)?,
+        None => stop(name)?,
+    }
     let kept = if purge {
         fs::remove_dir_all(&vm.dir).map_err(io_error(&vm.dir))?;
         Vec::new()
