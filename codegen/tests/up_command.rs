@@ -250,10 +250,11 @@ fn up_applies_every_override_to_the_runners_spec_and_starts_a_sandboxed_transien
     ] {
         assert!(call.contains(expected), "{expected:?} in {call}");
     }
+    // The unit runs the supervisor, which runs the runner `up` rendered.
     assert!(
         call.ends_with(&format!(
-            "{}",
-            host.path("state/web/current/bin/microvm-run").display()
+            "--state-dir {} supervise web --without-virtiofsd",
+            host.path("state").display()
         )),
         "{call}"
     );
@@ -358,7 +359,7 @@ fn up_refuses_bad_flags_missing_directories_and_what_the_hypervisor_cannot_do() 
         text.contains("help: firecracker has no shared directories"),
         "{text}"
     );
-    // Ports need qemu's user network.
+    // A user network is qemu's (and kvmtool's and vfkit's), not cloud-hypervisor's.
     let ports = host.microvm(
         &[
             "up",
@@ -368,6 +369,8 @@ fn up_refuses_bad_flags_missing_directories_and_what_the_hypervisor_cannot_do() 
             "cloud-hypervisor",
             "-p",
             "1:2",
+            "--forward-via",
+            "user",
         ],
         &[],
     );

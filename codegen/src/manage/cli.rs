@@ -200,6 +200,11 @@ enum Command {
         /// KEY=VALUE for the guest's microvm.services (overrides their `env`).
         #[arg(long, value_name = "KEY=VALUE")]
         env: Vec<EnvSetting>,
+        /// How -p reaches the guest: `user` (the hypervisor's user network: qemu) or `proxy`
+        /// (a tap of the VM's own and a forwarder in `microvm`; root only). Default: user
+        /// where the hypervisor has it, else proxy.
+        #[arg(long, value_name = "HOW")]
+        forward_via: Option<up::ForwardVia>,
         /// How long to wait for the VM to be up, in seconds.
         #[arg(long, value_name = "SECONDS", default_value_t = 300)]
         timeout: u64,
@@ -227,7 +232,12 @@ enum Command {
     },
     /// Runs an `up` VM under this process (what `up` starts without systemd).
     #[command(hide = true)]
-    Supervise { name: String },
+    Supervise {
+        name: String,
+        /// systemd runs virtiofsd in a unit of its own.
+        #[arg(long)]
+        without_virtiofsd: bool,
+    },
     /// Commands over many hosts, described by `lib.fleet` (list, plan-move).
     #[command(subcommand)]
     Fleet(FleetCommand),
@@ -386,6 +396,7 @@ pub fn run(cli: Cli) -> ExitCode {
             memory,
             hypervisor,
             env,
+            forward_via,
             timeout,
             no_wait,
         } => {
@@ -400,6 +411,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     ports,
                     volumes,
                     env,
+                    forward_via,
                 },
                 timeout: std::time::Duration::from_secs(timeout),
                 wait: !no_wait,
@@ -415,9 +427,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Forward { name, ports } => {
             up::forward(&context.state_dir, &name, &ports).map_err(Failure::Up)
         }
-        Command::Supervise { name } => {
-            up::supervise(&context.state_dir, &name).map_err(Failure::Up)
-        }
+        Command::Supervise {
+            name,
+            without_virtiofsd,
+        } => up::supervise(&context.state_dir, &name, without_virtiofsd).map_err(Failure::Up),
         // Its own errors and exit codes (manage/fleet.rs).
         Command::Fleet(command) => return fleet::run(command),
         command => run_verb(&context, command, cli.flake, cli.restart).map_err(Failure::Verb),

@@ -8,6 +8,7 @@
 
 mod cli;
 mod fleet;
+mod proxy;
 mod report;
 mod state;
 mod up;

@@ -16,6 +16,7 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::symlink;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -42,6 +43,7 @@ use super::state::{
 /// The kernel command line parameters the guest module reads (nixos-modules/microvm/up.nix).
 pub const MOUNT_PARAM: &str = "microvm.up.mount";
 pub const ENV_PARAM: &str = "microvm.up.env";
+pub const NET_PARAM: &str = "microvm.up.net";
 /// The kernel's command line holds 2048 bytes on x86; the environment may take half.
 const MAX_ENV_PARAM_BYTES: usize = 1024;
 /// A host address `-p` binds when none is given: only this host reaches the guest.
@@ -211,9 +213,21 @@ pub struct VolumeMapping {
     pub size_mib: Option<u64>,
 }
 
-/// A guest path the guest's mount script takes: absolute, plain characters, no `..`.
+/// Where a mount would break the guest; the guest's script refuses these too.
+const GUEST_PATHS_REFUSED: &[&str] = &["/nix", "/proc", "/sys", "/dev"];
+
+/// A guest path the guest's mount script takes: absolute, plain characters, no `..`, not one
+/// of [`GUEST_PATHS_REFUSED`] or under it (but /nix/var and the like).
 fn is_guest_path(path: &str) -> bool {
-    path.starts_with('/')
+    let trimmed = path.trim_end_matches('/');
+    let refused = GUEST_PATHS_REFUSED.iter().any(|refused| {
+        trimmed == *refused
+            || (*refused != "/nix" && trimmed.starts_with(&format!("{refused}/")))
+            || trimmed.starts_with("/nix/store")
+    });
+    !refused
+        && !path.contains("//")
+        && path.starts_with('/')
         && path.len() > 1
         && path
             .chars()
@@ -286,6 +300,29 @@ impl FromStr for EnvSetting {
     }
 }
 
+/// How `-p` reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardVia {
+    /// The hypervisor's user network forwards (qemu's `hostfwd`).
+    User,
+    /// A tap of the VM's own with an address on each side, and a userspace forwarder on the
+    /// host (manage/proxy.rs): for hypervisors without a user network. Needs root.
+    Proxy,
+}
+
+impl FromStr for ForwardVia {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ForwardVia, String> {
+        match text {
+            "user" => Ok(ForwardVia::User),
+            "proxy" => Ok(ForwardVia::Proxy),
+            _ => Err("user or proxy".into()),
+        }
+    }
+}
+
 /// The command line's changes to the runner's spec.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -296,17 +333,48 @@ pub struct Overrides {
     pub ports: Vec<PortMapping>,
     pub volumes: Vec<VolumeMapping>,
     pub env: Vec<EnvSetting>,
+    /// Unset: the user network where the hypervisor has one, else the proxy.
+    pub forward_via: Option<ForwardVia>,
+}
+
+/// The point-to-point network of a VM whose ports go through the proxy: its tap, the host's
+/// address on it and the guest's, a /30 of 100.64.0.0/10 (shared address space, which no LAN
+/// or the internet uses) chosen by the VM's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyNet {
+    pub tap: String,
+    pub host_address: std::net::Ipv4Addr,
+    pub guest_address: std::net::Ipv4Addr,
+}
+
+impl ProxyNet {
+    pub const PREFIX: u8 = 30;
+
+    pub fn for_vm(name: &str) -> ProxyNet {
+        let hash = fnv1a32(name);
+        // 2^20 /30 networks in 100.64.0.0/10.
+        let base = u32::from(std::net::Ipv4Addr::new(100, 64, 0, 0)) + (hash % (1 << 20)) * 4;
+        ProxyNet {
+            tap: format!("mvu{hash:08x}"),
+            host_address: std::net::Ipv4Addr::from(base + 1),
+            guest_address: std::net::Ipv4Addr::from(base + 2),
+        }
+    }
+}
+
+fn fnv1a32(text: &str) -> u32 {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    text.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A short stable id for what is mounted at `guest_path`: a share's tag, or a volume's serial
 /// and filesystem label (16 bytes at most for ext4, 20 for a virtio serial). Derived from the
 /// path so a volume keeps its label whatever order the `-v` flags come in.
 pub fn mount_id(guest_path: &str) -> String {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let hash = guest_path.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    });
-    format!("up-{hash:08x}")
+    format!("up-{:08x}", fnv1a32(guest_path))
 }
 
 /// The file name of a volume's image in its host directory.
@@ -339,8 +407,13 @@ pub fn env_file_text(env: &[EnvSetting]) -> String {
 }
 
 /// Applies the overrides to `spec`; `name` is the VM's. Host directories of `-v` must already
-/// be absolute (see [`resolve_host_paths`]).
-pub fn apply(spec: &mut RunnerSpec, name: &str, overrides: &Overrides) -> Result<(), UpError> {
+/// be absolute (see [`resolve_host_paths`]). Returns the proxy's network when the ports go
+/// through it.
+pub fn apply(
+    spec: &mut RunnerSpec,
+    name: &str,
+    overrides: &Overrides,
+) -> Result<Option<ProxyNet>, UpError> {
     if let Some(cpus) = overrides.cpus {
         spec.vcpu = cpus;
     }
@@ -353,7 +426,9 @@ pub fn apply(spec: &mut RunnerSpec, name: &str, overrides: &Overrides) -> Result
     // A second `up` starts from the runner it was made from, so nothing here is applied twice;
     // still, a kernel parameter of ours that came with the spec is replaced, not repeated.
     spec.kernel_params.retain(|p| {
-        !p.starts_with(&format!("{MOUNT_PARAM}=")) && !p.starts_with(&format!("{ENV_PARAM}="))
+        [MOUNT_PARAM, ENV_PARAM, NET_PARAM]
+            .iter()
+            .all(|param| !p.starts_with(&format!("{param}=")))
     });
     let mut seen = std::collections::BTreeSet::new();
     for volume in &overrides.volumes {
@@ -419,7 +494,37 @@ pub fn apply(spec: &mut RunnerSpec, name: &str, overrides: &Overrides) -> Result
             }
         }
     }
-    if !overrides.ports.is_empty() {
+    let via = overrides.forward_via.unwrap_or(
+        if crate::capabilities::supports(spec.hypervisor, "forwardPorts") {
+            ForwardVia::User
+        } else {
+            ForwardVia::Proxy
+        },
+    );
+    let mut proxy = None;
+    if !overrides.ports.is_empty() && via == ForwardVia::Proxy {
+        let net = ProxyNet::for_vm(name);
+        let mac = user_mac(&format!("{name}/proxy"));
+        spec.interfaces.push(Interface {
+            kind: InterfaceType::Tap,
+            id: net.tap.clone(),
+            mac: mac.clone(),
+            bridge: None,
+            macvtap: None,
+            tap: Default::default(),
+        });
+        // tap-up hands the tap to the user that runs the hypervisor: whoever runs `up`,
+        // which is root (the tap needs it).
+        spec.host.user = "root".to_owned();
+        spec.host.group = "root".to_owned();
+        spec.kernel_params.push(format!(
+            "{NET_PARAM}={mac},{}/{},{}",
+            net.guest_address,
+            ProxyNet::PREFIX,
+            net.host_address
+        ));
+        proxy = Some(net);
+    } else if !overrides.ports.is_empty() {
         if !spec
             .interfaces
             .iter()
@@ -468,7 +573,7 @@ pub fn apply(spec: &mut RunnerSpec, name: &str, overrides: &Overrides) -> Result
         }
         spec.kernel_params.push(format!("{ENV_PARAM}={encoded}"));
     }
-    Ok(())
+    Ok(proxy)
 }
 
 /// Makes the `-v` host directories absolute, refusing missing ones.
@@ -560,6 +665,8 @@ pub struct UpRecord {
     pub supervisor: Supervisor,
     /// `microvm forward` adds to these while the VM runs.
     pub forwards: Vec<PortMapping>,
+    /// The tap and addresses the proxy forwards over, when it does.
+    pub proxy: Option<ProxyNet>,
 }
 
 impl UpRecord {
@@ -846,7 +953,13 @@ fn up_from(
         }
         None => {}
     }
-    apply(&mut spec, &name, &request.overrides)?;
+    let proxy = apply(&mut spec, &name, &request.overrides)?;
+    if proxy.is_some() && !is_root() {
+        return Err(UpError::Control {
+            what: format!("forwarding ports to a {} VM", spec.hypervisor),
+            why: "it takes a tap interface of the VM's own, which only root can make".into(),
+        });
+    }
     let taken = fill_missing_tools(&mut spec, std::env::var_os("PATH").as_deref());
     if !taken.is_empty() {
         eprintln!(
@@ -871,8 +984,12 @@ fn up_from(
         overrides: request.overrides.clone(),
         supervisor: choose_supervisor(&name),
         forwards: Vec::new(),
+        proxy,
     };
     record.write(&vm)?;
+    if let Some(net) = &record.proxy {
+        tap_up(&vm, &spec, net)?;
+    }
     start(&vm, &record, &spec)?;
     eprintln!(
         "microvm: started {name} ({}) from {}",
@@ -899,11 +1016,61 @@ fn sandbox_properties() -> Vec<String> {
         .collect()
 }
 
+/// The transient unit of an `up` VM's virtiofsd, beside the VM's own.
+fn virtiofsd_unit(name: &str) -> String {
+    format!("microvm-up-{name}-virtiofsd.service")
+}
+
+/// `systemd-run`, for the user's manager when `user`.
+fn systemd_run(user: bool) -> Command {
+    let mut command = Command::new("systemd-run");
+    if user {
+        command.arg("--user");
+    }
+    command
+}
+
+fn run_checked(mut command: Command, what: &str) -> Result<(), UpError> {
+    let status = command.status().map_err(|source| UpError::Spawn {
+        program: what.to_owned(),
+        source,
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(UpError::Program {
+            program: what.to_owned(),
+            status: status.to_string(),
+        })
+    }
+}
+
+fn microvm_exe() -> Result<PathBuf, UpError> {
+    std::env::current_exe().map_err(|source| UpError::Spawn {
+        program: "microvm".into(),
+        source,
+    })
+}
+
 fn start(vm: &VmDir, record: &UpRecord, spec: &RunnerSpec) -> Result<(), UpError> {
-    let run = vm.dir.join("current/bin/microvm-run");
+    let state_dir = vm.dir.parent().expect("a VM's directory has a parent");
     match &record.supervisor {
         Supervisor::Systemd { unit, user } => {
-            let mut command = Command::new("systemd-run");
+            // virtiofsd runs outside the VM's sandbox, as microvm-virtiofsd@ does beside
+            // microvm@; systemd-run returns once it said every share is served.
+            let virtiofsd_run = vm.dir.join("current/bin/virtiofsd-run");
+            if virtiofsd_run.is_file() {
+                let mut command = systemd_run(*user);
+                command
+                    .arg(format!("--unit={}", virtiofsd_unit(&vm.name)))
+                    .arg("--collect")
+                    .arg(format!("--working-directory={}", vm.dir.display()))
+                    .args(["-p", "Type=notify", "-p", "NotifyAccess=all"])
+                    .args(["-p", "KillMode=mixed"])
+                    .arg(&virtiofsd_run);
+                run_checked(command, "systemd-run (virtiofsd)")?;
+            }
+            let mut command = systemd_run(*user);
             if *user {
                 command.arg("--user");
             }
@@ -939,18 +1106,14 @@ fn start(vm: &VmDir, record: &UpRecord, spec: &RunnerSpec) -> Result<(), UpError
                         .arg(format!("ReadWritePaths={}", path.display()));
                 }
             }
-            command.arg(&run);
-            let status = command.status().map_err(|source| UpError::Spawn {
-                program: "systemd-run".into(),
-                source,
-            })?;
-            if !status.success() {
-                return Err(UpError::Program {
-                    program: "systemd-run".into(),
-                    status: status.to_string(),
-                });
-            }
-            Ok(())
+            command
+                .arg(microvm_exe()?)
+                .arg("--state-dir")
+                .arg(state_dir)
+                .arg("supervise")
+                .arg(&vm.name)
+                .arg("--without-virtiofsd");
+            run_checked(command, "systemd-run")
         }
         Supervisor::Process => {
             let log_path = vm.dir.join(CONSOLE_LOG);
@@ -959,22 +1122,18 @@ fn start(vm: &VmDir, record: &UpRecord, spec: &RunnerSpec) -> Result<(), UpError
                 .append(true)
                 .open(&log_path)
                 .map_err(io_error(&log_path))?;
-            let exe = std::env::current_exe().map_err(|source| UpError::Spawn {
-                program: "microvm".into(),
-                source,
-            })?;
-            let mut command = Command::new(exe);
+            let mut command = Command::new(microvm_exe()?);
             command
                 .arg("--state-dir")
-                .arg(vm.dir.parent().expect("a VM's directory has a parent"))
+                .arg(state_dir)
                 .arg("supervise")
                 .arg(&vm.name)
                 .current_dir(&vm.dir)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(io_error(&log_path))?)
-                .stderr(log)
-                // Its own session: no terminal's hangup or ^C reaches the VM.
-                .process_group(0);
+                .stderr(log);
+            // Its own session and process group (so `down` can stop all of it), and no
+            // terminal's hangup or ^C reaches the VM.
             // SAFETY: setsid is async-signal-safe and touches no memory of ours.
             unsafe {
                 command.pre_exec(|| {
@@ -1131,6 +1290,8 @@ pub fn down(state_dir: &Path, name: &str, timeout: Duration) -> Result<(), UpErr
         stop_supervisor(&vm, &record)?;
     }
     let _ = fs::remove_file(vm.dir.join(PID_FILE));
+    stop_virtiofsd_unit(&vm, &record);
+    after_stop(&vm);
     println!(
         "microvm: {name} is down{}",
         if clean {
@@ -1142,7 +1303,28 @@ pub fn down(state_dir: &Path, name: &str, timeout: Duration) -> Result<(), UpErr
     Ok(())
 }
 
+/// Stops the VM's virtiofsd unit (systemd runs it beside the VM's), when it has one.
+fn stop_virtiofsd_unit(vm: &VmDir, record: &UpRecord) {
+    if let Supervisor::Systemd { user, .. } = &record.supervisor
+        && vm.dir.join("current/bin/virtiofsd-run").is_file()
+    {
+        let mut command = Command::new("systemctl");
+        if *user {
+            command.arg("--user");
+        }
+        let _ = command.args(["stop", &virtiofsd_unit(&vm.name)]).status();
+    }
+}
+
+/// Stops the VM at once (after a graceful attempt, or for `remove`) and what runs beside it.
 pub fn stop_supervisor(vm: &VmDir, record: &UpRecord) -> Result<(), UpError> {
+    let result = stop_vm(vm, record);
+    stop_virtiofsd_unit(vm, record);
+    after_stop(vm);
+    result
+}
+
+fn stop_vm(vm: &VmDir, record: &UpRecord) -> Result<(), UpError> {
     match &record.supervisor {
         Supervisor::Systemd { unit, user } => {
             let mut command = Command::new("systemctl");
@@ -1199,10 +1381,15 @@ pub fn forward(state_dir: &Path, name: &str, ports: &[PortMapping]) -> Result<()
     let spec = vm
         .spec()
         .ok_or_else(|| UpError::NoSpec(vm.dir.join("current")))?;
+    if record.proxy.is_some() {
+        return forward_by_proxy(&vm, record, ports);
+    }
     if spec.hypervisor != Hypervisor::Qemu {
         return Err(UpError::Control {
             what: format!("forwarding on {}", spec.hypervisor),
-            why: "only qemu's user network takes forwards at run time; give -p to `microvm up` instead".into(),
+            why: format!(
+                "{name} has no network to forward over; `microvm up -p …` gives it the proxy's"
+            ),
         });
     }
     let Some(index) = spec
@@ -1237,6 +1424,54 @@ pub fn forward(state_dir: &Path, name: &str, ports: &[PortMapping]) -> Result<()
         record.forwards.push(port.clone());
     }
     record.write(&vm)
+}
+
+/// Hands the forwards to the supervisor (through `up.json`, which it reads every second) and
+/// waits until it listens on each TCP one.
+fn forward_by_proxy(
+    vm: &VmDir,
+    mut record: UpRecord,
+    ports: &[PortMapping],
+) -> Result<(), UpError> {
+    for port in ports {
+        if record
+            .overrides
+            .ports
+            .iter()
+            .chain(&record.forwards)
+            .any(|p| p.host == port.host && p.udp == port.udp)
+        {
+            return Err(UpError::BadArgument {
+                flag: "-p",
+                value: port.to_string(),
+                why: "that host port is forwarded already".into(),
+            });
+        }
+    }
+    record.forwards.extend(ports.iter().cloned());
+    record.write(vm)?;
+    for port in ports.iter().filter(|p| !p.udp) {
+        let address = match port.address.as_str() {
+            "0.0.0.0" => "127.0.0.1",
+            other => other,
+        };
+        let listen = format!("{address}:{}", port.host);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(&listen).is_err() {
+            if Instant::now() > deadline {
+                return Err(UpError::Control {
+                    what: format!("forwarding {port}"),
+                    why: format!(
+                        "nothing listens on {listen} after 5 s; `microvm logs {}` says why",
+                        vm.name
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        println!("microvm: {}: {port}", vm.name);
+    }
+    Ok(())
 }
 
 /// Runs one human monitor command over QMP; qemu's answer text, when not empty, is an error.
@@ -1291,48 +1526,101 @@ fn qmp_human_command(socket: &Path, command_line: &str) -> Result<(), UpError> {
     }
 }
 
-/// `microvm supervise NAME` (hidden; `up` starts it detached without systemd): runs the
-/// runner's virtiofsd (when it has shares that need it) and the runner, takes the runner's
-/// sd_notify messages (so microvm-notify-bridge runs and keeps health.json), and removes
-/// ephemeral volumes after the VM stopped, as the `microvm@` unit does.
-pub fn supervise(state_dir: &Path, name: &str) -> Result<(), UpError> {
+/// `microvm supervise NAME` (hidden): what runs an `up` VM, under systemd or detached. Runs
+/// the runner's virtiofsd (unless systemd runs it beside), waits for its sockets, serves the
+/// proxy's forwards (the initial ones, then those `microvm forward` adds to `up.json`), takes
+/// the runner's sd_notify messages when no unit does (so microvm-notify-bridge runs and keeps
+/// health.json), and runs the runner.
+pub fn supervise(state_dir: &Path, name: &str, without_virtiofsd: bool) -> Result<(), UpError> {
     let vm = VmDir::new(state_dir, name);
     let runner = vm.dir.join("current");
+    let record = UpRecord::read(&vm).ok_or_else(|| UpError::NotUp {
+        name: name.to_owned(),
+    })?;
+    let spec = vm.spec().ok_or_else(|| UpError::NoSpec(runner.clone()))?;
     eprintln!("microvm supervise: starting {name}");
+    let mut notify_env = std::env::var_os("NOTIFY_SOCKET");
+    let notify_path = vm.dir.join(NOTIFY_SOCKET);
+    if notify_env.is_none() {
+        let _ = fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).map_err(io_error(&notify_path))?;
+        // Drain the messages so the sender never blocks; what they say is in health.json.
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while notify.recv(&mut buffer).is_ok() {}
+        });
+        notify_env = Some(notify_path.clone().into_os_string());
+    }
+    let notify_env = notify_env.expect("set above");
     let mut virtiofsd = None;
     let virtiofsd_run = runner.join("bin/virtiofsd-run");
-    if virtiofsd_run.is_file() {
-        virtiofsd = Some(
-            Command::new(&virtiofsd_run)
-                .current_dir(&vm.dir)
-                .spawn()
-                .map_err(|source| UpError::Spawn {
-                    program: "virtiofsd-run".into(),
-                    source,
-                })?,
-        );
+    if virtiofsd_run.is_file() && !without_virtiofsd {
+        let mut child = Command::new(&virtiofsd_run)
+            .current_dir(&vm.dir)
+            .env("NOTIFY_SOCKET", &notify_env)
+            .spawn()
+            .map_err(|source| UpError::Spawn {
+                program: "virtiofsd-run".into(),
+                source,
+            })?;
+        let sockets: Vec<PathBuf> = spec
+            .shares
+            .iter()
+            .filter(|s| s.proto == ShareProto::Virtiofs)
+            .filter_map(|s| s.socket.as_ref().map(|socket| vm.dir.join(socket)))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sockets.iter().all(|s| s.exists()) {
+            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                return Err(UpError::Control {
+                    what: "virtiofsd-run".into(),
+                    why: "it did not make every share's socket within 30 s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        virtiofsd = Some(child);
     }
-    let notify_path = vm.dir.join(NOTIFY_SOCKET);
-    let _ = fs::remove_file(&notify_path);
-    let notify = UnixDatagram::bind(&notify_path).map_err(io_error(&notify_path))?;
-    // Drain the messages so the sender never blocks; what they say is in health.json.
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while notify.recv(&mut buffer).is_ok() {}
-    });
+    if let Some(net) = &record.proxy {
+        let mut serving = Vec::new();
+        for port in record.overrides.ports.iter().chain(&record.forwards) {
+            serve_forward(net, port).map_err(|e| UpError::Control {
+                what: format!("forwarding {port}"),
+                why: e.to_string(),
+            })?;
+            serving.push(port.clone());
+        }
+        let vm_for_thread = VmDir::new(state_dir, name);
+        let net = net.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let Some(record) = UpRecord::read(&vm_for_thread) else {
+                    continue;
+                };
+                for port in record.forwards {
+                    if !serving.contains(&port) {
+                        match serve_forward(&net, &port) {
+                            Ok(()) => eprintln!("microvm supervise: forwarding {port}"),
+                            Err(e) => eprintln!("microvm supervise: cannot forward {port}: {e}"),
+                        }
+                        serving.push(port);
+                    }
+                }
+            }
+        });
+    }
     let status = Command::new(runner.join("bin/microvm-run"))
         .current_dir(&vm.dir)
-        .env("NOTIFY_SOCKET", &notify_path)
+        .env("NOTIFY_SOCKET", &notify_env)
         .status();
     if let Some(mut child) = virtiofsd {
         // SAFETY: kill has no memory preconditions.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let _ = child.wait();
     }
-    let discard = runner.join("bin/microvm-discard");
-    if discard.is_file() {
-        let _ = Command::new(&discard).current_dir(&vm.dir).status();
-    }
+    after_stop(&vm);
     let _ = fs::remove_file(&notify_path);
     let _ = fs::remove_file(vm.dir.join(PID_FILE));
     match status {
@@ -1344,6 +1632,43 @@ pub fn supervise(state_dir: &Path, name: &str) -> Result<(), UpError> {
             program: "microvm-run".into(),
             source,
         }),
+    }
+}
+
+fn serve_forward(net: &ProxyNet, port: &PortMapping) -> io::Result<()> {
+    let address: std::net::IpAddr = port
+        .address
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    super::proxy::spawn(super::proxy::Forward {
+        listen: std::net::SocketAddr::new(address, port.host),
+        target: std::net::SocketAddr::new(net.guest_address.into(), port.guest),
+        udp: port.udp,
+    })
+}
+
+/// Makes the proxy's tap (the runner's `tap-up`) and gives the host its address on it.
+fn tap_up(vm: &VmDir, spec: &RunnerSpec, net: &ProxyNet) -> Result<(), UpError> {
+    let mut command = Command::new(vm.dir.join("current/bin/tap-up"));
+    command.current_dir(&vm.dir);
+    run_checked(command, "tap-up")?;
+    let ip = spec.tools.ip.clone().unwrap_or_else(|| "ip".to_owned());
+    let mut command = Command::new(&ip);
+    command
+        .args(["address", "replace"])
+        .arg(format!("{}/{}", net.host_address, ProxyNet::PREFIX))
+        .args(["dev", &net.tap]);
+    run_checked(command, "ip address replace")
+}
+
+/// What is left to undo once the hypervisor has exited: ephemeral volumes (the runner's
+/// `microvm-discard`) and the proxy's tap (`tap-down`). Both may run twice.
+fn after_stop(vm: &VmDir) {
+    for script in ["microvm-discard", "tap-down"] {
+        let path = vm.dir.join("current/bin").join(script);
+        if path.is_file() {
+            let _ = Command::new(&path).current_dir(&vm.dir).status();
+        }
     }
 }
 
@@ -1380,6 +1705,98 @@ pub fn logs(vm: &VmDir, record: &UpRecord, follow: bool, lines: u32) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn minimal_spec(hypervisor: &str) -> RunnerSpec {
+        let mut spec: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/ok/qemu-minimal.json"))
+                .unwrap();
+        spec["hypervisor"] = hypervisor.into();
+        if !crate::capabilities::supports(
+            Hypervisor::from_name(hypervisor).unwrap(),
+            "controlSocket",
+        ) {
+            spec["socket"] = serde_json::Value::Null;
+        }
+        serde_json::from_value(spec).unwrap()
+    }
+
+    fn overrides_with_port() -> Overrides {
+        Overrides {
+            ports: vec!["8080:80".parse().unwrap(), "5353:53/udp".parse().unwrap()],
+            ..Overrides::default()
+        }
+    }
+
+    #[test]
+    fn ports_of_a_hypervisor_without_user_network_go_through_the_proxys_tap() {
+        for hypervisor in [
+            "cloud-hypervisor",
+            "firecracker",
+            "crosvm",
+            "stratovirt",
+            "alioth",
+        ] {
+            let mut spec = minimal_spec(hypervisor);
+            let net = apply(&mut spec, "web", &overrides_with_port())
+                .unwrap()
+                .unwrap_or_else(|| panic!("{hypervisor}: no proxy"));
+            assert_eq!(net, ProxyNet::for_vm("web"));
+            assert!(spec.forward_ports.is_empty(), "{hypervisor}");
+            let tap = &spec.interfaces[0];
+            assert_eq!(
+                (tap.kind, tap.id.as_str()),
+                (InterfaceType::Tap, net.tap.as_str())
+            );
+            assert!(tap.id.len() <= 15, "an interface name holds 15 bytes");
+            assert_eq!(
+                spec.kernel_params.last().unwrap(),
+                &format!(
+                    "microvm.up.net={},{}/30,{}",
+                    tap.mac, net.guest_address, net.host_address
+                )
+            );
+            assert_eq!(spec.host.user, "root");
+            // The spec, tools aside, is one the hypervisor takes.
+            let errors: Vec<String> = crate::validate::validate(&spec)
+                .into_iter()
+                .filter(|d| d.is_error() && d.code != "microvm::validate::missing_tool")
+                .map(|d| d.code)
+                .collect();
+            assert!(errors.is_empty(), "{hypervisor}: {errors:?}");
+        }
+        // Both ends in one /30 of 100.64.0.0/10, different per VM.
+        let net = ProxyNet::for_vm("web");
+        assert_eq!(
+            u32::from(net.host_address) & !3,
+            u32::from(net.guest_address) & !3
+        );
+        assert_eq!(net.host_address.octets()[0], 100);
+        assert!((64..128).contains(&net.host_address.octets()[1]));
+        assert_ne!(net, ProxyNet::for_vm("db"));
+    }
+
+    #[test]
+    fn ports_of_qemu_go_through_its_user_network_unless_asked_otherwise() {
+        let mut spec = minimal_spec("qemu");
+        assert_eq!(
+            apply(&mut spec, "web", &overrides_with_port()).unwrap(),
+            None
+        );
+        assert_eq!(spec.interfaces[0].kind, InterfaceType::User);
+        assert_eq!(spec.forward_ports.len(), 2);
+        assert_eq!(spec.forward_ports[1].proto, ForwardProto::Udp);
+        let mut spec = minimal_spec("qemu");
+        let overrides = Overrides {
+            forward_via: Some(ForwardVia::Proxy),
+            ..overrides_with_port()
+        };
+        assert!(apply(&mut spec, "web", &overrides).unwrap().is_some());
+        assert_eq!(spec.interfaces[0].kind, InterfaceType::Tap);
+        // A second up starts from the runner's spec again: nothing of ours is doubled.
+        let before = spec.kernel_params.len();
+        apply(&mut spec, "web", &Overrides::default()).unwrap();
+        assert_eq!(spec.kernel_params.len(), before - 1);
+    }
 
     #[test]
     fn port_mappings_parse() {
@@ -1419,6 +1836,11 @@ mod tests {
             "./d:/mnt:4",
             ":/mnt",
             "./d:/",
+            "./d://",
+            "./d:/nix",
+            "./d:/nix/store/x",
+            "./d:/proc/x",
+            "./d:/dev",
             "a:/b:1:2",
         ] {
             assert!(bad.parse::<VolumeMapping>().is_err(), "{bad}");
