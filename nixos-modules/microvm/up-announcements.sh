@@ -172,7 +172,12 @@ announce_mount() {
 
 # announce_env VALUE: one microvm.up.env=VALUE, base64 of KEY="value" lines.
 announce_env() {
-	if ! text=$(printf '%s\n' "$1" | base64 -d); then
+	# busybox's base64 skips what is not base64; check the alphabet and length first.
+	case $1 in
+	*[!A-Za-z0-9+/=]*) bad=1 ;;
+	*) bad=$((${#1} % 4)) ;;
+	esac
+	if [ "$bad" != 0 ] || ! text=$(printf '%s\n' "$1" | base64 -d 2>/dev/null); then
 		fail "microvm.up.env: not base64"
 		return
 	fi
