@@ -242,7 +242,8 @@ $env_text
 EOF
 	if mkdir -p "$run_dir" && chmod 0755 "$run_dir" &&
 		(umask 077 && printf '%s' "$env_text" >"$run_dir/env") && chmod 0600 "$run_dir/env"; then
-		say "wrote $run_dir/env ($count variables)"
+		if [ "$count" = 1 ]; then noun=variable; else noun=variables; fi
+		say "wrote $run_dir/env ($count $noun)"
 	else
 		fail "cannot write $run_dir/env"
 	fi
