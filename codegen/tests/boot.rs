@@ -655,6 +655,7 @@ fn the_guest_mounts_and_uses_what_the_kernel_command_line_announces() {
             "microvm-up: wrote /run/microvm/env (1 variable)",
             "MVTEST:up:announced",
             &format!("MVTEST:up:share={token}"),
+            "MVTEST:up:share-write=refused",
             &format!("MVTEST:up:volume-before={boot}"),
             &format!("MVTEST:up:volume-after={}", boot + 1),
             "MVTEST:up:env=hello from up",
