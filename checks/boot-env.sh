@@ -18,6 +18,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 cache=${MICROVM_TEST_CACHE:-$repo/.cache/boot}
 init_src=$here/guest/init
+# The guest module's script for `microvm up`, which the init runs as /bin/microvm-up.
+up_src=$repo/nixos-modules/microvm/up-announcements.sh
 busybox=/bin/busybox
 
 # Modules the guest init loads; their dependencies are computed below.
@@ -28,7 +30,7 @@ wanted_modules=(
 	vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport
 )
 # Bump when the initramfs layout changes, to force a rebuild.
-layout=2
+layout=3
 
 export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 export DEBIAN_FRONTEND=noninteractive
@@ -234,6 +236,7 @@ inputs=$(
 	{
 		echo "layout $layout kernel $pkg $ver $kver"
 		sha256sum <"$init_src"
+		sha256sum <"$up_src"
 		sha256sum <"$busybox"
 		sha256sum <"$socat"
 		printf '%s\n' "${order[@]}"
@@ -251,6 +254,7 @@ else
 		[[ $applet == busybox ]] || ln -s busybox "$stage/bin/$applet"
 	done
 	install -m 0755 "$init_src" "$stage/init"
+	install -m 0755 "$up_src" "$stage/bin/microvm-up"
 	# socat for the vsock scenarios (busybox has no vsock), with the libraries it links.
 	cp "$socat" "$stage/bin/socat"
 	while read -r lib; do

@@ -730,6 +730,43 @@ in
       ]).system.build.toplevel.outPath;
   };
 
+  # `microvm up` (issue 11): the unit that mounts and writes what the runner announces, in the
+  # hello guest; which of its units read the env file it writes; and a guest that is no guest.
+  guestUp =
+    let
+      unit = helloGuest.systemd.services.microvm-up;
+    in
+    {
+      unit = {
+        inherit (unit)
+          wantedBy
+          after
+          before
+          conflicts
+          unitConfig
+          ;
+        path = map (p: p.name) unit.path;
+        serviceConfig = unit.serviceConfig // {
+          ExecStart = toString unit.serviceConfig.ExecStart;
+        };
+      };
+      script = unit.serviceConfig.ExecStart.text;
+      shared = builtins.readFile ../../nixos-modules/microvm/up-announcements.sh;
+      envReaders = builtins.attrNames (
+        lib.filterAttrs (
+          _: u: (u.serviceConfig.EnvironmentFile or null) == "-/run/microvm/env"
+        ) helloGuest.systemd.services
+      );
+      bare = bare.systemd.services ? microvm-up;
+      notAGuest =
+        (guest [
+          {
+            networking.hostName = "not-a-guest";
+            microvm.guest.enable = false;
+          }
+        ]).systemd.services ? microvm-up;
+    };
+
   # NixOS options misused next to the guest module; each must fail to evaluate, as in NixOS.
   mistyped = {
     kernelParam = specWith { boot.kernelParam = [ "quiet" ]; };

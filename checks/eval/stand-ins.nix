@@ -244,11 +244,19 @@ let
     unitConfig = option (types.attrsOf unitOption) { };
     description = option types.singleLineStr "";
     after = option (types.listOf unitNameType) [ ];
+    before = option (types.listOf unitNameType) [ ];
+    conflicts = option (types.listOf unitNameType) [ ];
   };
   serviceOptions = unitOptions // {
     # nixpkgs: types.addCheck (types.attrsOf unitOption) checkService
     serviceConfig = option (types.attrsOf unitOption) { };
     script = option types.lines "";
+    path = option (types.listOf (
+      types.oneOf [
+        types.package
+        types.str
+      ]
+    )) [ ];
     environment = option (types.attrsOf (
       types.nullOr (
         types.oneOf [

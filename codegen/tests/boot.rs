@@ -608,3 +608,76 @@ fn guest_readiness_then_a_failing_check_reach_the_notify_socket_over_vsock() {
     assert_eq!(health["ready"], json!(true));
     assert_eq!(health["checks"]["hello"]["state"], json!("failing"));
 }
+
+/// The guest side of `microvm up` (issue 11), without the command: a share, a volume and an
+/// environment announced on the kernel command line (`microvm.up.*`) are mounted and written by
+/// nixos-modules/microvm/up-announcements.sh (the test guest runs it as the guest module's
+/// microvm-up.service does); the guest serves a forwarded port, powers off cleanly with the
+/// volume unmounted, and a second boot finds the volume's data.
+#[test]
+fn the_guest_mounts_and_uses_what_the_kernel_command_line_announces() {
+    let env = boot_env();
+    let tmp = tempdir();
+    let share = tmp.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let token = format!("up-share-{}", std::process::id());
+    std::fs::write(share.join("hello.txt"), format!("{token}\n")).unwrap();
+    let port = free_port();
+    let mut s = spec(
+        &env,
+        "up",
+        "up",
+        &[
+            "microvm.up.mount=9p:up0:/mnt/x".to_owned(),
+            "microvm.up.mount=disk:up1:/mnt/y".to_owned(),
+            // GREETING="hello from up"
+            "microvm.up.env=R1JFRVRJTkc9ImhlbGxvIGZyb20gdXAiCg==".to_owned(),
+        ],
+    );
+    s["shares"] = json!([{
+        "tag": "up0", "source": share, "mountPoint": "/mnt/x", "proto": "9p", "readOnly": true
+    }]);
+    s["volumes"] = json!([{
+        "image": "up1.img", "serial": "up1", "label": "up1", "mountPoint": "/mnt/y",
+        "size": 64, "fsType": "ext4", "autoCreate": true
+    }]);
+    s["interfaces"] = json!([{ "type": "user", "id": "usernet", "mac": "02:00:00:00:30:01" }]);
+    s["forwardPorts"] =
+        json!([{ "host": { "address": "127.0.0.1", "port": port }, "guest": { "port": 8080 } }]);
+
+    for boot in 0..2 {
+        let mut vm = Vm::new(tmp.path(), &s);
+        vm.start(None);
+        vm.wait_for("MVTEST:up:serving", VM_TIMEOUT);
+        for line in [
+            "microvm-up: mounted 9p up0 on /mnt/x (ro)",
+            "microvm-up: mounted disk up1 (/dev/vda) on /mnt/y (rw)",
+            "microvm-up: wrote /run/microvm/env (1 variable)",
+            "MVTEST:up:announced",
+            &format!("MVTEST:up:share={token}"),
+            "MVTEST:up:share-write=refused",
+            &format!("MVTEST:up:volume-before={boot}"),
+            &format!("MVTEST:up:volume-after={}", boot + 1),
+            "MVTEST:up:env=hello from up",
+        ] {
+            vm.wait_for(line, Duration::ZERO);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let answer = loop {
+            let answer = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut c| {
+                c.set_read_timeout(Some(Duration::from_secs(10)))?;
+                let mut answer = String::new();
+                c.read_to_string(&mut answer)?;
+                Ok(answer)
+            });
+            match answer {
+                Ok(answer) if !answer.is_empty() => break answer,
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(300)),
+                other => panic!("no answer on port {port}: {other:?}\n{}", vm.transcript()),
+            }
+        };
+        assert_eq!(answer, "hello from up\n");
+        shut_down(&mut vm);
+        vm.wait_for("MVTEST:up:clean-poweroff", Duration::ZERO);
+    }
+}

@@ -218,3 +218,22 @@ fn systemd_takes_every_path_that_validation_takes() {
         "systemd found only {complained} spellings not normalised"
     );
 }
+
+/// The guest's script for `microvm up` (nixos-modules/microvm/up-announcements.sh) is POSIX sh:
+/// the NixOS unit runs it with bash, the busybox test guest with busybox sh.
+#[test]
+fn the_guest_up_script_passes_shellcheck_as_posix_sh() {
+    common::require("shellcheck", "shellcheck");
+    let script = common::repo_root().join("nixos-modules/microvm/up-announcements.sh");
+    let output = Command::new("shellcheck")
+        .args(["--shell=sh", "--severity=style", "--format=gcc"])
+        .arg(&script)
+        .output()
+        .expect("shellcheck runs");
+    assert!(
+        output.status.success(),
+        "shellcheck rejects {}:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

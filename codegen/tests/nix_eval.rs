@@ -924,3 +924,50 @@ fn the_guest_template_is_a_runner_made_by_mk_guest() {
         Verdict::Refused(report) => panic!("the generator refused the template's spec: {report}"),
     }
 }
+
+/// Issue 11: `microvm up` announces shares, volumes and `--env` on the kernel command line, and
+/// the guest module's microvm-up.service acts on them: part of sysinit (so every ordinary unit
+/// starts after it), before each unit that reads the env file it writes, running the script the
+/// busybox test guest runs too, and skipped on a boot without such parameters.
+#[test]
+fn the_guest_mounts_what_microvm_up_announces_before_its_services_start() {
+    let up = nix::eval("guestUp");
+    let unit = &up["unit"];
+    assert_eq!(unit["wantedBy"], json!(["sysinit.target"]));
+    assert_eq!(unit["unitConfig"]["DefaultDependencies"], json!(false));
+    let before = strings(&unit["before"]);
+    assert!(before.contains(&"sysinit.target".to_owned()), "{before:?}");
+    // Every unit that reads /run/microvm/env, and readiness, starts after the file is written.
+    let readers = strings(&up["envReaders"]);
+    assert_eq!(readers, ["health-hello", "hello"]);
+    for reader in readers.iter().map(String::as_str).chain(["microvm-ready"]) {
+        assert!(
+            before.contains(&format!("{reader}.service")),
+            "microvm-up.service is not before {reader}.service: {before:?}"
+        );
+    }
+    let after = strings(&unit["after"]);
+    assert!(
+        after.contains(&"systemd-modules-load.service".to_owned())
+            && after.contains(&"local-fs.target".to_owned()),
+        "{after:?}"
+    );
+    assert_eq!(unit["conflicts"], json!(["shutdown.target"]));
+    assert_eq!(
+        unit["unitConfig"]["ConditionKernelCommandLine"],
+        json!(["|microvm.up.mount", "|microvm.up.env"])
+    );
+    let config = &unit["serviceConfig"];
+    assert_eq!(config["Type"], json!("oneshot"));
+    assert_eq!(config["RemainAfterExit"], json!(true));
+    // mount from util-linux; mkdir, base64, cat, chmod and sleep from coreutils.
+    assert_eq!(unit["path"], json!(["util-linux", "coreutils"]));
+    // The unit runs the very script the busybox guest runs (checks/boot-env.sh packs it).
+    let shared = std::fs::read_to_string(
+        common::repo_root().join("nixos-modules/microvm/up-announcements.sh"),
+    )
+    .unwrap();
+    assert_eq!(up["script"], json!(shared));
+    assert_eq!(up["bare"], json!(true));
+    assert_eq!(up["notAGuest"], json!(false));
+}

@@ -33,6 +33,7 @@ in
     ./rosetta.nix
     ./vsock-ssh.nix
     ./services.nix
+    ./up.nix
     ./ssh-deploy.nix
   ];
 
