@@ -55,9 +55,9 @@ fi
 
 boot_env=
 if ! command -v qemu-system-x86_64 >/dev/null; then
-	skipped "tier 3 (boot tests)" "qemu-system-x86_64 is not installed" 'binary(boot) | binary(boot_ephemeral) | binary(virtiofsd_run)'
+	skipped "tier 3 (boot tests)" "qemu-system-x86_64 is not installed" 'binary(boot) | binary(boot_ephemeral) | binary(boot_up) | binary(virtiofsd_run)'
 elif ! boot_env=$("$here/boot-env.sh" | tail -n 1); then
-	skipped "tier 3 (boot tests)" "checks/boot-env.sh could not prepare the guest kernel" 'binary(boot) | binary(boot_ephemeral) | binary(virtiofsd_run)'
+	skipped "tier 3 (boot tests)" "checks/boot-env.sh could not prepare the guest kernel" 'binary(boot) | binary(boot_ephemeral) | binary(boot_up) | binary(virtiofsd_run)'
 	boot_env=
 else
 	export MICROVM_TEST_ENV=$boot_env

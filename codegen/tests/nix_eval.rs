@@ -955,13 +955,14 @@ fn the_guest_mounts_what_microvm_up_announces_before_its_services_start() {
     assert_eq!(unit["conflicts"], json!(["shutdown.target"]));
     assert_eq!(
         unit["unitConfig"]["ConditionKernelCommandLine"],
-        json!(["|microvm.up.mount", "|microvm.up.env"])
+        json!(["|microvm.up.mount", "|microvm.up.env", "|microvm.up.net"])
     );
     let config = &unit["serviceConfig"];
     assert_eq!(config["Type"], json!("oneshot"));
     assert_eq!(config["RemainAfterExit"], json!(true));
-    // mount from util-linux; mkdir, base64, cat, chmod and sleep from coreutils.
-    assert_eq!(unit["path"], json!(["util-linux", "coreutils"]));
+    // mount from util-linux; mkdir, base64, cat, chmod and sleep from coreutils; ip (the
+    // proxy's address) from iproute2.
+    assert_eq!(unit["path"], json!(["util-linux", "coreutils", "iproute2"]));
     // The unit runs the very script the busybox guest runs (checks/boot-env.sh packs it).
     let shared = std::fs::read_to_string(
         common::repo_root().join("nixos-modules/microvm/up-announcements.sh"),

@@ -49,6 +49,12 @@ fn run(shell: &[&str], cmdline: &str, disks: &[(&str, &str)]) -> Run {
         std::fs::create_dir_all(sys_block.join(disk)).unwrap();
         std::fs::write(sys_block.join(disk).join("serial"), serial).unwrap();
     }
+    // Two interfaces, as a guest with its own network and `up`'s tap has.
+    for (interface, mac) in [("eth0", "02:00:00:00:00:01"), ("eth1", "02:aa:bb:cc:dd:ee")] {
+        let dir = dir.path().join("sys/class/net").join(interface);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("address"), format!("{mac}\n")).unwrap();
+    }
     let run_dir = dir.path().join("run/microvm");
     let output = Command::new(shell[0])
         .args(&shell[1..])
@@ -57,6 +63,7 @@ fn run(shell: &[&str], cmdline: &str, disks: &[(&str, &str)]) -> Run {
         .env("MICROVM_UP_DRY_RUN", "1")
         .env("MICROVM_UP_RUN_DIR", &run_dir)
         .env("MICROVM_UP_SYS_BLOCK", &sys_block)
+        .env("MICROVM_UP_SYS_NET", dir.path().join("sys/class/net"))
         .output()
         .unwrap_or_else(|e| panic!("{shell:?} runs: {e}"));
     Run {
@@ -223,6 +230,44 @@ fn bad_announcements_are_refused_and_the_rest_is_done() {
             assert!(
                 !run.run_dir.exists(),
                 "{shell:?} on {param}: wrote the env file"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_proxys_network_goes_to_the_interface_with_its_mac() {
+    require_shells();
+    let cmdline = "microvm.up.net=02:aa:bb:cc:dd:ee,100.64.1.2/30,100.64.1.1 \
+                   microvm.up.net=02:aa:bb:cc:dd:ef,10.0.0.2/30,10.0.0.1 \
+                   microvm.up.net=nomac,1/2,3 microvm.up.net=02:aa:bb:cc:dd:ee,1.2.3.4,1.1.1.1";
+    for shell in SHELLS {
+        let run = run(shell, cmdline, &[]);
+        assert!(!run.ok, "{shell:?}: refusals fail the run");
+        assert_eq!(
+            run.dry_runs(),
+            [
+                "ip address replace 100.64.1.2/30 dev eth1",
+                "ip link set dev eth1 up"
+            ],
+            "{shell:?}"
+        );
+        assert!(
+            run.stdout.contains(
+                "microvm-up: gave eth1 the address 100.64.1.2/30 (the host is 100.64.1.1)"
+            ),
+            "{shell:?}: {}",
+            run.stdout
+        );
+        for refusal in [
+            "no interface has the address 02:aa:bb:cc:dd:ef",
+            "\"nomac\" is not a MAC address",
+            "02:aa:bb:cc:dd:ee,1.2.3.4,1.1.1.1: expected MAC,ADDRESS/PREFIX,HOST",
+        ] {
+            assert!(
+                run.stderr.contains(refusal),
+                "{shell:?}: {refusal}: {}",
+                run.stderr
             );
         }
     }

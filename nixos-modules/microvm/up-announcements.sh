@@ -7,14 +7,18 @@
 #   microvm.up.mount=disk:ID:GUESTPATH       the ext4 virtio disk with serial ID (else label ID),
 #                                            mounted read-write
 #   microvm.up.env=BASE64                    KEY="value" lines for /run/microvm/env
+#   microvm.up.net=MAC,ADDRESS/PREFIX,HOST   the address of the interface with that MAC, on
+#                                            the tap the host forwards ports over (HOST is
+#                                            the host's end; no route is added)
 #
 # Usage: up-announcements.sh [CMDLINE-FILE]   (default /proc/cmdline)
 # One line per action on stdout; errors on stderr. Every announcement is tried; the exit status
 # is 1 when any failed. Without microvm.up.* parameters it does nothing.
 #
-# POSIX sh with mount, mkdir, base64, cat, chmod and sleep only: it runs as the guest module's
+# POSIX sh with mount, mkdir, base64, cat, chmod, sleep and ip only: it runs as the guest module's
 # microvm-up.service and in the busybox test guest. MICROVM_UP_RUN_DIR (/run/microvm) and
-# MICROVM_UP_SYS_BLOCK (/sys/block) move what it writes and where it finds disks, and
+# MICROVM_UP_SYS_BLOCK (/sys/block) and MICROVM_UP_SYS_NET (/sys/class/net) move what it
+# writes and where it finds disks and interfaces, and
 # MICROVM_UP_DRY_RUN=1 prints each mkdir and mount instead of running it, for tests (busybox sh
 # runs its own applets whatever PATH says, so stand-in commands cannot take their place).
 
@@ -24,6 +28,7 @@ export LC_ALL
 cmdline=${1:-/proc/cmdline}
 run_dir=${MICROVM_UP_RUN_DIR:-/run/microvm}
 sys_block=${MICROVM_UP_SYS_BLOCK:-/sys/block}
+sys_net=${MICROVM_UP_SYS_NET:-/sys/class/net}
 status=0
 env_text=
 have_env=
@@ -170,6 +175,59 @@ announce_mount() {
 	esac
 }
 
+# interface_with_mac MAC: prints the interface whose address is MAC.
+interface_with_mac() {
+	for dir in "$sys_net"/*; do
+		[ -r "$dir/address" ] || continue
+		if [ "$(cat "$dir/address")" = "$1" ]; then
+			printf '%s\n' "${dir##*/}"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# announce_net VALUE: one microvm.up.net=MAC,ADDRESS/PREFIX,HOST.
+announce_net() {
+	mac=${1%%,*}
+	rest=${1#*,}
+	address=${rest%%,*}
+	host=${rest#*,}
+	case $mac in
+	[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]) ;;
+	*)
+		fail "microvm.up.net=$1: \"$mac\" is not a MAC address (lower-case hex)"
+		return
+		;;
+	esac
+	case $address in
+	*[!0-9./]* | */*/* | '') bad=1 ;;
+	*/*) bad= ;;
+	*) bad=1 ;;
+	esac
+	case $host in
+	*[!0-9.]* | '') bad=1 ;;
+	esac
+	if [ -n "$bad" ]; then
+		fail "microvm.up.net=$1: expected MAC,ADDRESS/PREFIX,HOST"
+		return
+	fi
+	tries=5
+	until interface=$(interface_with_mac "$mac"); do
+		tries=$((tries - 1))
+		if [ "$tries" -le 0 ]; then
+			fail "microvm.up.net=$1: no interface has the address $mac"
+			return
+		fi
+		sleep 1
+	done
+	if run ip address replace "$address" dev "$interface" && run ip link set dev "$interface" up; then
+		say "gave $interface the address $address (the host is $host)"
+	else
+		fail "cannot give $interface the address $address"
+	fi
+}
+
 # announce_env VALUE: one microvm.up.env=VALUE, base64 of KEY="value" lines.
 announce_env() {
 	# busybox's base64 skips what is not base64; check the alphabet and length first.
@@ -226,6 +284,7 @@ for word; do
 	case $word in
 	microvm.up.mount=*) announce_mount "${word#microvm.up.mount=}" ;;
 	microvm.up.env=*) announce_env "${word#microvm.up.env=}" ;;
+	microvm.up.net=*) announce_net "${word#microvm.up.net=}" ;;
 	microvm.up.*) fail "unknown parameter ${word%%=*}" ;;
 	esac
 done

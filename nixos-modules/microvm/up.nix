@@ -39,6 +39,7 @@ lib.mkIf cfg.guest.enable {
     path = [
       pkgs.util-linux
       pkgs.coreutils
+      pkgs.iproute2
     ];
     unitConfig = {
       DefaultDependencies = false;
@@ -46,6 +47,7 @@ lib.mkIf cfg.guest.enable {
       ConditionKernelCommandLine = [
         "|microvm.up.mount"
         "|microvm.up.env"
+        "|microvm.up.net"
       ];
     };
     serviceConfig = {
