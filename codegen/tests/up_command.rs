@@ -30,12 +30,15 @@ fi
     ),
     (
         "systemd-run",
-        "#!/bin/bash\nprintf '%s\\n' \"$*\" >>\"$RECORD/systemd-run\"\n",
+        // With FAKE_STATE, the unit it starts is active from then on, as systemctl then says.
+        "#!/bin/bash\nprintf '%s\\n' \"$*\" >>\"$RECORD/systemd-run\"\n\
+         if [ -n \"${FAKE_STATE:-}\" ]; then echo active >\"$FAKE_STATE\"; fi\n",
     ),
     (
         "systemctl",
         r#"#!/bin/bash
 printf '%s\n' "$*" >>"$RECORD/systemctl"
+if [ -n "${FAKE_STATE:-}" ] && [ -f "$FAKE_STATE" ]; then FAKE_ACTIVE=$(cat "$FAKE_STATE"); fi
 case $1 in
   show) printf 'ActiveState=%s\nSubState=%s\nMainPID=%s\n' "${FAKE_ACTIVE:-inactive}" "${FAKE_SUB:-dead}" "${FAKE_PID:-0}" ;;
   is-active) echo "${FAKE_ACTIVE:-inactive}"; [ "${FAKE_ACTIVE:-inactive}" = active ] ;;
@@ -518,4 +521,80 @@ fn ls_status_logs_and_down_work_on_an_up_vm() {
     let forward = host.microvm(&["forward", "web", "-p", "1:2"], &[]);
     assert_eq!(forward.status.code(), Some(1));
     assert!(stderr(&forward).contains("web is not running"));
+}
+
+#[test]
+fn up_waits_for_a_guest_that_reports_readiness_and_gives_up_after_its_timeout() {
+    let host = Host::new();
+    let runner = host.runner("qemu-readiness.json");
+    let runner = runner.to_str().unwrap();
+    let active = [("FAKE_ACTIVE", "active"), ("FAKE_SUB", "running")];
+    let dir = host.path("state/ready");
+    std::fs::create_dir_all(&dir).unwrap();
+    // What microvm-notify-bridge keeps: not ready yet.
+    let health = |ready: bool| {
+        std::fs::write(
+            dir.join("health.json"),
+            serde_json::json!({ "ready": ready, "readySince": null, "status": null, "checks": {} })
+                .to_string(),
+        )
+        .unwrap();
+    };
+    health(false);
+    let waiting = host.microvm(
+        &[
+            "up",
+            "--runner",
+            runner,
+            "--name",
+            "ready",
+            "--timeout",
+            "6",
+        ],
+        &active,
+    );
+    assert_eq!(waiting.status.code(), Some(1), "{}", stderr(&waiting));
+    let text = stderr(&waiting);
+    assert!(
+        text.contains("waiting for ready to be ready (its guest reports readiness) (5 s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ready did not become ready within 6 s; it keeps running"),
+        "{text}"
+    );
+    // The unit is Type=notify, so the bridge's READY=1 reaches systemd too.
+    assert!(
+        host.calls("systemd-run")[0].contains("-p Type=notify -p NotifyAccess=all"),
+        "{:?}",
+        host.calls("systemd-run")
+    );
+    // A unit that does not stay up: `up` says so instead of waiting.
+    let died = host.microvm(&["up", "--runner", runner, "--name", "ready"], &[]);
+    assert_eq!(died.status.code(), Some(1));
+    assert!(
+        stderr(&died).contains("ready stopped while starting (it is inactive (dead))"),
+        "{}",
+        stderr(&died)
+    );
+    health(true);
+    let state = host.path("unit-state");
+    let ready = host.microvm(
+        &[
+            "up",
+            "--runner",
+            runner,
+            "--name",
+            "ready",
+            "--timeout",
+            "6",
+        ],
+        &[("FAKE_STATE", state.to_str().unwrap())],
+    );
+    assert!(ready.status.success(), "{}", stderr(&ready));
+    assert!(
+        stderr(&ready).contains("ready is ready after 0 s"),
+        "{}",
+        stderr(&ready)
+    );
 }

@@ -75,7 +75,7 @@ pub enum UpError {
     Refused { findings: String },
     #[error("{name} is not running")]
     NotRunning { name: String },
-    #[error("{name} stopped while starting (exit: {status})")]
+    #[error("{name} stopped while starting (it is {status})")]
     DiedWhileStarting { name: String, status: String },
     #[error("{name} did not become ready within {seconds} s; it keeps running")]
     NotReady { name: String, seconds: u64 },
@@ -718,13 +718,26 @@ fn is_root() -> bool {
 
 /// The state directory when none is given: the host's for root, the user's own otherwise.
 pub fn default_state_dir() -> PathBuf {
-    if is_root() {
+    state_dir_for(
+        is_root(),
+        std::env::var_os("XDG_STATE_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+fn state_dir_for(
+    root: bool,
+    xdg_state_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> PathBuf {
+    if root {
         return PathBuf::from("/var/lib/microvms");
     }
-    let state_home = std::env::var_os("XDG_STATE_HOME")
+    // The XDG base directory spec: a relative XDG_STATE_HOME is to be ignored.
+    let state_home = xdg_state_home
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state")));
+        .or_else(|| home.map(|home| PathBuf::from(home).join(".local/state")));
     match state_home {
         Some(dir) => dir.join("microvm"),
         None => PathBuf::from("/var/lib/microvms"),
@@ -1796,6 +1809,27 @@ mod tests {
         let before = spec.kernel_params.len();
         apply(&mut spec, "web", &Overrides::default()).unwrap();
         assert_eq!(spec.kernel_params.len(), before - 1);
+    }
+
+    #[test]
+    fn root_keeps_the_hosts_state_directory_and_users_their_own() {
+        let some = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(
+            state_dir_for(true, some("/x"), some("/root")),
+            Path::new("/var/lib/microvms")
+        );
+        assert_eq!(
+            state_dir_for(false, some("/x/state"), some("/home/me")),
+            Path::new("/x/state/microvm")
+        );
+        assert_eq!(
+            state_dir_for(false, some("relative"), some("/home/me")),
+            Path::new("/home/me/.local/state/microvm")
+        );
+        assert_eq!(
+            state_dir_for(false, None, some("/home/me")),
+            Path::new("/home/me/.local/state/microvm")
+        );
     }
 
     #[test]
