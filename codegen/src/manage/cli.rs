@@ -44,7 +44,7 @@ pub struct Cli {
         default_value = "/nix/var/nix/gcroots/microvm"
     )]
     gcroots_dir: PathBuf,
-    /// Flake to build a new VM from (create), as `microvm -c NAME -f FLAKE`.
+    /// Flake to build a new VM from (create, up), as `microvm -c NAME -f FLAKE`.
     #[arg(short = 'f', long, global = true, value_name = "FLAKE")]
     flake: Option<String>,
     /// Restart VMs that an update changed (update), as `microvm -Ru NAME`.
@@ -176,8 +176,8 @@ enum Command {
         /// The VM's name (default: FLAKE#NAME's NAME, else the guest's host name).
         #[arg(long)]
         name: Option<String>,
-        /// Forward [ADDRESS:]HOST:GUEST[/udp] (ADDRESS defaults to 127.0.0.1); qemu's user
-        /// network, which `up` adds when the VM has none.
+        /// Forward [ADDRESS:]HOST:GUEST[/udp] (ADDRESS defaults to 127.0.0.1), through the
+        /// hypervisor's user network or the proxy (see --forward-via).
         #[arg(short = 'p', long = "port", value_name = "[ADDR:]HOST:GUEST[/udp]")]
         ports: Vec<PortMapping>,
         /// HOSTDIR:GUESTPATH shares HOSTDIR read-only; HOSTDIR:GUESTPATH:SIZE_MIB makes (once)
@@ -194,7 +194,8 @@ enum Command {
         /// Memory in MiB.
         #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..))]
         memory: Option<u64>,
-        /// Run with another hypervisor than the runner's (its package must be in the runner).
+        /// Run with another hypervisor than the runner's (its program comes from the runner's
+        /// spec, else from PATH).
         #[arg(long, value_name = "HYPERVISOR", value_parser = parse_hypervisor)]
         hypervisor: Option<Hypervisor>,
         /// KEY=VALUE for the guest's microvm.services (overrides their `env`).
