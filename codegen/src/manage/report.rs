@@ -70,6 +70,29 @@ pub struct UnitStatus {
     pub main_pid: Option<u32>,
 }
 
+impl UnitStatus {
+    /// The unit `name` as `systemctl show NAME -p ActiveState -p SubState -p MainPID` printed
+    /// it (`unknown` when systemctl said nothing).
+    pub fn from_show(name: String, shown: &str) -> UnitStatus {
+        let get = |key: &str| {
+            shown
+                .lines()
+                .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+                .unwrap_or("")
+                .to_owned()
+        };
+        UnitStatus {
+            name,
+            active_state: match get("ActiveState") {
+                s if s.is_empty() => "unknown".to_owned(),
+                s => s,
+            },
+            sub_state: get("SubState"),
+            main_pid: get("MainPID").parse().ok().filter(|pid| *pid != 0),
+        }
+    }
+}
+
 /// The runner spec in brief.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -766,22 +766,7 @@ pub fn unit_status(vm: &VmDir, record: &UpRecord) -> UnitStatus {
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default();
-            let get = |key: &str| {
-                shown
-                    .lines()
-                    .find_map(|line| line.strip_prefix(&format!("{key}=")))
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            UnitStatus {
-                name: unit.clone(),
-                active_state: match get("ActiveState") {
-                    s if s.is_empty() => "unknown".to_owned(),
-                    s => s,
-                },
-                sub_state: get("SubState"),
-                main_pid: get("MainPID").parse().ok().filter(|pid| *pid != 0),
-            }
+            UnitStatus::from_show(unit.clone(), &shown)
         }
         Supervisor::Process => {
             let pid = supervisor_pid(vm);

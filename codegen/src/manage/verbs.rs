@@ -544,22 +544,7 @@ fn unit_status(name: &str) -> Result<UnitStatus, Error> {
             "MainPID",
         ],
     )?;
-    let get = |key: &str| {
-        shown
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{key}=")))
-            .unwrap_or("")
-            .to_owned()
-    };
-    Ok(UnitStatus {
-        name: names::vm_unit(name),
-        active_state: match get("ActiveState") {
-            s if s.is_empty() => "unknown".to_owned(),
-            s => s,
-        },
-        sub_state: get("SubState"),
-        main_pid: get("MainPID").parse().ok().filter(|pid| *pid != 0),
-    })
+    Ok(UnitStatus::from_show(names::vm_unit(name), &shown))
 }
 
 pub fn status(context: &Context, name: &str, json: bool) -> Result<(), Error> {
