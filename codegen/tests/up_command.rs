@@ -248,8 +248,10 @@ fn up_applies_every_override_to_the_runners_spec_and_starts_a_sandboxed_transien
         "-p NoNewPrivileges=yes",
         "-p ProtectSystem=strict",
         "-p DeviceAllow=/dev/kvm rw",
-        &format!("-p ReadWritePaths={}", host.path("state/web").display()),
-        &format!("-p ReadWritePaths={data}"),
+        "-p ProtectHome=tmpfs",
+        &format!("-p BindPaths={}", host.path("state/web").display()),
+        &format!("-p BindPaths={data}"),
+        &format!("-p BindReadOnlyPaths={share}"),
     ] {
         assert!(call.contains(expected), "{expected:?} in {call}");
     }
@@ -337,6 +339,25 @@ fn up_refuses_bad_flags_missing_directories_and_what_the_hypervisor_cannot_do() 
         stderr(&missing).contains("/does/not/exist is not a directory"),
         "{}",
         stderr(&missing)
+    );
+    // The sandbox binds the directory with a unit setting, which splits at whitespace.
+    let spaced = host.path("my data");
+    std::fs::create_dir_all(&spaced).unwrap();
+    let refused = host.microvm(
+        &[
+            "up",
+            "--runner",
+            runner,
+            "-v",
+            &format!("{}:/mnt/x", spaced.display()),
+        ],
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("cannot be bound into the VM's sandbox"),
+        "{}",
+        stderr(&refused)
     );
     // firecracker shares no directories: the capability table's refusal, with its hint.
     let share = format!("{}:/mnt/x", host.path("share").display());

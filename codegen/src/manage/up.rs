@@ -580,6 +580,18 @@ pub fn apply(
 pub fn resolve_host_paths(volumes: &mut [VolumeMapping]) -> Result<(), UpError> {
     for volume in volumes {
         match fs::canonicalize(&volume.host) {
+            // The sandbox binds it with a unit setting, which splits at whitespace.
+            Ok(path)
+                if path
+                    .to_str()
+                    .is_none_or(|p| p.chars().any(crate::host::validate::is_special_in_units)) =>
+            {
+                return Err(UpError::BadArgument {
+                    flag: "-v",
+                    value: path.display().to_string(),
+                    why: "a path with whitespace, quotes, `$`, `%`, `\\` or `;` cannot be bound into the VM's sandbox; use a plainer directory or a link to it".into(),
+                });
+            }
             Ok(path) if path.is_dir() => volume.host = path,
             _ => {
                 return Err(UpError::MissingDirectory {
@@ -1002,7 +1014,10 @@ fn up_from(
 }
 
 /// Properties of the `microvm@` template's sandbox, which the transient unit gets too: the
-/// template's `# Sandbox.` section, less what names the host's user or its own paths.
+/// template's `# Sandbox.` section, less what names the host's paths. Home directories are an
+/// empty tmpfs instead of inaccessible: `up`'s shares and volumes, often in a home, are bound
+/// into it (and into the private /tmp) one by one, which an inaccessible /home would refuse
+/// (a real systemd said "mkdir: cannot create directory '/home'").
 fn sandbox_properties() -> Vec<String> {
     const TEMPLATE: &str = include_str!("../../../templates/units/microvm@.service");
     TEMPLATE
@@ -1010,8 +1025,25 @@ fn sandbox_properties() -> Vec<String> {
         .skip_while(|line| !line.starts_with("# Sandbox."))
         .filter(|line| !line.starts_with('#') && line.contains('=') && !line.contains("{{"))
         .filter(|line| !line.starts_with("ReadWritePaths="))
-        .map(str::to_owned)
+        .map(|line| match line {
+            "ProtectHome=yes" => "ProtectHome=tmpfs".to_owned(),
+            other => other.to_owned(),
+        })
         .collect()
+}
+
+/// The host paths of an `up` VM, bound into its sandbox: its directory and the volumes'
+/// directories writable, the shares read-only.
+fn sandbox_bind_properties(vm: &VmDir, record: &UpRecord) -> Vec<String> {
+    let mut properties = vec![format!("BindPaths={}", vm.dir.display())];
+    for volume in &record.overrides.volumes {
+        let kind = match volume.size_mib {
+            Some(_) => "BindPaths",
+            None => "BindReadOnlyPaths",
+        };
+        properties.push(format!("{kind}={}", volume.host.display()));
+    }
+    properties
 }
 
 /// The transient unit of an `up` VM's virtiofsd, beside the VM's own.
@@ -1069,9 +1101,6 @@ fn start(vm: &VmDir, record: &UpRecord, spec: &RunnerSpec) -> Result<(), UpError
                 run_checked(command, "systemd-run (virtiofsd)")?;
             }
             let mut command = systemd_run(*user);
-            if *user {
-                command.arg("--user");
-            }
             command
                 .arg(format!("--unit={unit}"))
                 .arg("--collect")
@@ -1086,22 +1115,11 @@ fn start(vm: &VmDir, record: &UpRecord, spec: &RunnerSpec) -> Result<(), UpError
                 vm.dir.join("current/bin/microvm-discard").display()
             ));
             if !*user {
-                let mut writable = vec![vm.dir.clone()];
-                writable.extend(
-                    record
-                        .overrides
-                        .volumes
-                        .iter()
-                        .filter(|v| v.size_mib.is_some())
-                        .map(|v| v.host.clone()),
-                );
-                for property in sandbox_properties() {
+                for property in sandbox_properties()
+                    .into_iter()
+                    .chain(sandbox_bind_properties(vm, record))
+                {
                     command.arg("-p").arg(property);
-                }
-                for path in writable {
-                    command
-                        .arg("-p")
-                        .arg(format!("ReadWritePaths={}", path.display()));
                 }
             }
             command
@@ -1909,6 +1927,7 @@ mod tests {
             "ProtectSystem=strict",
             "DevicePolicy=closed",
             "DeviceAllow=/dev/kvm rw",
+            "ProtectHome=tmpfs",
         ] {
             assert!(
                 properties.iter().any(|p| p == expected),
