@@ -55,14 +55,17 @@ fi
 
 boot_env=
 if ! command -v qemu-system-x86_64 >/dev/null; then
-	skipped "tier 3 (boot tests)" "qemu-system-x86_64 is not installed" 'binary(boot) | binary(boot_ephemeral) | binary(boot_up) | binary(virtiofsd_run)'
+	skipped "tier 3 (boot tests)" "qemu-system-x86_64 is not installed" 'binary(boot) | binary(boot_ephemeral) | binary(boot_up) | binary(systemd_units) | binary(virtiofsd_run)'
 elif ! boot_env=$("$here/boot-env.sh" | tail -n 1); then
-	skipped "tier 3 (boot tests)" "checks/boot-env.sh could not prepare the guest kernel" 'binary(boot) | binary(boot_ephemeral) | binary(boot_up) | binary(virtiofsd_run)'
+	skipped "tier 3 (boot tests)" "checks/boot-env.sh could not prepare the guest kernel" 'binary(boot) | binary(boot_ephemeral) | binary(boot_up) | binary(systemd_units) | binary(virtiofsd_run)'
 	boot_env=
 else
 	export MICROVM_TEST_ENV=$boot_env
 	if ((EUID != 0)); then
-		skipped "tier 3 tap tests" "network namespaces need root" 'test(tap_network) | test(host_path)'
+		skipped "tier 3 tap tests" "network namespaces need root" 'test(tap_network) | test(host_path) | (binary(boot_up) & test(/proxy/))'
+		skipped "tier 3 units under systemd" "a systemd of the test's own needs root" 'binary(systemd_units)'
+	elif [[ ! -x /lib/systemd/systemd ]]; then
+		skipped "tier 3 units under systemd" "/lib/systemd/systemd is missing (Debian's systemd package)" 'binary(systemd_units)'
 	fi
 fi
 
