@@ -14,7 +14,7 @@ mod common;
 mod vm;
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -163,15 +163,10 @@ fn wait_for_file_line(path: &Path, line: &str) {
     }
 }
 
-#[test]
-fn a_created_vm_runs_and_stops_cleanly_as_its_microvm_unit() {
-    let env = boot_env();
-    let tmp = state_tempdir();
-    let state = tmp.path().join("state");
-    let runner = generate(
-        &tmp.path().join("build"),
-        &spec(&env, "unitvm", "shutdown", &[]),
-    );
+/// The host package of a state directory under `tmp`, its units in `tmp/units` with a drop-in
+/// that writes `name`'s console to `tmp/console.log`; returns the state directory.
+fn install_host_units(tmp: &Path, name: &str) -> PathBuf {
+    let state = tmp.join("state");
     let host_spec = json!({
         "specVersion": 1, "stateDir": state, "user": "root", "group": "root",
         "startupTimeout": 150, "shutdownTimeout": 60,
@@ -179,33 +174,61 @@ fn a_created_vm_runs_and_stops_cleanly_as_its_microvm_unit() {
                    "mkdir": host_tool("mkdir"), "chown": host_tool("chown"),
                    "readlink": host_tool("readlink"), "microvm": env!("CARGO_BIN_EXE_microvm") }
     });
-    let package = common::generate_host(&host_spec, tmp.path());
-    let units = tmp.path().join("units");
+    let package = common::generate_host(&host_spec, tmp);
+    let units = tmp.join("units");
     std::fs::create_dir_all(&units).unwrap();
     for entry in std::fs::read_dir(package.join("lib/systemd/system")).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), units.join(entry.file_name())).unwrap();
     }
     // The guest's console, which the journal would keep on a host (this manager has none).
-    let console = tmp.path().join("console.log");
-    std::fs::create_dir_all(units.join("microvm@unitvm.service.d")).unwrap();
+    let drop_ins = units.join(format!("microvm@{name}.service.d"));
+    std::fs::create_dir_all(&drop_ins).unwrap();
     std::fs::write(
-        units.join("microvm@unitvm.service.d/console.conf"),
+        drop_ins.join("console.conf"),
         format!(
-            "[Service]\nStandardOutput=file:{0}\nStandardError=file:{0}\n",
-            console.display()
+            "[Service]\nStandardOutput=append:{0}\nStandardError=append:{0}\n",
+            tmp.join("console.log").display()
         ),
     )
     .unwrap();
-    let manager = Manager::start(&units);
+    // And virtiofsd-run's messages.
+    let drop_ins = units.join(format!("microvm-virtiofsd@{name}.service.d"));
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    std::fs::write(
+        drop_ins.join("log.conf"),
+        format!(
+            "[Service]\nStandardOutput=append:{0}\nStandardError=append:{0}\n",
+            tmp.join("virtiofsd.log").display()
+        ),
+    )
+    .unwrap();
+    state
+}
 
+/// `microvm create NAME --runner RUNNER` in `state`.
+fn create(tmp: &Path, state: &Path, name: &str, runner: &Path) {
     let created = Command::new(env!("CARGO_BIN_EXE_microvm"))
-        .args(["create", "unitvm", "--runner", runner.to_str().unwrap()])
-        .env("MICROVM_STATE_DIR", &state)
-        .env("MICROVM_GCROOTS_DIR", tmp.path().join("gcroots"))
+        .args(["create", name, "--runner", runner.to_str().unwrap()])
+        .env("MICROVM_STATE_DIR", state)
+        .env("MICROVM_GCROOTS_DIR", tmp.join("gcroots"))
         .output()
         .unwrap();
     assert!(created.status.success(), "{}", text(&created.stderr));
+}
+
+#[test]
+fn a_created_vm_runs_and_stops_cleanly_as_its_microvm_unit() {
+    let env = boot_env();
+    let tmp = state_tempdir();
+    let runner = generate(
+        &tmp.path().join("build"),
+        &spec(&env, "unitvm", "shutdown", &[]),
+    );
+    let state = install_host_units(tmp.path(), "unitvm");
+    let console = tmp.path().join("console.log");
+    let manager = Manager::start(&tmp.path().join("units"));
+    create(tmp.path(), &state, "unitvm", &runner);
     let started = manager.run(&["systemctl", "start", "microvm@unitvm.service"]);
     assert!(started.status.success(), "{}", text(&started.stderr));
     wait_for_file_line(&console, "MVTEST:shutdown:ready");
@@ -233,6 +256,61 @@ fn a_created_vm_runs_and_stops_cleanly_as_its_microvm_unit() {
         ("inactive", "success"),
         "{}",
         std::fs::read_to_string(&console).unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_created_vms_virtiofs_share_is_served_by_its_virtiofsd_unit() {
+    let env = boot_env();
+    assert!(!env.virtiofsd.is_empty(), "boot-env.sh built no virtiofsd");
+    let tmp = state_tempdir();
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let from_host = format!("from-host-{}", std::process::id());
+    std::fs::write(shared.join("hello.txt"), format!("{from_host}\n")).unwrap();
+    // The `up` scenario reads the share and then stays up until the power button, so the stop
+    // below is the unit's, not a guest that powers off by itself (and gets restarted).
+    let mut s = spec(
+        &env,
+        "unitfs",
+        "up",
+        &["microvm.up.mount=virtiofs:mvshare:/mnt/x".to_owned()],
+    );
+    s["shares"] = json!([{
+        "tag": "mvshare", "source": shared, "mountPoint": "/mnt/x", "proto": "virtiofs",
+        "socket": "virtiofs-mvshare.sock"
+    }]);
+    s["interfaces"] = json!([{ "type": "user", "id": "usernet", "mac": "02:00:00:00:40:01" }]);
+    s["virtiofsd"] = json!({ "group": null });
+    let runner = generate(&tmp.path().join("build"), &s);
+    let state = install_host_units(tmp.path(), "unitfs");
+    let console = tmp.path().join("console.log");
+    let manager = Manager::start(&tmp.path().join("units"));
+    create(tmp.path(), &state, "unitfs", &runner);
+    // microvm@ requires microvm-virtiofsd@, which is ready once virtiofsd-run says so.
+    let started = manager.run(&["systemctl", "start", "microvm@unitfs.service"]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    wait_for_file_line(
+        &console,
+        "microvm-up: mounted virtiofs mvshare on /mnt/x (ro)",
+    );
+    wait_for_file_line(&console, &format!("MVTEST:up:share={from_host}"));
+    wait_for_file_line(&console, "MVTEST:up:serving");
+    let stopped = manager.run(&["systemctl", "stop", "microvm@unitfs.service"]);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    // (No volume at /mnt/y here, so no clean-poweroff mark: the power button is enough.)
+    wait_for_file_line(&console, "MVTEST:powerbutton");
+    wait_for_file_line(&console, "MVTEST:poweroff");
+    // PartOf=: virtiofsd stops with the VM. How it ends is not asserted: stopped within the
+    // second after its virtiofsd ended with the VM, virtiofsd-run is at times killed by SIGKILL
+    // (Result=signal) instead of running its TERM trap; not understood yet (see the note of
+    // issue 11's session).
+    let virtiofsd = "microvm-virtiofsd@unitfs.service";
+    let state = manager.show(virtiofsd, "ActiveState");
+    assert!(
+        state == "inactive" || state == "failed",
+        "{virtiofsd} is {state} after the VM stopped; virtiofsd-run said:\n{}",
+        std::fs::read_to_string(tmp.path().join("virtiofsd.log")).unwrap_or_default()
     );
 }
 
