@@ -139,3 +139,31 @@ fn a_secret_disk_is_readable_by_root_in_the_guest_and_gone_from_the_host_after_s
     assert!(!image.exists(), "the secret disk outlived the stop");
     assert!(token_file.exists(), "the source is never removed");
 }
+
+#[test]
+fn a_missing_secret_stops_the_runner_with_a_message_and_leaves_nothing_behind() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let mut s = spec(&boot_env(), "nosecret", "rawdisk", &[]);
+    s["tools"]["cat"] = json!(host_tool("cat"));
+    s["volumes"] = json!([{
+        "image": "ci-token.img", "serial": "ci-token", "readOnly": true, "autoCreate": false,
+        "ephemeral": true, "contentsFile": dir.join("not-there")
+    }]);
+    let runner = vm::generate(dir, &s);
+    let output = Command::new(runner.join("bin/microvm-run"))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "microvm-run: cannot read {}, the contents of the volume ci-token.img",
+            dir.join("not-there").display()
+        )),
+        "{stderr}"
+    );
+    assert!(!dir.join("ci-token.img").exists());
+    assert!(!dir.join("ci-token.img.microvm-partial").exists());
+}

@@ -240,6 +240,17 @@ fn prepare(vmm: &Vmm, fixture: &Value, program: &Path, files: &Files, dir: &Path
             }
         }
     }
+    // A secret disk's contents come from a host unit's credential, which exists only under
+    // systemd: a file of the test's own stands in.
+    if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        for (i, volume) in volumes.iter_mut().enumerate() {
+            if volume["contentsFile"].is_string() {
+                let contents = dir.join(format!("contents-{i}"));
+                std::fs::write(&contents, "a stand-in secret\n").unwrap();
+                volume["contentsFile"] = json!(contents);
+            }
+        }
+    }
     // Shares serve directories of the test's own.
     if let Some(shares) = spec.get_mut("shares").and_then(Value::as_array_mut) {
         for share in shares {

@@ -142,10 +142,14 @@ copy_contents() {
   local image=$1 source=$2
   case $image in -*) image=./$image ;; esac
   local partial="$image.microvm-partial"
-  (
+  if ! (
     umask 077
     {{ tools.cat }} -- "$source" >"$partial"
-  )
+  ); then
+    {{ tools.rm }} -f -- "$partial"
+    echo "microvm-run: cannot read $source, the contents of the volume $image (a host unit's credential exists only while the unit runs)" >&2
+    exit 1
+  fi
   {{ tools.truncate }} -s %512 -- "$partial"
   {{ tools.ln }} -T -- "$partial" "$image"
   {{ tools.rm }} -f -- "$partial"
