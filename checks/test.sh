@@ -181,6 +181,10 @@ else
 				"binary(real_vmms) & test(/^${test}_/)"
 		fi
 	done
+	if [[ ! -x /lib/systemd/systemd ]]; then
+		skipped "tier 5 under systemd" "/lib/systemd/systemd is missing (Debian's systemd package)" \
+			'binary(real_vmms) & test(/as_a_microvm_unit$/)'
+	fi
 fi
 
 # Failures of the checks below are reported at the end, after every tier has run.

@@ -17,10 +17,16 @@
 //! /dev/vhost-vsock, /dev/vfio) is left out of the run, and the test says which; the grammar
 //! tests cover its flags.
 //!
+//! Each VMM's minimal fixture also runs as a created VM's generated `microvm@` unit under a real
+//! systemd of the test's own (common/systemd.rs), inside the unit's whole sandbox: a seccomp
+//! filter or mount namespace that keeps a VMM from starting shows there only.
+//!
 //! checks/test.sh runs this tier only for the VMMs it finds, and prints a `skipped: tier 5`
 //! line for the others; a test whose VMM is missing fails rather than pass.
 
 mod common;
+#[path = "common/systemd.rs"]
+mod systemd;
 #[path = "common/vm.rs"]
 mod vm;
 
@@ -702,6 +708,113 @@ fn fixture(name: &str) -> Value {
         &std::fs::read_to_string(common::fixtures().join("ok").join(name)).unwrap(),
     )
     .unwrap()
+}
+
+/// The VMM's minimal fixture, prepared as for `try_fixture`, created as VM `tier5` and started
+/// as `microvm@tier5` by a systemd of the test's own; accepted when the console (or the VMM's
+/// log) shows what only an accepted configuration prints.
+fn runs_its_minimal_fixture_as_a_microvm_unit(vmm: &Vmm) {
+    let program = find(vmm.program).unwrap_or_else(|| {
+        panic!(
+            "{} is not in MICROVM_TEST_VMMS or on PATH; checks/test.sh skips this test without it",
+            vmm.program
+        )
+    });
+    let files = files();
+    let tmp = systemd::state_tempdir();
+    // The unit's sandbox hides /tmp and /home and /root, where a VMM built by hand lives (on a
+    // host it is in the Nix store): a copy goes where the unit sees it.
+    let program = {
+        let copy = tmp.path().join("bin").join(vmm.program);
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::copy(&program, &copy).unwrap();
+        copy
+    };
+    let state = tmp.path().join("state");
+    let vm_dir = state.join("tier5");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    let fixture = fixture(&format!("{}-minimal.json", vmm.hypervisor));
+    // Files the runner reads relative to its working directory go where the unit runs it.
+    let Prepared { spec, left_out } = prepare(vmm, &fixture, &program, &files, &vm_dir);
+    let runner = vm::generate(&tmp.path().join("gen"), &spec);
+    systemd::install_host_units(tmp.path(), &state, "tier5", vmm.env);
+    let manager = systemd::Manager::start(&tmp.path().join("units"));
+    systemd::create(tmp.path(), &state, "tier5", &runner);
+    let started = manager.run(&["systemctl", "start", "microvm@tier5.service"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let console = tmp.path().join("console.log");
+    let deadline = Instant::now() + VERDICT_TIMEOUT;
+    let verdict = loop {
+        let lines: Vec<String> = std::fs::read_to_string(&console)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .chain(log_lines(&vm_dir))
+            .collect();
+        if let Some(line) = lines
+            .iter()
+            .find(|l| vmm.accepted.iter().any(|a| l.contains(a)))
+        {
+            break Ok(line.clone());
+        }
+        let unit = manager.show("microvm@tier5.service", "ActiveState");
+        if unit != "active" && unit != "activating" {
+            break Err(format!("the unit is {unit}"));
+        }
+        if Instant::now() >= deadline {
+            break Err(format!("no sign of acceptance within {VERDICT_TIMEOUT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = manager.run(&[
+        "systemctl",
+        "kill",
+        "--signal=SIGKILL",
+        "microvm@tier5.service",
+    ]);
+    match verdict {
+        Ok(line) => println!(
+            "tier 5: {} ({}): minimal fixture as microvm@: accepted ({line:?}); left out: {left_out:?}",
+            vmm.hypervisor,
+            program.display()
+        ),
+        Err(why) => panic!(
+            "tier 5: {} ({}): minimal fixture as microvm@: REFUSED: {why}\n--- console ---\n{}\n--- microvm-run ---\n{}",
+            vmm.hypervisor,
+            program.display(),
+            std::fs::read_to_string(&console).unwrap_or_default(),
+            std::fs::read_to_string(runner.join("bin/microvm-run")).unwrap_or_default()
+        ),
+    }
+}
+
+#[test]
+fn firecracker_runs_its_minimal_fixture_as_a_microvm_unit() {
+    runs_its_minimal_fixture_as_a_microvm_unit(&FIRECRACKER);
+}
+
+#[test]
+fn cloud_hypervisor_runs_its_minimal_fixture_as_a_microvm_unit() {
+    runs_its_minimal_fixture_as_a_microvm_unit(&CLOUD_HYPERVISOR);
+}
+
+#[test]
+fn alioth_runs_its_minimal_fixture_as_a_microvm_unit() {
+    runs_its_minimal_fixture_as_a_microvm_unit(&ALIOTH);
+}
+
+#[test]
+fn stratovirt_runs_its_minimal_fixture_as_a_microvm_unit() {
+    runs_its_minimal_fixture_as_a_microvm_unit(&STRATOVIRT);
+}
+
+#[test]
+fn kvmtool_runs_its_minimal_fixture_as_a_microvm_unit() {
+    runs_its_minimal_fixture_as_a_microvm_unit(&KVMTOOL);
 }
 
 #[test]

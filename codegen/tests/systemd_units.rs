@@ -10,211 +10,26 @@
 //! nothing like systemd-tmpfiles touches the host. Needs root, unshare and nsenter.
 
 mod common;
+#[path = "common/systemd.rs"]
+mod systemd;
 #[path = "common/vm.rs"]
 mod vm;
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use systemd::{Manager, create, install_host_units, state_tempdir};
 use vm::{VM_TIMEOUT, boot_env, generate, host_tool, spec};
-
-const SYSTEMD: &str = "/lib/systemd/systemd";
-
-/// Targets and the slice a service unit's default dependencies name.
-const STAND_IN_UNITS: &[&str] = &[
-    "minimal.target",
-    "sysinit.target",
-    "basic.target",
-    "shutdown.target",
-    "sockets.target",
-    "paths.target",
-    "timers.target",
-    "multi-user.target",
-    "local-fs.target",
-    "network.target",
-    "system.slice",
-];
-
-struct Manager {
-    unshare: Child,
-    pid: u32,
-}
-
-impl Manager {
-    fn start(units: &Path) -> Manager {
-        assert!(
-            Path::new(SYSTEMD).is_file(),
-            "{SYSTEMD} is missing: install systemd (checks/test.sh does)"
-        );
-        std::fs::create_dir_all(units).unwrap();
-        for unit in STAND_IN_UNITS {
-            std::fs::write(
-                units.join(unit),
-                "[Unit]\nDescription=Stand-in for the test's manager\nDefaultDependencies=no\n",
-            )
-            .unwrap();
-        }
-        let unshare = Command::new(host_tool("unshare"))
-            .args(["--pid", "--fork", "--mount", "--propagation", "private"])
-            .arg("env")
-            .arg("container=microvm-test")
-            .arg(format!("SYSTEMD_UNIT_PATH={}", units.display()))
-            .args([
-                SYSTEMD,
-                "--system",
-                "--unit=minimal.target",
-                "--log-target=console",
-                "--show-status=false",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        // systemd is unshare's child, PID 1 of the new namespace.
-        let children = format!("/proc/{0}/task/{0}/children", unshare.id());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let pid = loop {
-            if let Some(pid) = std::fs::read_to_string(&children)
-                .ok()
-                .and_then(|c| c.split_whitespace().next()?.parse().ok())
-            {
-                break pid;
-            }
-            assert!(Instant::now() < deadline, "unshare started no systemd");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let manager = Manager { unshare, pid };
-        loop {
-            let state = manager.run(&["systemctl", "is-system-running"]);
-            let state = text(&state.stdout);
-            if matches!(state.trim(), "running" | "degraded") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the test's systemd is not up: {state}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        manager
-    }
-
-    fn command(&self, argv: &[&str]) -> Command {
-        let mut command = Command::new(host_tool("nsenter"));
-        command
-            .arg("-t")
-            .arg(self.pid.to_string())
-            .args(["-m", "-p", "--"])
-            .args(argv);
-        command
-    }
-
-    fn run(&self, argv: &[&str]) -> Output {
-        self.command(argv).output().unwrap()
-    }
-
-    fn show(&self, unit: &str, property: &str) -> String {
-        let output = self.run(&["systemctl", "show", unit, "-p", property, "--value"]);
-        text(&output.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for Manager {
-    /// Killing PID 1 of the namespace ends everything in it.
-    fn drop(&mut self) {
-        // SAFETY: kill has no memory preconditions.
-        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
-        let _ = self.unshare.wait();
-    }
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A directory for state that the units' PrivateTmp= (a private /tmp and /var/tmp) does not
-/// hide, as /var/lib/microvms is not hidden on a host.
-fn state_tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("microvm-systemd-test-")
-        .tempdir_in("/var/lib")
-        .unwrap()
-}
-
 fn wait_for_file_line(path: &Path, line: &str) {
-    let deadline = Instant::now() + VM_TIMEOUT;
-    loop {
-        let console = std::fs::read_to_string(path).unwrap_or_default();
-        if console.lines().any(|l| l.starts_with(line)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {line:?} in {}:\n{console}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The host package of a state directory under `tmp`, its units in `tmp/units` with a drop-in
-/// that writes `name`'s console to `tmp/console.log`; returns the state directory.
-fn install_host_units(tmp: &Path, name: &str) -> PathBuf {
-    let state = tmp.join("state");
-    let host_spec = json!({
-        "specVersion": 1, "stateDir": state, "user": "root", "group": "root",
-        "startupTimeout": 150, "shutdownTimeout": 60,
-        "tools": { "bash": host_tool("bash"), "ln": host_tool("ln"), "rm": host_tool("rm"),
-                   "mkdir": host_tool("mkdir"), "chown": host_tool("chown"),
-                   "readlink": host_tool("readlink"), "microvm": env!("CARGO_BIN_EXE_microvm") }
-    });
-    let package = common::generate_host(&host_spec, tmp);
-    let units = tmp.join("units");
-    std::fs::create_dir_all(&units).unwrap();
-    for entry in std::fs::read_dir(package.join("lib/systemd/system")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), units.join(entry.file_name())).unwrap();
-    }
-    // The guest's console, which the journal would keep on a host (this manager has none).
-    let drop_ins = units.join(format!("microvm@{name}.service.d"));
-    std::fs::create_dir_all(&drop_ins).unwrap();
-    std::fs::write(
-        drop_ins.join("console.conf"),
-        format!(
-            "[Service]\nStandardOutput=append:{0}\nStandardError=append:{0}\n",
-            tmp.join("console.log").display()
-        ),
-    )
-    .unwrap();
-    // And virtiofsd-run's messages.
-    let drop_ins = units.join(format!("microvm-virtiofsd@{name}.service.d"));
-    std::fs::create_dir_all(&drop_ins).unwrap();
-    std::fs::write(
-        drop_ins.join("log.conf"),
-        format!(
-            "[Service]\nStandardOutput=append:{0}\nStandardError=append:{0}\n",
-            tmp.join("virtiofsd.log").display()
-        ),
-    )
-    .unwrap();
-    state
-}
-
-/// `microvm create NAME --runner RUNNER` in `state`.
-fn create(tmp: &Path, state: &Path, name: &str, runner: &Path) {
-    let created = Command::new(env!("CARGO_BIN_EXE_microvm"))
-        .args(["create", name, "--runner", runner.to_str().unwrap()])
-        .env("MICROVM_STATE_DIR", state)
-        .env("MICROVM_GCROOTS_DIR", tmp.join("gcroots"))
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", text(&created.stderr));
+    systemd::wait_for_file_line(path, line, VM_TIMEOUT);
 }
 
 #[test]
@@ -225,7 +40,8 @@ fn a_created_vm_runs_and_stops_cleanly_as_its_microvm_unit() {
         &tmp.path().join("build"),
         &spec(&env, "unitvm", "shutdown", &[]),
     );
-    let state = install_host_units(tmp.path(), "unitvm");
+    let state = tmp.path().join("state");
+    install_host_units(tmp.path(), &state, "unitvm", &[]);
     let console = tmp.path().join("console.log");
     let manager = Manager::start(&tmp.path().join("units"));
     create(tmp.path(), &state, "unitvm", &runner);
@@ -283,7 +99,8 @@ fn a_created_vms_virtiofs_share_is_served_by_its_virtiofsd_unit() {
     s["interfaces"] = json!([{ "type": "user", "id": "usernet", "mac": "02:00:00:00:40:01" }]);
     s["virtiofsd"] = json!({ "group": null });
     let runner = generate(&tmp.path().join("build"), &s);
-    let state = install_host_units(tmp.path(), "unitfs");
+    let state = tmp.path().join("state");
+    install_host_units(tmp.path(), &state, "unitfs", &[]);
     let console = tmp.path().join("console.log");
     let manager = Manager::start(&tmp.path().join("units"));
     create(tmp.path(), &state, "unitfs", &runner);

@@ -1,0 +1,201 @@
+//! A systemd of a test's own: systemd runs as PID 1 of a PID and mount namespace, loading
+//! units only from the test's directory (SYSTEMD_UNIT_PATH), where empty stand-ins of the
+//! targets a service depends on stand. None of the host's units run, so nothing like
+//! systemd-tmpfiles touches the host. Needs root, unshare and nsenter. Included with
+//! `#[path = "common/systemd.rs"] mod systemd;` next to `mod vm;`.
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::vm::host_tool;
+
+pub const SYSTEMD: &str = "/lib/systemd/systemd";
+
+/// Targets and the slice a service unit's default dependencies name.
+pub const STAND_IN_UNITS: &[&str] = &[
+    "minimal.target",
+    "sysinit.target",
+    "basic.target",
+    "shutdown.target",
+    "sockets.target",
+    "paths.target",
+    "timers.target",
+    "multi-user.target",
+    "local-fs.target",
+    "network.target",
+    "system.slice",
+];
+
+pub struct Manager {
+    unshare: Child,
+    pid: u32,
+}
+
+impl Manager {
+    pub fn start(units: &Path) -> Manager {
+        assert!(
+            Path::new(SYSTEMD).is_file(),
+            "{SYSTEMD} is missing: install systemd (checks/test.sh does)"
+        );
+        std::fs::create_dir_all(units).unwrap();
+        for unit in STAND_IN_UNITS {
+            std::fs::write(
+                units.join(unit),
+                "[Unit]\nDescription=Stand-in for the test's manager\nDefaultDependencies=no\n",
+            )
+            .unwrap();
+        }
+        let unshare = Command::new(host_tool("unshare"))
+            .args(["--pid", "--fork", "--mount", "--propagation", "private"])
+            .arg("env")
+            .arg("container=microvm-test")
+            .arg(format!("SYSTEMD_UNIT_PATH={}", units.display()))
+            .args([
+                SYSTEMD,
+                "--system",
+                "--unit=minimal.target",
+                "--log-target=console",
+                "--show-status=false",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        // systemd is unshare's child, PID 1 of the new namespace.
+        let children = format!("/proc/{0}/task/{0}/children", unshare.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "unshare started no systemd");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let manager = Manager { unshare, pid };
+        loop {
+            let state = manager.run(&["systemctl", "is-system-running"]);
+            let state = text(&state.stdout);
+            if matches!(state.trim(), "running" | "degraded") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the test's systemd is not up: {state}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        manager
+    }
+
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut command = Command::new(host_tool("nsenter"));
+        command
+            .arg("-t")
+            .arg(self.pid.to_string())
+            .args(["-m", "-p", "--"])
+            .args(argv);
+        command
+    }
+
+    pub fn run(&self, argv: &[&str]) -> Output {
+        self.command(argv).output().unwrap()
+    }
+
+    pub fn show(&self, unit: &str, property: &str) -> String {
+        let output = self.run(&["systemctl", "show", unit, "-p", property, "--value"]);
+        text(&output.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Manager {
+    /// Killing PID 1 of the namespace ends everything in it.
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        let _ = self.unshare.wait();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Waits until `path` has a line starting with `line`.
+pub fn wait_for_file_line(path: &Path, line: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().any(|l| l.starts_with(line)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {line:?} in {}:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A directory for state that units' PrivateTmp= (a private /tmp and /var/tmp) does not hide,
+/// as /var/lib/microvms is not hidden on a host.
+pub fn state_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("microvm-systemd-test-")
+        .tempdir_in("/var/lib")
+        .unwrap()
+}
+
+/// The host package of state directory `state`, its units copied into `units`, with drop-ins
+/// that append `name`'s console to `tmp/console.log` and virtiofsd-run's to `tmp/virtiofsd.log`.
+pub fn install_host_units(tmp: &Path, state: &Path, name: &str, environment: &[(&str, &str)]) {
+    let host_spec = serde_json::json!({
+        "specVersion": 1, "stateDir": state, "user": "root", "group": "root",
+        "startupTimeout": 150, "shutdownTimeout": 60,
+        "tools": { "bash": host_tool("bash"), "ln": host_tool("ln"), "rm": host_tool("rm"),
+                   "mkdir": host_tool("mkdir"), "chown": host_tool("chown"),
+                   "readlink": host_tool("readlink"), "microvm": env!("CARGO_BIN_EXE_microvm") }
+    });
+    let package = crate::common::generate_host(&host_spec, tmp);
+    let units = tmp.join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    for entry in std::fs::read_dir(package.join("lib/systemd/system")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), units.join(entry.file_name())).unwrap();
+    }
+    // The journal would keep these on a host; this manager has none.
+    for (unit, log) in [
+        ("microvm", "console.log"),
+        ("microvm-virtiofsd", "virtiofsd.log"),
+    ] {
+        let drop_ins = units.join(format!("{unit}@{name}.service.d"));
+        std::fs::create_dir_all(&drop_ins).unwrap();
+        let mut text = format!(
+            "[Service]\nStandardOutput=append:{0}\nStandardError=append:{0}\n",
+            tmp.join(log).display()
+        );
+        for (key, value) in environment {
+            text.push_str(&format!("Environment={key}={value}\n"));
+        }
+        std::fs::write(drop_ins.join("test.conf"), text).unwrap();
+    }
+}
+
+/// `microvm create NAME --runner RUNNER` in `state`.
+pub fn create(tmp: &Path, state: &Path, name: &str, runner: &Path) {
+    let created = Command::new(env!("CARGO_BIN_EXE_microvm"))
+        .args(["create", name, "--runner", runner.to_str().unwrap()])
+        .env("MICROVM_STATE_DIR", state)
+        .env("MICROVM_GCROOTS_DIR", tmp.join("gcroots"))
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", text(&created.stderr));
+}
