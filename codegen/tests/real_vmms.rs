@@ -735,7 +735,8 @@ fn runs_its_minimal_fixture_as_a_microvm_unit(vmm: &Vmm) {
     std::fs::create_dir_all(&vm_dir).unwrap();
     let fixture = fixture(&format!("{}-minimal.json", vmm.hypervisor));
     // Files the runner reads relative to its working directory go where the unit runs it.
-    let Prepared { spec, left_out } = prepare(vmm, &fixture, &program, &files, &vm_dir);
+    let Prepared { mut spec, left_out } = prepare(vmm, &fixture, &program, &files, &vm_dir);
+    systemd::make_visible(tmp.path(), &mut spec);
     let runner = vm::generate(&tmp.path().join("gen"), &spec);
     systemd::install_host_units(tmp.path(), &state, "tier5", vmm.env);
     let manager = systemd::Manager::start(&tmp.path().join("units"));

@@ -36,10 +36,9 @@ fn wait_for_file_line(path: &Path, line: &str) {
 fn a_created_vm_runs_and_stops_cleanly_as_its_microvm_unit() {
     let env = boot_env();
     let tmp = state_tempdir();
-    let runner = generate(
-        &tmp.path().join("build"),
-        &spec(&env, "unitvm", "shutdown", &[]),
-    );
+    let mut s = spec(&env, "unitvm", "shutdown", &[]);
+    systemd::make_visible(tmp.path(), &mut s);
+    let runner = generate(&tmp.path().join("build"), &s);
     let state = tmp.path().join("state");
     install_host_units(tmp.path(), &state, "unitvm", &[]);
     let console = tmp.path().join("console.log");
@@ -98,6 +97,7 @@ fn a_created_vms_virtiofs_share_is_served_by_its_virtiofsd_unit() {
     }]);
     s["interfaces"] = json!([{ "type": "user", "id": "usernet", "mac": "02:00:00:00:40:01" }]);
     s["virtiofsd"] = json!({ "group": null });
+    systemd::make_visible(tmp.path(), &mut s);
     let runner = generate(&tmp.path().join("build"), &s);
     let state = tmp.path().join("state");
     install_host_units(tmp.path(), &state, "unitfs", &[]);
@@ -142,7 +142,11 @@ fn microvm_up_runs_as_a_sandboxed_transient_unit_with_shares_a_volume_and_a_port
     std::fs::create_dir_all(&share).unwrap();
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(share.join("hello.txt"), "from the host\n").unwrap();
-    let runner = generate(&tmp.path().join("build"), &spec(&env, "upunit", "up", &[]));
+    let mut s = spec(&env, "upunit", "up", &[]);
+    systemd::make_visible(tmp.path(), &mut s);
+    let runner = generate(&tmp.path().join("build"), &s);
+    // `up` hands its own path to systemd-run, for the unit to run as the supervisor.
+    let microvm_exe = systemd::microvm_exe(tmp.path());
     let manager = Manager::start(&tmp.path().join("units"));
     let state = tmp.path().join("state");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -154,7 +158,7 @@ fn microvm_up_runs_as_a_sandboxed_transient_unit_with_shares_a_volume_and_a_port
         let mut argv = vec!["env"];
         let state_env = format!("MICROVM_STATE_DIR={}", state.display());
         argv.push(&state_env);
-        argv.push(env!("CARGO_BIN_EXE_microvm"));
+        argv.push(microvm_exe.to_str().unwrap());
         argv.extend_from_slice(args);
         manager.run(&argv)
     };

@@ -6,9 +6,11 @@
 #![allow(dead_code)]
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 use crate::vm::host_tool;
 
@@ -145,6 +147,54 @@ pub fn wait_for_file_line(path: &Path, line: &str, timeout: Duration) {
     }
 }
 
+/// Where a checkout and its build may live but a unit's sandbox does not look: PrivateTmp=
+/// gives it its own /tmp and /var/tmp, ProtectHome= hides the homes.
+const HIDDEN_FROM_UNITS: &[&str] = &["/tmp/", "/var/tmp/", "/home/", "/root/", "/run/user/"];
+
+/// `path`, or when a unit's sandbox cannot see it (the boot files and programs of a checkout in
+/// /tmp or a home), a link or copy of it in `tmp`: on a host these are in the Nix store.
+pub fn visible(tmp: &Path, path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    if !HIDDEN_FROM_UNITS
+        .iter()
+        .any(|hidden| text.starts_with(hidden))
+    {
+        return path.to_owned();
+    }
+    let dir = tmp.join("visible");
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = std::fs::read_dir(&dir).unwrap().count();
+    let target = dir.join(format!(
+        "{n}-{}",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    if std::fs::hard_link(path, &target).is_err() {
+        std::fs::copy(path, &target).unwrap();
+    }
+    target
+}
+
+/// The spec's kernel, initrd, store disk and tools where the unit's sandbox sees them.
+pub fn make_visible(tmp: &Path, spec: &mut Value) {
+    for key in ["kernel", "initrdPath", "storeDisk"] {
+        if let Some(path) = spec[key].as_str().map(PathBuf::from) {
+            spec[key] = json!(visible(tmp, &path));
+        }
+    }
+    if let Some(tools) = spec["tools"].as_object_mut() {
+        for value in tools.values_mut() {
+            if let Some(path) = value.as_str().map(PathBuf::from) {
+                *value = json!(visible(tmp, &path));
+            }
+        }
+    }
+}
+
+/// The test build's `microvm`, where a unit sees it.
+pub fn microvm_exe(tmp: &Path) -> PathBuf {
+    visible(tmp, Path::new(env!("CARGO_BIN_EXE_microvm")))
+}
+
 /// A directory for state that units' PrivateTmp= (a private /tmp and /var/tmp) does not hide,
 /// as /var/lib/microvms is not hidden on a host.
 pub fn state_tempdir() -> tempfile::TempDir {
@@ -162,7 +212,7 @@ pub fn install_host_units(tmp: &Path, state: &Path, name: &str, environment: &[(
         "startupTimeout": 150, "shutdownTimeout": 60,
         "tools": { "bash": host_tool("bash"), "ln": host_tool("ln"), "rm": host_tool("rm"),
                    "mkdir": host_tool("mkdir"), "chown": host_tool("chown"),
-                   "readlink": host_tool("readlink"), "microvm": env!("CARGO_BIN_EXE_microvm") }
+                   "readlink": host_tool("readlink"), "microvm": microvm_exe(tmp) }
     });
     let package = crate::common::generate_host(&host_spec, tmp);
     let units = tmp.join("units");
