@@ -1,7 +1,10 @@
 //! A systemd of a test's own: systemd runs as PID 1 of a PID and mount namespace, loading
 //! units only from the test's directory (SYSTEMD_UNIT_PATH), where empty stand-ins of the
 //! targets a service depends on stand. None of the host's units run, so nothing like
-//! systemd-tmpfiles touches the host. Needs root, unshare and nsenter. Included with
+//! systemd-tmpfiles touches the host. The namespace gets a /proc of its own: with the host's,
+//! systemd reads a service's PID as a host process (a kernel thread, when the numbers meet),
+//! takes its main process for someone else's child and stops the service with SIGKILL at once
+//! instead of SIGTERM. Needs root, unshare and nsenter. Included with
 //! `#[path = "common/systemd.rs"] mod systemd;` next to `mod vm;`.
 #![allow(dead_code)]
 
@@ -51,7 +54,14 @@ impl Manager {
             .unwrap();
         }
         let unshare = Command::new(host_tool("unshare"))
-            .args(["--pid", "--fork", "--mount", "--propagation", "private"])
+            .args([
+                "--pid",
+                "--fork",
+                "--mount",
+                "--propagation",
+                "private",
+                "--mount-proc",
+            ])
             .arg("env")
             .arg("container=microvm-test")
             .arg(format!("SYSTEMD_UNIT_PATH={}", units.display()))
@@ -114,6 +124,19 @@ impl Manager {
     pub fn show(&self, unit: &str, property: &str) -> String {
         let output = self.run(&["systemctl", "show", unit, "-p", property, "--value"]);
         text(&output.stdout).trim().to_owned()
+    }
+
+    /// Waits until `unit`'s ActiveState is one of `states`, and returns the state it ended in
+    /// (the last one seen when `timeout` passes first).
+    pub fn wait_for_state(&self, unit: &str, states: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.show(unit, "ActiveState");
+            if states.contains(&state.as_str()) || Instant::now() > deadline {
+                return state;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
