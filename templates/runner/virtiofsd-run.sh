@@ -5,12 +5,13 @@
 # (each one ends when the VM disconnects) is started again.
 
 pids=()
+# The pause before a restart runs in the background: bash runs a trap only once a foreground
+# command ends, but interrupts `wait` at once, so a stop never waits for the pause.
+pause=
 stop() {
   trap - TERM INT EXIT
-  if [ "${#pids[@]}" -gt 0 ]; then
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait || true
-  fi
+  kill -TERM ${pause:+"$pause"} "${pids[@]}" 2>/dev/null || true
+  wait || true
 }
 trap 'stop; exit 0' TERM INT
 trap stop EXIT
@@ -81,7 +82,10 @@ while :; do
       status=0
       wait "${pids[i]}" || status=$?
       echo "virtiofsd-run: virtiofsd for ${sockets[i]} exited with status $status; restarting" >&2
-      {{ tools.sleep }} 1
+      {{ tools.sleep }} 1 &
+      pause=$!
+      wait "$pause" || true
+      pause=
       start "$i"
       continue 2
     fi
