@@ -8,14 +8,8 @@ use clap::{Parser, Subcommand};
 use miette::{GraphicalReportHandler, GraphicalTheme};
 
 use crate::diagnostic::{self, Diagnostic, SpecText};
+use crate::exit_code::{EXIT_INTERNAL, EXIT_REFUSED, EXIT_USAGE};
 use crate::{load, output, render, runner, schema, validate};
-
-/// Exit status for a spec that was read but refused.
-pub const EXIT_REFUSED: u8 = 1;
-/// Exit status for usage and I/O errors.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit status for a valid spec that could not be rendered: a bug of the generator.
-pub const EXIT_INTERNAL: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(

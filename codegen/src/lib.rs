@@ -4,6 +4,7 @@
 pub mod capabilities;
 pub mod cli;
 pub mod diagnostic;
+pub mod exit_code;
 pub mod host;
 pub mod hypervisor;
 pub mod input_file;
@@ -22,5 +23,6 @@ pub mod runner;
 pub mod schema;
 pub mod spec;
 pub mod suggest;
+pub mod templates;
 pub mod unique;
 pub mod validate;

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::hypervisor::{self, Launch, Part, Step, VirtiofsServer, Word};
-use crate::render::{self, RenderError, Renderer};
+use crate::render::{RenderError, Renderer};
 use crate::spec::{DeviceBus, Hypervisor, RunnerSpec, Tool, volume};
+use crate::templates;
 
 /// Scripts the generator writes itself; `binScripts` may not take these names.
 pub const GENERATED_BIN_NAMES: &[&str] = &[
@@ -120,7 +121,7 @@ pub fn required_tools(spec: &RunnerSpec) -> Vec<(Tool, String)> {
     }
     let backend = hypervisor::backend(spec.hypervisor);
     // A launch sizes queues and descriptors by vcpu: only build one within the validated bounds.
-    let steps = if crate::validate::within_bounds(spec) {
+    let steps = if spec.within_bounds() {
         hypervisor::launch(spec).steps
     } else {
         Vec::new()
@@ -402,7 +403,7 @@ fn mkfs_args(image: &volume::Volume, label_flag: &str) -> Vec<String> {
 pub fn argument_words(spec: &RunnerSpec) -> Vec<Word> {
     let mut words = Vec::new();
     // A launch sizes queues and descriptors by vcpu: only build one within the validated bounds.
-    if crate::validate::within_bounds(spec) {
+    if spec.within_bounds() {
         let launch = hypervisor::launch(spec);
         words.extend(launch.args);
         words.extend(launch.after_extra_args);
@@ -537,12 +538,12 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
     let mut tree = Tree::new();
     tree.insert(
         "bin/microvm-run".to_owned(),
-        script(renderer.render(render::MICROVM_RUN, &context)?),
+        script(renderer.render(templates::MICROVM_RUN, &context)?),
     );
     if !context.ephemeral_images.is_empty() {
         tree.insert(
             "bin/microvm-discard".to_owned(),
-            script(renderer.render(render::MICROVM_DISCARD, &context)?),
+            script(renderer.render(templates::MICROVM_DISCARD, &context)?),
         );
     }
     if let Some(template) = backend.shutdown_template(spec) {
@@ -560,11 +561,11 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
     if !context.taps.is_empty() {
         tree.insert(
             "bin/tap-up".to_owned(),
-            script(renderer.render(render::TAP_UP, &context)?),
+            script(renderer.render(templates::TAP_UP, &context)?),
         );
         tree.insert(
             "bin/tap-down".to_owned(),
-            script(renderer.render(render::TAP_DOWN, &context)?),
+            script(renderer.render(templates::TAP_DOWN, &context)?),
         );
         tree.insert(
             "share/microvm/tap-interfaces".to_owned(),
@@ -574,11 +575,11 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
     if !context.macvtaps.is_empty() {
         tree.insert(
             "bin/macvtap-up".to_owned(),
-            script(renderer.render(render::MACVTAP_UP, &context)?),
+            script(renderer.render(templates::MACVTAP_UP, &context)?),
         );
         tree.insert(
             "bin/macvtap-down".to_owned(),
-            script(renderer.render(render::MACVTAP_DOWN, &context)?),
+            script(renderer.render(templates::MACVTAP_DOWN, &context)?),
         );
         let described: Vec<String> = context
             .macvtaps
@@ -593,7 +594,7 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
     if !context.pci_devices.is_empty() {
         tree.insert(
             "bin/pci-setup".to_owned(),
-            script(renderer.render(render::PCI_SETUP, &context)?),
+            script(renderer.render(templates::PCI_SETUP, &context)?),
         );
         tree.insert(
             "share/microvm/pci-devices".to_owned(),
@@ -612,7 +613,7 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
     if !context.virtiofs.is_empty() {
         tree.insert(
             "bin/virtiofsd-run".to_owned(),
-            script(renderer.render(render::VIRTIOFSD_RUN, &context)?),
+            script(renderer.render(templates::VIRTIOFSD_RUN, &context)?),
         );
     }
     for share in spec.virtiofs_shares() {
@@ -629,7 +630,7 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
             text: &'a str,
         }
         let rendered = renderer.render(
-            render::BIN_SCRIPT,
+            templates::BIN_SCRIPT,
             &BinScript {
                 tools: &context.tools,
                 text,

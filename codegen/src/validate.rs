@@ -9,14 +9,10 @@ use crate::json_path::JsonPath;
 use crate::path;
 use crate::runner;
 use crate::spec::{
-    DeviceBus, ForwardFrom, InterfaceType, RunnerSpec, Share, ShareProto, Tool, volume,
+    DeviceBus, ForwardFrom, InterfaceType, MAX_MEM_MIB, MAX_VCPUS, RunnerSpec, Share, ShareProto,
+    Tool, volume,
 };
 use crate::unique;
-
-/// More vCPUs than any of the hypervisors accepts.
-pub const MAX_VCPUS: u32 = 1024;
-/// 16 TiB: far beyond what a microVM host has, small enough that sums cannot overflow.
-pub const MAX_MEM_MIB: u64 = 16 * 1024 * 1024;
 
 /// Linux interface names hold at most 15 bytes (IFNAMSIZ is 16 with the NUL).
 pub const MAX_IFNAME_BYTES: usize = 15;
@@ -29,19 +25,6 @@ pub const MAX_VIRTIOFS_TAG_BYTES: usize = 36;
 /// virtio-blk carries a disk id (serial) of at most 20 bytes (VIRTIO_BLK_ID_BYTES): qemu cuts a
 /// longer serial short without a word, crosvm and Virtualization.framework refuse it.
 pub const MAX_DISK_SERIAL_BYTES: usize = 20;
-
-/// The sizes every backend can compute with: vCPUs and memory within the limits checked here.
-pub fn within_bounds(spec: &RunnerSpec) -> bool {
-    spec.vcpu <= MAX_VCPUS
-        && [
-            spec.mem,
-            spec.hotplug_mem,
-            spec.hotplugged_mem.unwrap_or(0),
-            spec.initial_balloon_mem,
-        ]
-        .iter()
-        .all(|&mib| mib <= MAX_MEM_MIB)
-}
 
 pub fn validate(spec: &RunnerSpec) -> Vec<Diagnostic> {
     let mut findings = Vec::new();

@@ -1,7 +1,7 @@
 //! The names of the host's units, in one place: the generator writes them, `microvm` stops,
 //! restarts and reads the logs of them.
 
-use crate::render;
+use crate::templates;
 
 /// The unit that runs VM `name`.
 pub fn vm_unit(name: &str) -> String {
@@ -22,7 +22,7 @@ pub fn declared_drop_in(name: &str) -> String {
 /// `microvm-tap-interfaces@.service`, …): the unit templates whose names are systemd template
 /// names.
 pub fn templates() -> impl Iterator<Item = &'static str> {
-    render::UNIT_TEMPLATES
+    templates::UNIT_TEMPLATES
         .iter()
         .map(|(template, _)| *template)
         .filter(|template| template.ends_with("@.service"))

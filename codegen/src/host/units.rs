@@ -7,12 +7,13 @@ use serde::Serialize;
 
 use crate::host::names;
 use crate::host::spec::{DeclaredVm, HostSpec, HostTool};
-use crate::render::{self, RenderError, Renderer};
+use crate::render::{RenderError, Renderer};
 use crate::runner::{Entry, Tree};
+use crate::templates;
 
 /// The unit templates rendered once per declared VM, under names of their own; every other one
 /// is rendered once, under its own name.
-const PER_VM_TEMPLATES: &[&str] = &[render::INSTALL_UNIT, render::DECLARED_DROP_IN];
+const PER_VM_TEMPLATES: &[&str] = &[templates::INSTALL_UNIT, templates::DECLARED_DROP_IN];
 
 /// systemd gives `microvm-shutdown` this long beyond its own timeout before it kills.
 const STOP_GRACE_SECONDS: u32 = 15;
@@ -99,7 +100,7 @@ pub fn build(spec: &HostSpec, package: &str, renderer: &Renderer) -> Result<Tree
 
     let mut tree = Tree::new();
     let units = "lib/systemd/system";
-    for (unit, _) in render::UNIT_TEMPLATES
+    for (unit, _) in templates::UNIT_TEMPLATES
         .iter()
         .filter(|(unit, _)| !PER_VM_TEMPLATES.contains(unit))
     {
@@ -109,10 +110,10 @@ pub fn build(spec: &HostSpec, package: &str, renderer: &Renderer) -> Result<Tree
         );
     }
     for (name, template) in [
-        ("stop", render::HOST_STOP),
-        ("run-booted", render::HOST_RUN_BOOTED),
-        ("set-booted", render::HOST_SET_BOOTED),
-        ("unset-booted", render::HOST_UNSET_BOOTED),
+        ("stop", templates::HOST_STOP),
+        ("run-booted", templates::HOST_RUN_BOOTED),
+        ("set-booted", templates::HOST_SET_BOOTED),
+        ("unset-booted", templates::HOST_UNSET_BOOTED),
     ] {
         tree.insert(
             format!("libexec/microvm/{name}"),
@@ -123,15 +124,15 @@ pub fn build(spec: &HostSpec, package: &str, renderer: &Renderer) -> Result<Tree
         let context = vm_context(&host, name, vm);
         tree.insert(
             format!("{units}/{}", names::install_unit(name)),
-            file(renderer.render_unit(render::INSTALL_UNIT, &context)?),
+            file(renderer.render_unit(templates::INSTALL_UNIT, &context)?),
         );
         tree.insert(
             format!("{units}/{}", names::declared_drop_in(name)),
-            file(renderer.render_unit(render::DECLARED_DROP_IN, &context)?),
+            file(renderer.render_unit(templates::DECLARED_DROP_IN, &context)?),
         );
         tree.insert(
             format!("libexec/microvm/install-{name}"),
-            script(renderer.render(render::HOST_INSTALL, &context)?),
+            script(renderer.render(templates::HOST_INSTALL, &context)?),
         );
     }
     let declared = DeclaredList {

@@ -4,6 +4,7 @@
 use crate::diagnostic::Diagnostic;
 use crate::host::spec::{HOST_SPEC_VERSION, HostSpec, HostTool};
 use crate::path;
+use crate::render::is_special_in_units;
 
 fn code(name: &str) -> String {
     format!("microvm::host::{name}")
@@ -15,13 +16,6 @@ pub fn is_vm_name(name: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && name.len() <= 64
-}
-
-/// A character that does not mean itself in a unit file setting (or a shell word): whitespace,
-/// control characters, quotes, `$`, `%`, backslashes and `;`. Validation refuses values with
-/// one, and rendering a unit refuses them too, rather than escape them.
-pub fn is_special_in_units(c: char) -> bool {
-    c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '$' | '%' | '\\' | ';')
 }
 
 /// A path that means itself in a unit file and a shell word: absolute, and no character

@@ -25,8 +25,8 @@ use super::{
 };
 use crate::diagnostic::Diagnostic;
 use crate::path;
-use crate::render;
 use crate::spec::{DeviceBus, Hypervisor, InterfaceType, RunnerSpec, ShareProto, Tool};
+use crate::templates;
 
 pub struct CloudHypervisor;
 
@@ -352,11 +352,11 @@ impl Backend for CloudHypervisor {
     fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
         spec.socket
             .as_ref()
-            .map(|_| render::CLOUD_HYPERVISOR_SHUTDOWN)
+            .map(|_| templates::CLOUD_HYPERVISOR_SHUTDOWN)
     }
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        (spec.socket.is_some() && spec.balloon).then_some(render::CLOUD_HYPERVISOR_BALLOON)
+        (spec.socket.is_some() && spec.balloon).then_some(templates::CLOUD_HYPERVISOR_BALLOON)
     }
 
     fn vsock_mux_socket(&self) -> Option<&'static str> {

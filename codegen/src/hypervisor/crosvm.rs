@@ -37,8 +37,8 @@ use super::{
 };
 use crate::diagnostic::Diagnostic;
 use crate::path;
-use crate::render;
 use crate::spec::{DeviceBus, Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
+use crate::templates;
 
 pub struct Crosvm;
 
@@ -331,11 +331,11 @@ impl Backend for Crosvm {
     }
 
     fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        (spec.socket.is_some() && can_power_off(spec)).then_some(render::CROSVM_SHUTDOWN)
+        (spec.socket.is_some() && can_power_off(spec)).then_some(templates::CROSVM_SHUTDOWN)
     }
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        (spec.socket.is_some() && spec.balloon).then_some(render::CROSVM_BALLOON)
+        (spec.socket.is_some() && spec.balloon).then_some(templates::CROSVM_BALLOON)
     }
 
     fn virtiofs_server(&self) -> VirtiofsServer {

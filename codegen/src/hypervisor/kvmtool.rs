@@ -34,10 +34,10 @@
 use super::{Backend, Launch, Part, Requirement, Step, Word, macvtap_device, refuse_chars};
 use crate::diagnostic::Diagnostic;
 use crate::path;
-use crate::render;
 use crate::spec::{
     DeviceBus, Hypervisor, InterfaceType, RunnerSpec, ShareProto, ShareSecurityModel, Tool,
 };
+use crate::templates;
 
 pub struct Kvmtool;
 
@@ -341,7 +341,7 @@ impl Backend for Kvmtool {
     }
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        spec.balloon.then_some(render::KVMTOOL_BALLOON)
+        spec.balloon.then_some(templates::KVMTOOL_BALLOON)
     }
 
     fn balloon_state_file(&self, spec: &RunnerSpec) -> Option<String> {

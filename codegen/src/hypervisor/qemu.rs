@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use super::{Backend, Launch, MacvtapFdNumbers, Requirement, Word, kv, on_off, qemu_opt};
 use crate::diagnostic::Diagnostic;
 use crate::path;
-use crate::render;
 use crate::spec::{
     DeviceBus, ForwardFrom, GraphicsBackend, ImageType, InterfaceType, RunnerSpec, ShareProto,
     System, Tool,
 };
+use crate::templates;
 
 pub struct Qemu;
 
@@ -718,11 +718,11 @@ impl Backend for Qemu {
     }
 
     fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        spec.socket.as_ref().map(|_| render::QEMU_SHUTDOWN)
+        spec.socket.as_ref().map(|_| templates::QEMU_SHUTDOWN)
     }
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        (spec.socket.is_some() && spec.balloon).then_some(render::QMP_BALLOON)
+        (spec.socket.is_some() && spec.balloon).then_some(templates::QMP_BALLOON)
     }
 }
 

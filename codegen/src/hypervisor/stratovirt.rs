@@ -51,8 +51,8 @@ use super::{
 };
 use crate::diagnostic::Diagnostic;
 use crate::path;
-use crate::render;
 use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
+use crate::templates;
 
 pub struct Stratovirt;
 
@@ -430,7 +430,7 @@ impl Backend for Stratovirt {
     }
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        (spec.socket.is_some() && spec.balloon).then_some(render::QMP_BALLOON)
+        (spec.socket.is_some() && spec.balloon).then_some(templates::QMP_BALLOON)
     }
 }
 

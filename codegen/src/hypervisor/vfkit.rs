@@ -18,8 +18,8 @@
 use super::{Backend, Launch, OwnFlag, Part, Step, VirtiofsServer, Word, refuse_chars};
 use crate::diagnostic::Diagnostic;
 use crate::path;
-use crate::render;
 use crate::spec::{Hypervisor, InterfaceType, RunnerSpec, ShareProto, System, Tool};
+use crate::templates;
 
 pub struct Vfkit;
 
@@ -303,7 +303,7 @@ impl Backend for Vfkit {
     }
 
     fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        spec.socket.as_ref().map(|_| render::VFKIT_SHUTDOWN)
+        spec.socket.as_ref().map(|_| templates::VFKIT_SHUTDOWN)
     }
 
     fn balloon_template(&self, _: &RunnerSpec) -> Option<&'static str> {

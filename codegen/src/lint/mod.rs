@@ -145,7 +145,7 @@ fn unreadable(format: Format, error: &dyn std::fmt::Display) -> ExitCode {
         }]);
         println!("{finding}");
     }
-    ExitCode::from(crate::cli::EXIT_USAGE)
+    ExitCode::from(crate::exit_code::EXIT_USAGE)
 }
 
 /// Lints `files` against the options of `reference` plus those the files declare themselves.
@@ -254,7 +254,7 @@ pub fn command(paths: &[PathBuf], format: Format, option_paths: &[PathBuf]) -> E
         plural(files.len())
     );
     if errors > 0 {
-        ExitCode::from(crate::cli::EXIT_REFUSED)
+        ExitCode::from(crate::exit_code::EXIT_REFUSED)
     } else {
         ExitCode::SUCCESS
     }

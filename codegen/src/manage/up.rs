@@ -584,7 +584,7 @@ pub fn resolve_host_paths(volumes: &mut [VolumeMapping]) -> Result<(), UpError> 
             Ok(path)
                 if path
                     .to_str()
-                    .is_none_or(|p| p.chars().any(crate::host::validate::is_special_in_units)) =>
+                    .is_none_or(|p| p.chars().any(crate::render::is_special_in_units)) =>
             {
                 return Err(UpError::BadArgument {
                     flag: "-v",

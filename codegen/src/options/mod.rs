@@ -423,14 +423,14 @@ pub fn command(paths: &[PathBuf], json: bool) -> std::process::ExitCode {
         Ok(read) => read,
         Err(e) => {
             eprintln!("microvm-codegen: {e}");
-            return ExitCode::from(crate::cli::EXIT_USAGE);
+            return ExitCode::from(crate::exit_code::EXIT_USAGE);
         }
     };
     for problem in &problems {
         eprintln!("microvm-codegen: {problem}");
     }
     if !problems.is_empty() {
-        return ExitCode::from(crate::cli::EXIT_REFUSED);
+        return ExitCode::from(crate::exit_code::EXIT_REFUSED);
     }
     if json {
         print!("{}", doc::json(&tree));

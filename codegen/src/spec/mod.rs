@@ -305,7 +305,26 @@ pub(crate) fn default_true() -> bool {
     true
 }
 
+/// More vCPUs than any of the hypervisors accepts.
+pub const MAX_VCPUS: u32 = 1024;
+/// 16 TiB: far beyond what a microVM host has, small enough that sums cannot overflow.
+pub const MAX_MEM_MIB: u64 = 16 * 1024 * 1024;
+
 impl RunnerSpec {
+    /// The sizes every backend can compute with: vCPUs and memory within the limits validation
+    /// checks. A launch sizes queues and descriptors by them, so none is built outside.
+    pub fn within_bounds(&self) -> bool {
+        self.vcpu <= MAX_VCPUS
+            && [
+                self.mem,
+                self.hotplug_mem,
+                self.hotplugged_mem.unwrap_or(0),
+                self.initial_balloon_mem,
+            ]
+            .iter()
+            .all(|&mib| mib <= MAX_MEM_MIB)
+    }
+
     /// Hotplug memory plugged at start: `hotpluggedMem`, defaulting to all of `hotplugMem`.
     pub fn hotplugged_mem(&self) -> u64 {
         self.hotplugged_mem.unwrap_or(self.hotplug_mem)

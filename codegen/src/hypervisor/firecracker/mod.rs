@@ -46,8 +46,8 @@ use super::{Backend, Launch, OwnFlag, Requirement, Step, VSOCK_MUX_SOCKET, Word,
 use crate::diagnostic::Diagnostic;
 use crate::json_path::JsonPath;
 use crate::path;
-use crate::render;
 use crate::spec::{FirecrackerIoEngine, InterfaceType, RunnerSpec, Tool};
+use crate::templates;
 
 pub struct Firecracker;
 
@@ -474,11 +474,11 @@ impl Backend for Firecracker {
     }
 
     fn shutdown_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        shutdown_script(spec).then_some(render::FIRECRACKER_SHUTDOWN)
+        shutdown_script(spec).then_some(templates::FIRECRACKER_SHUTDOWN)
     }
 
     fn balloon_template(&self, spec: &RunnerSpec) -> Option<&'static str> {
-        balloon_script(spec).then_some(render::FIRECRACKER_BALLOON)
+        balloon_script(spec).then_some(templates::FIRECRACKER_BALLOON)
     }
 
     fn vsock_mux_socket(&self) -> Option<&'static str> {
