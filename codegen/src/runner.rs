@@ -432,54 +432,35 @@ pub fn argument_words(spec: &RunnerSpec) -> Vec<Word> {
 pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError> {
     let backend = hypervisor::backend(spec.hypervisor);
     let launch = hypervisor::launch(spec);
-    let tools = tool_map(spec);
-    let multi_queue = backend.tap_multi_queue(spec);
+    let context = context(spec, backend, &launch);
+    let mut tree = Tree::new();
+    lifecycle_scripts(&mut tree, spec, backend, &context, renderer)?;
+    host_setup(&mut tree, &context, renderer)?;
+    device_lists(&mut tree, spec);
+    virtiofs(&mut tree, spec, &context, renderer)?;
+    bin_scripts(&mut tree, spec, &context, renderer)?;
+    description(&mut tree, spec, backend);
+    Ok(tree)
+}
 
-    let volumes = spec
-        .volumes
-        .iter()
-        .filter(|v| v.gets_filesystem())
-        .filter_map(|v| {
-            let mkfs = spec.tools.get(Tool::mkfs(&v.fs_type)?)?;
-            let label_flag = volume::AUTO_CREATE_FILESYSTEMS
-                .iter()
-                .find(|(fs, _)| *fs == v.fs_type)
-                .map(|(_, flag)| *flag)?;
-            Some(VolumeContext {
-                image: &v.image,
-                size: v.size.unwrap_or(0),
-                fs_type: &v.fs_type,
-                mkfs,
-                mkfs_args: mkfs_args(v, label_flag),
-            })
-        })
-        .collect();
-
-    let virtiofs = if needs_virtiofsd(spec) {
-        let virtiofsd = spec.tools.get(Tool::Virtiofsd).unwrap_or_default();
-        spec.virtiofs_shares()
-            .map(|share| VirtiofsContext {
-                tag: &share.tag,
-                socket: share.socket.as_deref().unwrap_or_default(),
-                argv: virtiofsd_argv(spec, share, virtiofsd),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-
-    let context = Context {
+/// Everything the templates read, gathered from the spec and the hypervisor's launch once.
+fn context<'a>(
+    spec: &'a RunnerSpec,
+    backend: &dyn hypervisor::Backend,
+    launch: &'a Launch,
+) -> Context<'a> {
+    Context {
         host_name: &spec.host_name,
         hypervisor: spec.hypervisor.name(),
-        balloon_state_file: hypervisor::backend(spec.hypervisor).balloon_state_file(spec),
+        balloon_state_file: backend.balloon_state_file(spec),
         host_os: host_os(spec.hypervisor),
         mem: spec.mem,
         socket: spec.socket.as_deref(),
         launch: LaunchContext {
             program: spec.tools.get(launch.program).unwrap_or_default(),
-            launch: &launch,
+            launch,
         },
-        tools,
+        tools: tool_map(spec),
         procname: spec
             .pretty_procnames
             .then(|| format!("microvm@{}", spec.host_name)),
@@ -501,14 +482,16 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
                 })
             })
             .collect(),
-        volumes,
-        taps: spec
-            .tap_interfaces()
-            .map(|i| TapContext {
-                id: &i.id,
-                multi_queue,
-            })
-            .collect(),
+        volumes: volume_contexts(spec),
+        taps: {
+            let multi_queue = backend.tap_multi_queue(spec);
+            spec.tap_interfaces()
+                .map(|i| TapContext {
+                    id: &i.id,
+                    multi_queue,
+                })
+                .collect()
+        },
         macvtaps: spec
             .macvtap_interfaces()
             .filter_map(|i| {
@@ -521,51 +504,106 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
                 })
             })
             .collect(),
-        pci_devices: spec
-            .devices
-            .iter()
-            .filter(|d| d.bus == DeviceBus::Pci)
-            .map(|d| d.path.as_str())
-            .collect(),
-        virtiofs,
+        pci_devices: devices_on(spec, DeviceBus::Pci),
+        virtiofs: virtiofs_contexts(spec),
         virtiofsd_threads_from_nproc: spec.virtiofsd.thread_pool_size.is_none(),
         host_user: &spec.host.user,
         host_group: &spec.host.group,
-        uses_runner_dir: uses_runner_dir(&launch),
+        uses_runner_dir: uses_runner_dir(launch),
         notify_bridge: notify_bridge(spec),
-    };
+    }
+}
 
-    let mut tree = Tree::new();
+/// The volumes `microvm-run` creates with a filesystem, with the mkfs that makes it.
+fn volume_contexts(spec: &RunnerSpec) -> Vec<VolumeContext<'_>> {
+    spec.volumes
+        .iter()
+        .filter(|v| v.gets_filesystem())
+        .filter_map(|v| {
+            let mkfs = spec.tools.get(Tool::mkfs(&v.fs_type)?)?;
+            let label_flag = volume::AUTO_CREATE_FILESYSTEMS
+                .iter()
+                .find(|(fs, _)| *fs == v.fs_type)
+                .map(|(_, flag)| *flag)?;
+            Some(VolumeContext {
+                image: &v.image,
+                size: v.size.unwrap_or(0),
+                fs_type: &v.fs_type,
+                mkfs,
+                mkfs_args: mkfs_args(v, label_flag),
+            })
+        })
+        .collect()
+}
+
+/// The virtiofsd command line of each share that virtiofsd-run serves (none when the
+/// hypervisor serves virtiofs itself).
+fn virtiofs_contexts(spec: &RunnerSpec) -> Vec<VirtiofsContext<'_>> {
+    if !needs_virtiofsd(spec) {
+        return Vec::new();
+    }
+    let virtiofsd = spec.tools.get(Tool::Virtiofsd).unwrap_or_default();
+    spec.virtiofs_shares()
+        .map(|share| VirtiofsContext {
+            tag: &share.tag,
+            socket: share.socket.as_deref().unwrap_or_default(),
+            argv: virtiofsd_argv(spec, share, virtiofsd),
+        })
+        .collect()
+}
+
+fn devices_on(spec: &RunnerSpec, bus: DeviceBus) -> Vec<&str> {
+    spec.devices
+        .iter()
+        .filter(|d| d.bus == bus)
+        .map(|d| d.path.as_str())
+        .collect()
+}
+
+/// `microvm-run`, and what stops, resizes and cleans up after it where the VM has that.
+fn lifecycle_scripts(
+    tree: &mut Tree,
+    spec: &RunnerSpec,
+    backend: &dyn hypervisor::Backend,
+    context: &Context,
+    renderer: &Renderer,
+) -> Result<(), RenderError> {
     tree.insert(
         "bin/microvm-run".to_owned(),
-        script(renderer.render(templates::MICROVM_RUN, &context)?),
+        script(renderer.render(templates::MICROVM_RUN, context)?),
     );
     if !context.ephemeral_images.is_empty() {
         tree.insert(
             "bin/microvm-discard".to_owned(),
-            script(renderer.render(templates::MICROVM_DISCARD, &context)?),
+            script(renderer.render(templates::MICROVM_DISCARD, context)?),
         );
     }
     if let Some(template) = backend.shutdown_template(spec) {
         tree.insert(
             "bin/microvm-shutdown".to_owned(),
-            script(renderer.render(template, &context)?),
+            script(renderer.render(template, context)?),
         );
     }
     if let Some(template) = backend.balloon_template(spec) {
         tree.insert(
             "bin/microvm-balloon".to_owned(),
-            script(renderer.render(template, &context)?),
+            script(renderer.render(template, context)?),
         );
     }
+    Ok(())
+}
+
+/// What the host units run before the VM starts: taps, macvtaps and PCI devices to set up and
+/// tear down, each with the list the host module reads.
+fn host_setup(tree: &mut Tree, context: &Context, renderer: &Renderer) -> Result<(), RenderError> {
     if !context.taps.is_empty() {
         tree.insert(
             "bin/tap-up".to_owned(),
-            script(renderer.render(templates::TAP_UP, &context)?),
+            script(renderer.render(templates::TAP_UP, context)?),
         );
         tree.insert(
             "bin/tap-down".to_owned(),
-            script(renderer.render(templates::TAP_DOWN, &context)?),
+            script(renderer.render(templates::TAP_DOWN, context)?),
         );
         tree.insert(
             "share/microvm/tap-interfaces".to_owned(),
@@ -575,11 +613,11 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
     if !context.macvtaps.is_empty() {
         tree.insert(
             "bin/macvtap-up".to_owned(),
-            script(renderer.render(templates::MACVTAP_UP, &context)?),
+            script(renderer.render(templates::MACVTAP_UP, context)?),
         );
         tree.insert(
             "bin/macvtap-down".to_owned(),
-            script(renderer.render(templates::MACVTAP_DOWN, &context)?),
+            script(renderer.render(templates::MACVTAP_DOWN, context)?),
         );
         let described: Vec<String> = context
             .macvtaps
@@ -594,26 +632,35 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
     if !context.pci_devices.is_empty() {
         tree.insert(
             "bin/pci-setup".to_owned(),
-            script(renderer.render(templates::PCI_SETUP, &context)?),
+            script(renderer.render(templates::PCI_SETUP, context)?),
         );
         tree.insert(
             "share/microvm/pci-devices".to_owned(),
             file(lines(context.pci_devices.iter().copied())),
         );
     }
-    let usb: Vec<&str> = spec
-        .devices
-        .iter()
-        .filter(|d| d.bus == DeviceBus::Usb)
-        .map(|d| d.path.as_str())
-        .collect();
+    Ok(())
+}
+
+/// USB devices need no setup script, only the list the host module reads.
+fn device_lists(tree: &mut Tree, spec: &RunnerSpec) {
+    let usb = devices_on(spec, DeviceBus::Usb);
     if !usb.is_empty() {
         tree.insert("share/microvm/usb-devices".to_owned(), file(lines(usb)));
     }
+}
+
+/// virtiofsd-run, and each virtiofs share's socket and source for the host's virtiofsd unit.
+fn virtiofs(
+    tree: &mut Tree,
+    spec: &RunnerSpec,
+    context: &Context,
+    renderer: &Renderer,
+) -> Result<(), RenderError> {
     if !context.virtiofs.is_empty() {
         tree.insert(
             "bin/virtiofsd-run".to_owned(),
-            script(renderer.render(templates::VIRTIOFSD_RUN, &context)?),
+            script(renderer.render(templates::VIRTIOFSD_RUN, context)?),
         );
     }
     for share in spec.virtiofs_shares() {
@@ -623,12 +670,22 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
         }
         tree.insert(format!("{dir}/source"), file(format!("{}\n", share.source)));
     }
+    Ok(())
+}
+
+/// The user's `binScripts`, each with the tools of the runner.
+fn bin_scripts(
+    tree: &mut Tree,
+    spec: &RunnerSpec,
+    context: &Context,
+    renderer: &Renderer,
+) -> Result<(), RenderError> {
+    #[derive(Serialize)]
+    struct BinScript<'a> {
+        tools: &'a BTreeMap<String, Option<&'a str>>,
+        text: &'a str,
+    }
     for (name, text) in &spec.bin_scripts {
-        #[derive(Serialize)]
-        struct BinScript<'a> {
-            tools: &'a BTreeMap<String, Option<&'a str>>,
-            text: &'a str,
-        }
         let rendered = renderer.render(
             templates::BIN_SCRIPT,
             &BinScript {
@@ -638,6 +695,12 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
         )?;
         tree.insert(format!("bin/{name}"), script(rendered));
     }
+    Ok(())
+}
+
+/// What the runner says of itself under share/microvm: its hypervisor, vsock cid, system, the
+/// spec it was made from (`microvm up` re-generates from it) and the backend's own files.
+fn description(tree: &mut Tree, spec: &RunnerSpec, backend: &dyn hypervisor::Backend) {
     if let Some(cid) = spec.vsock.cid {
         tree.insert(
             "share/microvm/vsock-cid".to_owned(),
@@ -661,5 +724,4 @@ pub fn build(spec: &RunnerSpec, renderer: &Renderer) -> Result<Tree, RenderError
     for (path, contents) in backend.extra_files(spec) {
         tree.insert(path, file(contents));
     }
-    Ok(tree)
 }
