@@ -68,7 +68,7 @@ apt_update() {
 	((apt_updated)) && return 0
 	((EUID == 0)) || die "apt metadata is missing or stale; run as root"
 	say "apt-get update"
-	apt-get update -qq >&2 || die "apt-get update failed"
+	apt_refresh >&2 || die "apt-get update failed"
 	apt_updated=1
 }
 

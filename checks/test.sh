@@ -32,7 +32,7 @@ mapfile -t missing < <(apt_missing "${packages[@]}")
 if ((${#missing[@]})); then
 	if ((EUID == 0)); then
 		say "installing ${missing[*]}"
-		apt-get update -qq >&2
+		apt_refresh >&2
 		apt_install "${missing[@]}" >&2
 	else
 		say "not root: cannot install ${missing[*]}"

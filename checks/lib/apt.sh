@@ -41,6 +41,14 @@ apt_qemu_utils_pin() {
 	return 1
 }
 
+# Another apt (unattended upgrades, a second job) may hold dpkg's lock: wait for it rather than fail.
+apt_lock_wait=(-o DPkg::Lock::Timeout=600)
+
+# apt_refresh: refreshes the package lists (as root).
+apt_refresh() {
+	apt-get "${apt_lock_wait[@]}" update -qq
+}
+
 # apt_install PKG...: installs PKG... (as root), with qemu-utils matched to qemu-system-x86.
 apt_install() {
 	local -a pkgs=("$@") extra=()
@@ -51,5 +59,5 @@ apt_install() {
 			[[ -n $pin ]] && extra=("$pin" --allow-downgrades)
 		fi
 	done
-	apt-get install -y -qq --no-install-recommends "${pkgs[@]}" "${extra[@]}"
+	apt-get "${apt_lock_wait[@]}" install -y -qq --no-install-recommends "${pkgs[@]}" "${extra[@]}"
 }
