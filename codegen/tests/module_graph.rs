@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+mod common;
+
 /// Top-level module name → the top-level modules its non-test code names with `crate::`.
 fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut files = Vec::new();
-    collect_rust_files(src, &mut files);
+    let files = common::files_with_extension(src, "rs");
     let module_of = |file: &Path| -> String {
         let relative = file.strip_prefix(src).unwrap();
         let first = relative.components().next().unwrap().as_os_str();
@@ -34,17 +35,6 @@ fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     graph
-}
-
-fn collect_rust_files(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            collect_rust_files(&path, files);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            files.push(path);
-        }
-    }
 }
 
 /// The modules a text names: `crate::a::…`, and each first name in `use crate::{a, b::{c}};`.

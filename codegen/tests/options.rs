@@ -51,33 +51,11 @@ fn count_option_calls(text: &str) -> usize {
     count
 }
 
-fn nix_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            nix_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "nix") {
-            out.push(path);
-        }
-    }
-}
-
 /// One module knows the parser crates (DESIGN.md): the rest works on its syntax tree.
 #[test]
 fn only_nix_syntax_names_rnix_and_rowan() {
-    fn rust_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                rust_files(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
     let src = common::repo_root().join("codegen/src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    let files = common::files_with_extension(&src, "rs");
     let wrapper = src.join("nix_syntax.rs");
     assert!(files.contains(&wrapper));
     for file in files.iter().filter(|f| **f != wrapper) {
@@ -105,8 +83,7 @@ fn counting_finds_calls_not_mentions() {
 
 #[test]
 fn one_option_per_mk_option_call_including_submodules() {
-    let mut files = Vec::new();
-    nix_files(&modules(), &mut files);
+    let files = common::files_with_extension(&modules(), "nix");
     let calls: usize = files
         .iter()
         .map(|f| count_option_calls(&std::fs::read_to_string(f).unwrap()))

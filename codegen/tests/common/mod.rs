@@ -19,6 +19,24 @@ pub fn repo_root() -> PathBuf {
         .to_owned()
 }
 
+/// Every file under `dir`, at any depth, whose name ends in `.{extension}`, sorted.
+pub fn files_with_extension(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, extension, out);
+            } else if path.extension().is_some_and(|e| e == extension) {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, extension, &mut files);
+    files.sort();
+    files
+}
+
 /// The committed JSON Schema doc/`file`, parsed, after checking it is `generated` (the schema
 /// the code makes now, as `microvm-codegen schema --of <of>` prints it) plus one newline.
 pub fn committed_schema(file: &str, of: &str, generated: &str) -> serde_json::Value {
