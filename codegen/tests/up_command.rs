@@ -30,9 +30,10 @@ fi
     ),
     (
         "systemd-run",
-        // With FAKE_STATE, the unit it starts is active from then on, as systemctl then says.
+        // With FAKE_STATE, the unit it starts is active from then on, as systemctl then says;
+        // with FAKE_QUEUED too, only once systemctl has shown its start job that many times.
         "#!/bin/bash\nprintf '%s\\n' \"$*\" >>\"$RECORD/systemd-run\"\n\
-         if [ -n \"${FAKE_STATE:-}\" ]; then echo active >\"$FAKE_STATE\"; fi\n",
+         if [ -n \"${FAKE_STATE:-}\" ] && [ -z \"${FAKE_QUEUED:-}\" ]; then echo active >\"$FAKE_STATE\"; fi\n",
     ),
     (
         "systemctl",
@@ -40,7 +41,14 @@ fi
 printf '%s\n' "$*" >>"$RECORD/systemctl"
 if [ -n "${FAKE_STATE:-}" ] && [ -f "$FAKE_STATE" ]; then FAKE_ACTIVE=$(cat "$FAKE_STATE"); fi
 case $1 in
-  show) printf 'ActiveState=%s\nSubState=%s\nMainPID=%s\n' "${FAKE_ACTIVE:-inactive}" "${FAKE_SUB:-dead}" "${FAKE_PID:-0}" ;;
+  show)
+    if [ -n "${FAKE_QUEUED:-}" ] && [ "$(cat "$FAKE_QUEUED")" -gt 0 ]; then
+      printf 'ActiveState=inactive\nSubState=dead\nMainPID=0\nJob=7\n'
+      echo $(($(cat "$FAKE_QUEUED") - 1)) >"$FAKE_QUEUED"
+      if [ "$(cat "$FAKE_QUEUED")" -eq 0 ]; then echo active >"$FAKE_STATE"; fi
+      exit 0
+    fi
+    printf 'ActiveState=%s\nSubState=%s\nMainPID=%s\n' "${FAKE_ACTIVE:-inactive}" "${FAKE_SUB:-dead}" "${FAKE_PID:-0}" ;;
   is-active) echo "${FAKE_ACTIVE:-inactive}"; [ "${FAKE_ACTIVE:-inactive}" = active ] ;;
 esac
 "#,
@@ -599,7 +607,11 @@ fn up_waits_for_a_guest_that_reports_readiness_and_gives_up_after_its_timeout() 
         stderr(&died)
     );
     health(true);
+    // systemd-run --no-block returns with the start job queued, the unit still inactive: that
+    // is a unit about to start, not one that died.
     let state = host.path("unit-state");
+    let queued = host.path("queued-polls");
+    std::fs::write(&queued, "3").unwrap();
     let ready = host.microvm(
         &[
             "up",
@@ -610,12 +622,21 @@ fn up_waits_for_a_guest_that_reports_readiness_and_gives_up_after_its_timeout() 
             "--timeout",
             "6",
         ],
-        &[("FAKE_STATE", state.to_str().unwrap())],
+        &[
+            ("FAKE_STATE", state.to_str().unwrap()),
+            ("FAKE_QUEUED", queued.to_str().unwrap()),
+        ],
     );
     assert!(ready.status.success(), "{}", stderr(&ready));
     assert!(
         stderr(&ready).contains("ready is ready after 0 s"),
         "{}",
         stderr(&ready)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&queued).unwrap().trim(),
+        "0",
+        "{:?}",
+        host.calls("systemctl")
     );
 }

@@ -758,6 +758,14 @@ fn state_dir_for(
 
 /// Whether and how the `up` VM runs now.
 pub fn unit_status(vm: &VmDir, record: &UpRecord) -> UnitStatus {
+    unit_status_and_job(vm, record).0
+}
+
+/// Whether and how the `up` VM runs now, and whether systemd still holds its start job, both
+/// from one look: `systemd-run --no-block` returns once the job is queued, and until the job
+/// runs the unit is as inactive as one that already died; asked apart, the job may end between
+/// the two answers.
+fn unit_status_and_job(vm: &VmDir, record: &UpRecord) -> (UnitStatus, bool) {
     match &record.supervisor {
         Supervisor::Systemd { unit, user } => {
             let mut command = Command::new("systemctl");
@@ -765,29 +773,28 @@ pub fn unit_status(vm: &VmDir, record: &UpRecord) -> UnitStatus {
                 command.arg("--user");
             }
             let shown = command
-                .args([
-                    "show",
-                    unit,
-                    "-p",
-                    "ActiveState",
-                    "-p",
-                    "SubState",
-                    "-p",
-                    "MainPID",
-                ])
+                .args(["show", unit])
+                .args(["-p", "ActiveState", "-p", "SubState", "-p", "MainPID"])
+                .args(["-p", "Job"])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default();
-            UnitStatus::from_show(unit.clone(), &shown)
+            let job_queued = shown.lines().any(|line| {
+                line.strip_prefix("Job=")
+                    .and_then(|job| job.split_whitespace().next()?.parse::<u32>().ok())
+                    .is_some_and(|id| id != 0)
+            });
+            (UnitStatus::from_show(unit.clone(), &shown), job_queued)
         }
         Supervisor::Process => {
             let pid = supervisor_pid(vm);
-            UnitStatus {
+            let status = UnitStatus {
                 name: format!("microvm supervise {}", vm.name),
                 active_state: if pid.is_some() { "active" } else { "inactive" }.to_owned(),
                 sub_state: if pid.is_some() { "running" } else { "dead" }.to_owned(),
                 main_pid: pid,
-            }
+            };
+            (status, false)
         }
     }
 }
@@ -1181,14 +1188,17 @@ fn wait_until_up(
     let socket = spec.socket.as_ref().map(|s| vm.dir.join(s));
     let mut last_report = 0;
     loop {
-        let status = unit_status(vm, record);
-        if !matches!(status.active_state.as_str(), "active" | "activating") {
+        let (status, job_queued) = unit_status_and_job(vm, record);
+        let running = matches!(status.active_state.as_str(), "active" | "activating");
+        if !running && !job_queued {
             return Err(UpError::DiedWhileStarting {
                 name: vm.name.clone(),
                 status: format!("{} ({})", status.active_state, status.sub_state),
             });
         }
-        let up = if readiness {
+        let up = if !running {
+            false
+        } else if readiness {
             vm.guest_health().is_some_and(|h| h.ready)
         } else {
             match &socket {
