@@ -179,7 +179,22 @@ fn microvm_up_runs_as_a_sandboxed_transient_unit_with_shares_a_volume_and_a_port
         "--env",
         "GREETING=hello from up",
     ]);
-    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert!(
+        up.status.success(),
+        "{}\n{}\n{}",
+        text(&up.stderr),
+        text(
+            &manager
+                .run(&[
+                    "systemctl",
+                    "status",
+                    "--no-pager",
+                    "microvm-up-upunit.service"
+                ])
+                .stdout
+        ),
+        manager.logs()
+    );
     // systemd runs it (the manager is PID 1 there, so `up` chose it by itself).
     assert!(
         text(&up.stderr).contains("Running as unit: microvm-up-upunit.service"),
@@ -210,8 +225,9 @@ fn microvm_up_runs_as_a_sandboxed_transient_unit_with_shares_a_volume_and_a_port
         }
         assert!(
             Instant::now() < deadline,
-            "no answer on port {port}; the unit is {}",
-            manager.show(unit, "ActiveState")
+            "no answer on port {port}; the unit is {}\n{}",
+            manager.show(unit, "ActiveState"),
+            manager.logs()
         );
         std::thread::sleep(Duration::from_millis(500));
     };

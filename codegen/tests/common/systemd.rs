@@ -4,7 +4,8 @@
 //! systemd-tmpfiles touches the host. The namespace gets a /proc of its own: with the host's,
 //! systemd reads a service's PID as a host process (a kernel thread, when the numbers meet),
 //! takes its main process for someone else's child and stops the service with SIGKILL at once
-//! instead of SIGTERM. Needs root, unshare and nsenter. Included with
+//! instead of SIGTERM. Each manager also gets a cgroup subtree of its own, so managers running
+//! side by side keep out of each other's units. Needs root, unshare and nsenter. Included with
 //! `#[path = "common/systemd.rs"] mod systemd;` next to `mod vm;`.
 #![allow(dead_code)]
 
@@ -37,6 +38,8 @@ pub const STAND_IN_UNITS: &[&str] = &[
 pub struct Manager {
     unshare: Child,
     pid: u32,
+    services_log: PathBuf,
+    cgroup: String,
 }
 
 impl Manager {
@@ -46,6 +49,18 @@ impl Manager {
             "{SYSTEMD} is missing: install systemd (checks/test.sh does)"
         );
         std::fs::create_dir_all(units).unwrap();
+        // No journald runs here, so a service's output would go to /dev/null; to a file instead,
+        // for a failing test to show (systemd opens it before a unit's sandbox applies).
+        let services_log = units.parent().unwrap_or(units).join("services.log");
+        std::fs::create_dir_all(units.join("service.d")).unwrap();
+        std::fs::write(
+            units.join("service.d/10-test-output.conf"),
+            format!(
+                "[Service]\nStandardOutput=append:{}\nStandardError=inherit\n",
+                services_log.display()
+            ),
+        )
+        .unwrap();
         for unit in STAND_IN_UNITS {
             std::fs::write(
                 units.join(unit),
@@ -53,7 +68,27 @@ impl Manager {
             )
             .unwrap();
         }
-        let unshare = Command::new(host_tool("unshare"))
+        // A cgroup subtree of its own in every hierarchy: systemd takes the cgroup it starts in
+        // for its root, and managers side by side in one root share init.scope and
+        // system.slice, where one's bookkeeping ends another's services.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let cgroup = format!(
+            "microvm-test-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut join = String::new();
+        for hierarchy in ["systemd", "unified"] {
+            let dir = Path::new(CGROUPS).join(hierarchy).join(&cgroup);
+            if std::fs::create_dir(&dir).is_ok() {
+                join.push_str(&format!("echo $$ >'{}/cgroup.procs' && ", dir.display()));
+            }
+        }
+        let unshare = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{join}exec \"$@\""))
+            .arg("sh")
+            .arg(host_tool("unshare"))
             .args([
                 "--pid",
                 "--fork",
@@ -91,7 +126,12 @@ impl Manager {
             assert!(Instant::now() < deadline, "unshare started no systemd");
             std::thread::sleep(Duration::from_millis(50));
         };
-        let manager = Manager { unshare, pid };
+        let manager = Manager {
+            unshare,
+            pid,
+            services_log,
+            cgroup,
+        };
         loop {
             let state = manager.run(&["systemctl", "is-system-running"]);
             let state = text(&state.stdout);
@@ -121,6 +161,12 @@ impl Manager {
         self.command(argv).output().unwrap()
     }
 
+    /// What the services said so far, for a failing assertion's message.
+    pub fn logs(&self) -> String {
+        let said = std::fs::read_to_string(&self.services_log).unwrap_or_default();
+        format!("--- what the services said ---\n{said}")
+    }
+
     pub fn show(&self, unit: &str, property: &str) -> String {
         let output = self.run(&["systemctl", "show", unit, "-p", property, "--value"]);
         text(&output.stdout).trim().to_owned()
@@ -146,6 +192,30 @@ impl Drop for Manager {
         // SAFETY: kill has no memory preconditions.
         unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
         let _ = self.unshare.wait();
+        // systemd made the same tree in the controllers' hierarchies; empty now, it can go.
+        if let Ok(hierarchies) = std::fs::read_dir(CGROUPS) {
+            for hierarchy in hierarchies.flatten() {
+                remove_cgroup_tree(&hierarchy.path().join(&self.cgroup), Instant::now());
+            }
+        }
+    }
+}
+
+const CGROUPS: &str = "/sys/fs/cgroup";
+
+/// Removes an emptied cgroup and those under it, deepest first; the kernel may take a moment
+/// to see the killed processes gone.
+fn remove_cgroup_tree(dir: &Path, since: Instant) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&entry.path(), since);
+        }
+    }
+    while std::fs::remove_dir(dir).is_err() && since.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
